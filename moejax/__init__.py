@@ -1,0 +1,64 @@
+"""moejax: estimation-rate studies for contaminated mixtures of multinomial logistic experts.
+
+Importing moejax turns on float64 in JAX (``jax_enable_x64``): every estimate is float64.
+"""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+from moejax.experts import BUILTIN_ACTIVATIONS, Expert  # noqa: E402
+from moejax.fit import (  # noqa: E402
+    Bounds,
+    FitResult,
+    fit,
+    fit_multistart,
+    init_near_truth,
+    init_truth,
+    random_inits,
+)
+from moejax.losses import Errors, hellinger_distance, parameter_errors  # noqa: E402
+from moejax.model import (  # noqa: E402
+    ModelSpec,
+    Params,
+    adapter_posterior,
+    class_probs,
+    gate_logit,
+    log_class_probs,
+    log_density,
+    log_likelihood,
+)
+from moejax.sampling import sample, sample_covariates, sample_labels  # noqa: E402
+from moejax.truth import Truth, heterogeneous_truth, homogeneous_truth, truth_at  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BUILTIN_ACTIVATIONS",
+    "Bounds",
+    "Errors",
+    "Expert",
+    "FitResult",
+    "ModelSpec",
+    "Params",
+    "Truth",
+    "adapter_posterior",
+    "class_probs",
+    "fit",
+    "fit_multistart",
+    "gate_logit",
+    "hellinger_distance",
+    "heterogeneous_truth",
+    "homogeneous_truth",
+    "init_near_truth",
+    "init_truth",
+    "log_class_probs",
+    "log_density",
+    "log_likelihood",
+    "parameter_errors",
+    "random_inits",
+    "sample",
+    "sample_covariates",
+    "sample_labels",
+    "truth_at",
+]

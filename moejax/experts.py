@@ -1,0 +1,77 @@
+"""Expert logit functions.
+
+An *expert* maps covariates ``X`` (n, d) and a weight matrix ``eta`` (K-1, d) to class logits
+(n, K): ``h_k(x) = scale * a(eta_k . x) + bias_k`` for k < K-1 and ``h_{K-1} = 0`` (the reference
+class). ``a`` is a built-in activation name or any pure, elementwise JAX function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+Activation = Callable[[jax.Array], jax.Array]
+
+
+def _gelu(z: jax.Array) -> jax.Array:
+    """Exact (erf) GELU."""
+    return jax.nn.gelu(z, approximate=False)
+
+
+BUILTIN_ACTIVATIONS: dict[str, Activation] = {
+    "linear": lambda z: z,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "gelu": _gelu,
+    "relu": jax.nn.relu,
+}
+
+
+def resolve_activation(a: str | Activation, argname: str = "activation") -> Activation:
+    """Return the activation function for a built-in name or a user callable."""
+    if isinstance(a, str):
+        try:
+            return BUILTIN_ACTIVATIONS[a]
+        except KeyError:
+            names = ", ".join(sorted(BUILTIN_ACTIVATIONS))
+            raise ValueError(f"{argname}: unknown expert {a!r}; choose one of {names}") from None
+    if callable(a):
+        return a
+    raise ValueError(f"{argname}: expected an expert name or a callable, got {type(a).__name__}")
+
+
+@dataclass(frozen=True)
+class Expert:
+    """A multinomial logistic expert: logits ``scale * a(eta_k . x) + bias_k``, reference 0.
+
+    Attributes:
+      activation: built-in name ("linear", "tanh", "sigmoid", "gelu", "relu") or a pure JAX
+        elementwise function ``a(z)``.
+      scale: fixed output scale ``s`` (not estimated).
+      bias: fixed per-class bias, a tuple of K-1 floats, or None for zeros (not estimated).
+    """
+
+    activation: str | Activation
+    scale: float = 1.0
+    bias: tuple[float, ...] | None = None
+
+    @property
+    def name(self) -> str:
+        a = self.activation
+        return a if isinstance(a, str) else getattr(a, "__name__", repr(a))
+
+    def logits(self, eta: jax.Array, X: jax.Array) -> jax.Array:
+        """Class logits (n, K) for ``eta`` (K-1, d) and ``X`` (n, d); the last column is 0."""
+        fn = resolve_activation(self.activation)
+        z = X @ eta.T  # (n, K-1)
+        h = self.scale * fn(z)
+        if self.bias is not None:
+            h = h + jnp.asarray(self.bias, dtype=h.dtype)
+        return jnp.concatenate([h, jnp.zeros(h.shape[:-1] + (1,), h.dtype)], axis=-1)
+
+    def log_probs(self, eta: jax.Array, X: jax.Array) -> jax.Array:
+        """Log class probabilities (n, K), via log-softmax."""
+        return jax.nn.log_softmax(self.logits(eta, X), axis=-1)

@@ -1,0 +1,35 @@
+"""Parameter errors per block (MODEL.md section 1)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from moejax.model import ModelSpec, Params, log_class_probs
+
+
+class Errors(NamedTuple):
+    """||beta_hat - beta*||_2, |exp(tau_hat) - exp(tau*)|, ||eta_hat - eta*||_F (each ())."""
+
+    beta: jax.Array
+    exp_tau: jax.Array
+    eta: jax.Array
+
+
+def parameter_errors(est: Params, truth: Params) -> Errors:
+    """Block errors of an estimate against the truth."""
+    return Errors(
+        beta=jnp.linalg.norm(est.beta - truth.beta),
+        exp_tau=jnp.abs(jnp.exp(est.tau) - jnp.exp(truth.tau)),
+        eta=jnp.linalg.norm(est.eta - truth.eta),
+    )
+
+
+def hellinger_distance(spec: ModelSpec, est: Params, truth: Params, X: jax.Array) -> jax.Array:
+    """Mean over rows of X (m, d) of the Hellinger distance between p_est(.|x) and p_true(.|x)."""
+    la = log_class_probs(spec, est, X)
+    lb = log_class_probs(spec, truth, X)
+    bc = jnp.sum(jnp.exp(0.5 * (la + lb)), axis=-1)
+    return jnp.mean(jnp.sqrt(jnp.clip(1.0 - bc, 0.0, None)))
