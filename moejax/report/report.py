@@ -1,0 +1,135 @@
+"""One-call report of a sweep directory: slopes, tables, figure and a terminal summary."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .plots import plot_rates
+from .slopes import AGGREGATES, compute_slopes
+from .table import read_fits_csv, read_manifest
+from .tables import (
+    SENSITIVITY_COLUMNS,
+    build_export_rows,
+    build_sensitivity_rows,
+    format_terminal,
+    write_tables,
+)
+
+
+def _status_summary(fits: Mapping[str, np.ndarray]) -> str:
+    n_total = int(np.asarray(fits["n"]).shape[0])
+    parts = [f"{n_total} fits"]
+    if "status" in fits:
+        counts = Counter(str(s) for s in fits["status"])
+        parts.append("status: " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
+    elif "converged" in fits:
+        n_conv = int(np.sum(np.asarray(fits["converged"]) == 1))
+        parts.append(f"converged {n_conv}, not converged {n_total - n_conv}")
+    if "at_bound" in fits:
+        parts.append(f"at bound {int(np.sum(np.asarray(fits['at_bound']) == 1))}")
+    return "; ".join(parts)
+
+
+def make_report(
+    run_dir: str | os.PathLike[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    aggregates: Sequence[str] = AGGREGATES,
+    drop_smallest: Sequence[int] = (0, 1, 2, 3),
+    exclude_at_bound: bool = False,
+) -> dict[str, Any]:
+    """Read ``run_dir/fits.csv`` and ``run_dir/manifest.json``, write all tables and the figure.
+
+    Writes into ``run_dir``: ``slopes.csv``, ``slopes.md``, ``slopes.tex``, ``slopes.json``,
+    ``sensitivity.csv``, ``sensitivity.md``, ``rates.png``, ``rates.pdf``. A missing manifest is
+    tolerated (theory columns are then NaN and the summary says so).
+
+    Returns:
+        ``{"rows": export rows, "slope_rows": raw compute_slopes rows, "sensitivity": drop-k rows,
+        "terminal": printable summary str, "paths": {name: Path}, "manifest": dict}``.
+    """
+    run = Path(run_dir)
+    fits = read_fits_csv(run / "fits.csv")
+    manifest_path = run / "manifest.json"
+    manifest = read_manifest(manifest_path) if manifest_path.exists() else {}
+    regime, gamma = manifest.get("regime"), manifest.get("gamma")
+    name = manifest.get("name", run.name)
+
+    slope_rows = compute_slopes(
+        fits,
+        aggregates=aggregates,
+        n_boot=n_boot,
+        ci=ci,
+        seed=seed,
+        drop_smallest=drop_smallest,
+        exclude_at_bound=exclude_at_bound,
+    )
+    rows = build_export_rows(slope_rows, regime, gamma)
+    sensitivity = build_sensitivity_rows(slope_rows, regime, gamma)
+    metadata = {
+        "name": name,
+        "regime": regime,
+        "gamma": gamma,
+        "run_dir": str(run),
+        "n_boot": n_boot,
+        "ci": ci,
+        "seed": seed,
+        "exclude_at_bound": exclude_at_bound,
+        "theory": "uniform (minimax) exponents of MODEL.md section 2; pointwise alternative "
+        "in theory_pointwise; agree = yes if the CI contains the uniform exponent, else slope "
+        "minus theory",
+        "fits_summary": _status_summary(fits),
+    }
+    paths = write_tables(run, rows, sensitivity, metadata)
+    g = f", gamma = {gamma:g}" if isinstance(gamma, int | float) else ""
+    png, pdf = plot_rates(
+        fits,
+        slope_rows,
+        regime,
+        gamma,
+        run / "rates",
+        title=f"{name}: {regime} regime{g}",
+        exclude_at_bound=exclude_at_bound,
+    )
+    paths["rates_png"], paths["rates_pdf"] = png, pdf
+
+    lines = [f"run {name} ({regime or 'regime unknown'}{g})", _status_summary(fits)]
+    if not manifest:
+        lines.append("WARNING: no manifest.json; theory columns are nan")
+    lines += ["", format_terminal(rows), "", "sensitivity (drop the k smallest usable sizes):"]
+    lines.append(format_terminal(sensitivity, SENSITIVITY_COLUMNS))
+    return {
+        "rows": rows,
+        "slope_rows": slope_rows,
+        "sensitivity": sensitivity,
+        "terminal": "\n".join(lines),
+        "paths": paths,
+        "manifest": manifest,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m moejax.report.report RUN_DIR [--n-boot B] [--seed S]``."""
+    parser = argparse.ArgumentParser(description="Rate report of a moejax sweep directory")
+    parser.add_argument("run_dir")
+    parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--exclude-at-bound", action="store_true")
+    args = parser.parse_args(argv)
+    result = make_report(
+        args.run_dir, n_boot=args.n_boot, seed=args.seed, exclude_at_bound=args.exclude_at_bound
+    )
+    print(result["terminal"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

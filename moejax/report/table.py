@@ -1,0 +1,193 @@
+"""Reading the sweep's results table and writing files atomically.
+
+The sweep writes one row per fit to ``DIR/fits.csv``. This module turns that file into a dict of
+NumPy column arrays (all of length ``N``, the number of fits) and provides the atomic writers used
+by every report output (temporary file in the target directory, fsync, ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Integer columns. ``n`` and ``replicate`` are required; a missing or unparseable value in an
+#: optional integer column is stored as ``MISSING_INT`` (so ``converged == 1`` is then false).
+INT_COLUMNS: tuple[str, ...] = (
+    "n",
+    "replicate",
+    "n_iter",
+    "inner_steps",
+    "converged",
+    "at_bound",
+)
+#: Float columns; empty cells become NaN.
+FLOAT_COLUMNS: tuple[str, ...] = (
+    "err_beta",
+    "err_exp_tau",
+    "err_eta",
+    "err_density",
+    "loglik",
+)
+STR_COLUMNS: tuple[str, ...] = ("status",)
+REQUIRED_COLUMNS: tuple[str, ...] = ("n", "replicate")
+MISSING_INT = -1
+
+_TRUE = {"true", "yes"}
+_FALSE = {"false", "no"}
+
+
+def _parse_float(text: str) -> float:
+    text = text.strip()
+    if text == "" or text.lower() in {"none", "null", "na"}:
+        return math.nan
+    return float(text)  # accepts nan, inf, -inf, Infinity
+
+
+def _parse_int(text: str, column: str, required: bool) -> int:
+    text = text.strip()
+    low = text.lower()
+    if low in _TRUE:
+        return 1
+    if low in _FALSE:
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text) if text else math.nan
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value) and value.is_integer():
+        return int(value)
+    if required:
+        raise ValueError(f"column {column!r}: cannot parse {text!r} as an integer")
+    return MISSING_INT
+
+
+def read_fits_csv(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Read a sweep's ``fits.csv`` into column arrays.
+
+    Args:
+        path: CSV file with a header row, one row per fit.
+
+    Returns:
+        Dict mapping each known column present in the file to an array of shape ``(N,)``:
+        ``n, replicate, n_iter, inner_steps, converged, at_bound`` as int64 (a missing optional
+        integer is ``MISSING_INT = -1``); ``err_beta, err_exp_tau, err_eta, err_density, loglik``
+        as float64 (``nan``/``inf`` kept as such, empty cells become NaN); ``status`` as a str
+        array. Unknown columns are ignored. If ``converged`` is absent but ``status`` is present,
+        ``converged`` is derived as ``status == "converged"``.
+
+    Raises:
+        ValueError: if a required column (``n``, ``replicate``) is missing or unparseable.
+    """
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration as exc:
+            raise ValueError(f"{path}: empty file, no header row") from exc
+        records = [row for row in reader if row and any(cell.strip() for cell in row)]
+
+    index = {name: i for i, name in enumerate(header)}
+    missing = [c for c in REQUIRED_COLUMNS if c not in index]
+    if missing:
+        raise ValueError(f"{path}: missing required column(s) {missing}")
+
+    def cells(name: str) -> list[str]:
+        i = index[name]
+        return [row[i] if i < len(row) else "" for row in records]
+
+    out: dict[str, np.ndarray] = {}
+    for name in INT_COLUMNS:
+        if name in index:
+            required = name in REQUIRED_COLUMNS
+            out[name] = np.array(
+                [_parse_int(c, name, required) for c in cells(name)], dtype=np.int64
+            )
+    for name in FLOAT_COLUMNS:
+        if name in index:
+            out[name] = np.array([_parse_float(c) for c in cells(name)], dtype=np.float64)
+    for name in STR_COLUMNS:
+        if name in index:
+            out[name] = np.array([c.strip() for c in cells(name)], dtype=str)
+    if "converged" not in out and "status" in out:
+        out["converged"] = (out["status"] == "converged").astype(np.int64)
+    return out
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read ``manifest.json`` (a JSON object) and return it as a dict."""
+    with open(path) as handle:
+        manifest = json.load(handle)
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: manifest must be a JSON object")
+    return manifest
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically: temp file in the same directory, fsync, replace."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def write_csv_atomic(
+    path: str | os.PathLike[str],
+    header: Sequence[str],
+    rows: Iterable[Sequence[Any] | Mapping[str, Any]],
+) -> Path:
+    """Write a CSV file atomically.
+
+    Args:
+        path: destination file.
+        header: column names, length ``C``.
+        rows: each either a sequence of ``C`` values or a mapping from column name to value
+            (extra keys ignored, missing keys written empty). Floats are written with Python's
+            shortest round-trip repr, so ``nan``/``inf`` appear as ``nan``/``inf``.
+
+    Returns:
+        The path written.
+    """
+    lines: list[list[Any]] = []
+    for row in rows:
+        if isinstance(row, Mapping):
+            values = [row.get(name, "") for name in header]
+        else:
+            values = list(row)
+            if len(values) != len(header):
+                raise ValueError(f"row has {len(values)} values, header has {len(header)}")
+        lines.append([_cell(v) for v in values])
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(list(header))
+    writer.writerows(lines)
+    return write_text_atomic(path, buffer.getvalue())

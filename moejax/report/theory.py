@@ -1,0 +1,83 @@
+"""Theoretical rate exponents (MODEL.md section 2) and the agreement mark.
+
+Two working hypotheses for the exponent ``a`` in ``error ~ n^a``:
+
+``uniform`` (minimax, worst case over the class; the papers' rates)
+    heterogeneous: -1/2 for every block;
+    homogeneous with ``||Delta eta*|| ~ n^(-gamma)``: exp_tau ``-1/2 + 2 gamma``,
+    beta ``-1/2 + gamma``, eta ``-1/2 + gamma``.
+
+``pointwise`` (local Fisher information along one fixed drifting sequence)
+    heterogeneous: -1/2 for every block;
+    homogeneous: beta and exp_tau ``-1/2 + gamma``, eta ``-1/2``.
+
+Density estimation (Hellinger / total variation) is ``-1/2`` in both regimes under both hypotheses.
+At ``gamma = 1/4`` the uniform exp_tau exponent is 0: no convergence.
+"""
+
+from __future__ import annotations
+
+import math
+
+PARAMETERS: tuple[str, ...] = ("beta", "exp_tau", "eta", "density")
+REGIMES: tuple[str, ...] = ("heterogeneous", "homogeneous")
+_ALIASES = {"tau": "exp_tau", "exptau": "exp_tau"}
+
+
+def _canonical(parameter: str) -> str:
+    name = _ALIASES.get(parameter, parameter)
+    if name not in PARAMETERS:
+        raise ValueError(f"unknown parameter block {parameter!r}; expected one of {PARAMETERS}")
+    return name
+
+
+def theory_slope(parameter: str, regime: str, gamma: float | None) -> dict[str, float]:
+    """Predicted log-log slope of the error of one parameter block.
+
+    Args:
+        parameter: ``"beta"``, ``"exp_tau"`` (alias ``"tau"``), ``"eta"`` or ``"density"``.
+        regime: ``"heterogeneous"`` or ``"homogeneous"``.
+        gamma: drift exponent of ``eta*(n) = eta0 + Delta n^(-gamma)``; ignored in the
+            heterogeneous regime, required in the homogeneous one.
+
+    Returns:
+        ``{"uniform": a_u, "pointwise": a_p}``, both floats.
+
+    Raises:
+        ValueError: unknown parameter or regime, or homogeneous regime without a finite gamma.
+    """
+    name = _canonical(parameter)
+    if regime not in REGIMES:
+        raise ValueError(f"unknown regime {regime!r}; expected one of {REGIMES}")
+    if regime == "heterogeneous" or name == "density":
+        return {"uniform": -0.5, "pointwise": -0.5}
+    if gamma is None or not math.isfinite(float(gamma)):
+        raise ValueError("the homogeneous regime needs a finite gamma")
+    g = float(gamma)
+    uniform = {"exp_tau": -0.5 + 2.0 * g, "beta": -0.5 + g, "eta": -0.5 + g}[name]
+    pointwise = {"exp_tau": -0.5 + g, "beta": -0.5 + g, "eta": -0.5}[name]
+    return {"uniform": uniform, "pointwise": pointwise}
+
+
+def theory_or_nan(parameter: str, regime: str | None, gamma: float | None) -> dict[str, float]:
+    """Like :func:`theory_slope` but returns NaNs instead of raising (unknown regime/gamma)."""
+    try:
+        return theory_slope(parameter, regime or "", gamma)
+    except ValueError:
+        return {"uniform": math.nan, "pointwise": math.nan}
+
+
+def agreement(slope: float, ci_low: float, ci_high: float, theory: float) -> str:
+    """Agreement mark between an empirical slope and a theoretical exponent.
+
+    Returns:
+        ``"yes"`` if ``ci_low <= theory <= ci_high``; otherwise the signed difference
+        ``slope - theory`` (slope minus theory, NOT the distance to the nearest CI end) formatted
+        with a sign and two decimals, e.g. ``"+0.12"``; ``"n/a"`` if slope or theory is NaN.
+        If the CI is NaN (no bootstrap) but the slope is finite, the signed difference is given.
+    """
+    if not (math.isfinite(slope) and math.isfinite(theory)):
+        return "n/a"
+    if math.isfinite(ci_low) and math.isfinite(ci_high) and ci_low <= theory <= ci_high:
+        return "yes"
+    return f"{slope - theory:+.2f}"
