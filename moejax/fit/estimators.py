@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from moejax.fit.bounds import Bounds, at_bound, pack, unpack
+from moejax.fit.objective import Objective, linear_predictor_objective
 from moejax.fit.solvers import (
     CONVERGED,
     MAX_ITER,
@@ -21,7 +22,7 @@ from moejax.fit.solvers import (
     get_solver,
     projected_grad_norm,
 )
-from moejax.model import ModelSpec, Params, _take, gate_logit, log_density
+from moejax.model import ModelSpec, Params, _take
 
 METHODS = ("direct", "em")
 
@@ -65,18 +66,61 @@ def _wmean(w: jax.Array, v: jax.Array, total: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(w != 0, w * v, 0.0)) / total
 
 
-def _nll(spec, X, y, w, total):
-    return lambda theta: -_wmean(w, log_density(spec, unpack(spec, theta), X, y), total)
+def _lsm_at(logits: jax.Array, y: jax.Array) -> jax.Array:
+    return jnp.take(jax.nn.log_softmax(logits), y)
 
 
-def _summarise(spec, X, y, w, total, theta, lo, hi, converged, status, n_iter, inner):
-    nll = _nll(spec, X, y, w, total)
-    f, g = jax.value_and_grad(nll)(theta)
+class _Data(NamedTuple):
+    X1: jax.Array  # (n, d+1) covariates with a column of ones
+    y: jax.Array  # (n,)
+    w: jax.Array  # (n,)
+    total: jax.Array  # ()
+    lp0y: jax.Array  # (n,) frozen expert's log-probability of the observed label
+
+
+def _full_objective(spec: ModelSpec, data: _Data) -> Objective:
+    """Mean negative log-likelihood as a function of the flat parameter vector."""
+    adapter = spec.adapter
+
+    def phi(u, a):
+        y, lp0y = a
+        g = u[0]
+        lp1y = _lsm_at(adapter.logits_from_z(u[1:]), y)
+        return -jnp.logaddexp(jax.nn.log_sigmoid(-g) + lp0y, jax.nn.log_sigmoid(g) + lp1y)
+
+    widths = (spec.d + 1,) + (spec.d,) * (spec.K - 1)
+    return linear_predictor_objective(phi, data.X1, (data.y, data.lp0y), data.w, data.total,
+                                      widths)
+
+
+def _gate_objective(spec: ModelSpec, data: _Data, r: jax.Array) -> Objective:
+    """EM M-step for the gate: weighted logistic regression with soft targets r."""
+
+    def phi(u, ri):
+        return -(ri * jax.nn.log_sigmoid(u[0]) + (1 - ri) * jax.nn.log_sigmoid(-u[0]))
+
+    return linear_predictor_objective(phi, data.X1, r, data.w, data.total, (spec.d + 1,))
+
+
+def _expert_objective(spec: ModelSpec, data: _Data, r: jax.Array) -> Objective:
+    """EM M-step for the adapter: multinomial logistic regression weighted by r."""
+    adapter = spec.adapter
+
+    def phi(u, a):
+        y, ri = a
+        return -ri * _lsm_at(adapter.logits_from_z(u), y)
+
+    return linear_predictor_objective(phi, data.X1, (data.y, r), data.w, data.total,
+                                      (spec.d,) * (spec.K - 1))
+
+
+def _summarise(spec, data, theta, lo, hi, converged, status, n_iter, inner):
+    f, g = _full_objective(spec, data).value_and_grad(theta)
     finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(theta))
     status = jnp.where(finite, status, NONFINITE).astype(jnp.int32)
     return FitResult(
         params=unpack(spec, theta),
-        loglik=-f * total,
+        loglik=-f * data.total,
         converged=converged & finite,
         status=status,
         n_iter=n_iter.astype(jnp.int32),
@@ -86,46 +130,33 @@ def _summarise(spec, X, y, w, total, theta, lo, hi, converged, status, n_iter, i
     )
 
 
-def _fit_direct(spec, X, y, w, total, theta0, lo, hi, solver):
-    res = solver.minimize(_nll(spec, X, y, w, total), theta0, lo, hi)
-    return _summarise(spec, X, y, w, total, res.x, lo, hi, res.converged, res.status,
-                      res.n_iter, res.n_iter)
+def _fit_direct(spec, data, theta0, lo, hi, solver):
+    res = solver.minimize(_full_objective(spec, data), theta0, lo, hi)
+    return _summarise(spec, data, res.x, lo, hi, res.converged, res.status, res.n_iter,
+                      res.n_iter)
 
 
-def _fit_em(spec, X, y, w, total, theta0, lo, hi, solver, max_iter, tol):
+def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, tol):
     d = spec.d
-    eta0 = spec.eta0_array()
-    lp0_y = _take(spec.frozen.log_probs(eta0, X), y)  # frozen expert never changes
-    nll = _nll(spec, X, y, w, total)
-
-    def m_step(theta, r):
-        gate_lo, gate_hi = lo[: d + 1], hi[: d + 1]
-        eta_lo, eta_hi = lo[d + 1:], hi[d + 1:]
-
-        def gate_obj(gt):
-            g = X @ gt[:d] + gt[d]
-            q = r * jax.nn.log_sigmoid(g) + (1 - r) * jax.nn.log_sigmoid(-g)
-            return -_wmean(w, q, total)
-
-        def expert_obj(et):
-            lp = spec.adapter.log_probs(et.reshape(spec.K - 1, d), X)
-            return -_wmean(w, r * _take(lp, y), total)
-
-        rg = solver.minimize(gate_obj, theta[: d + 1], gate_lo, gate_hi)
-        re = solver.minimize(expert_obj, theta[d + 1:], eta_lo, eta_hi)
-        # Generalised EM: keep the old block if its solver failed to improve Q.
-        gt = jnp.where(jnp.isfinite(rg.value) & (rg.value <= gate_obj(theta[: d + 1])),
-                       rg.x, theta[: d + 1])
-        et = jnp.where(jnp.isfinite(re.value) & (re.value <= expert_obj(theta[d + 1:])),
-                       re.x, theta[d + 1:])
-        return jnp.concatenate([gt, et]), rg.n_iter + re.n_iter
+    X = data.X1[:, :d]
+    full = _full_objective(spec, data)
 
     def posterior(theta):
         p = unpack(spec, theta)
-        g = gate_logit(spec, p, X)
-        l1 = jax.nn.log_sigmoid(g) + _take(spec.adapter.log_probs(p.eta, X), y)
-        l0 = jax.nn.log_sigmoid(-g) + lp0_y
+        g = X @ p.beta + p.tau
+        l1 = jax.nn.log_sigmoid(g) + _take(spec.adapter.log_probs(p.eta, X), data.y)
+        l0 = jax.nn.log_sigmoid(-g) + data.lp0y
         return jax.nn.sigmoid(l1 - l0)
+
+    def m_step(theta, r):
+        gate, expert = _gate_objective(spec, data, r), _expert_objective(spec, data, r)
+        gt0, et0 = theta[: d + 1], theta[d + 1:]
+        rg = solver.minimize(gate, gt0, lo[: d + 1], hi[: d + 1])
+        re = solver.minimize(expert, et0, lo[d + 1:], hi[d + 1:])
+        # Generalised EM: keep the old block if its solver did not improve Q.
+        gt = jnp.where(jnp.isfinite(rg.value) & (rg.value <= gate.value(gt0)), rg.x, gt0)
+        et = jnp.where(jnp.isfinite(re.value) & (re.value <= expert.value(et0)), re.x, et0)
+        return jnp.concatenate([gt, et]), rg.n_iter + re.n_iter
 
     def cond(c):
         theta, f, it, inner, done = c
@@ -134,7 +165,7 @@ def _fit_em(spec, X, y, w, total, theta0, lo, hi, solver, max_iter, tol):
     def body(c):
         theta, f, it, inner, _ = c
         new, steps = m_step(theta, posterior(theta))
-        fn = nll(new)
+        fn = full.value(new)
         ok = jnp.isfinite(fn)
         rel = jnp.abs(f - fn) / jnp.maximum(jnp.abs(f), 1e-300)
         done = (rel <= tol) | ~ok
@@ -143,13 +174,13 @@ def _fit_em(spec, X, y, w, total, theta0, lo, hi, solver, max_iter, tol):
         return new, fn, it + 1, inner + steps, done
 
     theta0 = jnp.clip(theta0, lo, hi)
-    f0 = nll(theta0)
+    f0 = full.value(theta0)
     theta, f, it, inner, done = jax.lax.while_loop(
         cond, body, (theta0, f0, jnp.int32(0), jnp.int32(0), ~jnp.isfinite(f0)))
     finite = jnp.isfinite(f)
     converged = done & finite
     status = jnp.where(~finite, NONFINITE, jnp.where(converged, CONVERGED, MAX_ITER))
-    return _summarise(spec, X, y, w, total, theta, lo, hi, converged, status, it, inner)
+    return _summarise(spec, data, theta, lo, hi, converged, status, it, inner)
 
 
 @partial(jax.jit, static_argnames=("spec", "method", "solver", "bounds", "max_iter", "tol",
@@ -186,14 +217,20 @@ def fit(spec: ModelSpec, X: jax.Array, y: jax.Array, init: Params,
     X = jnp.asarray(X, jnp.float64)
     y = jnp.asarray(y, jnp.int32)
     w = _weights(X, weights)
-    total = jnp.maximum(jnp.sum(w), 1e-300)
+    data = _Data(
+        X1=jnp.concatenate([X, jnp.ones((X.shape[0], 1), X.dtype)], axis=1),
+        y=y,
+        w=w,
+        total=jnp.maximum(jnp.sum(jnp.where(w != 0, w, 0.0)), 1e-300),
+        lp0y=_take(spec.frozen.log_probs(spec.eta0_array(), X), y),
+    )
     lo, hi = bounds.arrays(spec)
     theta0 = jnp.asarray(pack(init), jnp.float64)
     if method == "direct":
         s = get_solver(solver, max_iter=max_iter) if isinstance(solver, str) else solver
-        return _fit_direct(spec, X, y, w, total, theta0, lo, hi, get_solver(s))
+        return _fit_direct(spec, data, theta0, lo, hi, get_solver(s))
     s = get_solver(solver, max_iter=inner_max_iter) if isinstance(solver, str) else solver
-    return _fit_em(spec, X, y, w, total, theta0, lo, hi, get_solver(s), max_iter, tol)
+    return _fit_em(spec, data, theta0, lo, hi, get_solver(s), max_iter, tol)
 
 
 def status_name(code: int) -> str:

@@ -4,7 +4,8 @@ A solver is a static, hashable object with a method
 
     minimize(fun, x0, lower, upper) -> SolveResult
 
-where ``fun`` maps a flat float64 vector (P,) to a scalar, ``x0`` (P,) is the start and ``lower``,
+where ``fun`` is an `Objective` (value, gradient, Hessian; see `moejax.fit.objective`) or any
+function mapping a flat float64 vector (P,) to a scalar (derivatives then come from autodiff), ``x0`` (P,) is the start and ``lower``,
 ``upper`` (P,) are box bounds. Every solver is a pure function of its inputs, jit- and
 vmap-compatible, caps its iterations and reports its own step count, convergence and status, so
 that lanes of a vmapped batch each say how they ended.
@@ -29,7 +30,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-Objective = Callable[[jax.Array], jax.Array]
+from moejax.fit.objective import Objective, as_objective
+
+ObjectiveLike = Objective | Callable[[jax.Array], jax.Array]
 
 # Status codes carried per lane (also used by the estimators).
 CONVERGED = 0
@@ -80,20 +83,19 @@ class ProjectedNewton:
     max_backtrack: int = 30
     name: str = "newton"
 
-    def minimize(self, fun: Objective, x0: jax.Array, lower: jax.Array,
+    def minimize(self, fun: ObjectiveLike, x0: jax.Array, lower: jax.Array,
                  upper: jax.Array) -> SolveResult:
-        value_and_grad = jax.value_and_grad(fun)
-        hess = jax.hessian(fun)
+        obj = as_objective(fun)
+        value = obj.value
         x0 = jnp.clip(x0, lower, upper)
-        f0, g0 = value_and_grad(x0)
+        f0, g0, H0 = obj.value_grad_hess(x0)
 
         def cond(c):
-            x, f, g, it, done = c
+            x, f, g, H, it, done = c
             return (~done) & (it < self.max_iter)
 
         def body(c):
-            x, f, g, it, _ = c
-            H = hess(x)
+            x, f, g, H, it, _ = c
             H = 0.5 * (H + H.T)
             pg = x - jnp.clip(x - g, lower, upper)
             eps = jnp.minimum(1e-6, jnp.max(jnp.abs(pg)))
@@ -119,22 +121,23 @@ class ProjectedNewton:
                 t, _, _, k = s
                 t = 0.5 * t
                 xn = jnp.clip(x + t * step, lower, upper)
-                return t, xn, fun(xn), k + 1
+                return t, xn, value(xn), k + 1
 
             x1 = jnp.clip(x + step, lower, upper)
-            _, xn, fn, k = jax.lax.while_loop(ls_cond, ls_body, (1.0, x1, fun(x1), 0))
+            _, xn, fn, k = jax.lax.while_loop(ls_cond, ls_body, (1.0, x1, value(x1), 0))
             accepted = jnp.isfinite(fn) & (fn <= f)
             xn = jnp.where(accepted, xn, x)
-            fn_, gn = value_and_grad(xn)
+            fn_, gn, Hn = obj.value_grad_hess(xn)
             small = (f - fn_) <= self.ftol * (1.0 + jnp.abs(f))
             decrement = jnp.abs(gf @ jnp.where(free, step, 0.0))
             done = (projected_grad_norm(xn, gn, lower, upper) <= self.gtol) | (
                 small & (decrement <= 1e3 * self.ftol * (1.0 + jnp.abs(f)))) | ~accepted
             done = done | ~jnp.isfinite(fn_)
-            return xn, fn_, gn, it + 1, done
+            return xn, fn_, gn, Hn, it + 1, done
 
         init_done = (projected_grad_norm(x0, g0, lower, upper) <= self.gtol) | ~jnp.isfinite(f0)
-        x, f, g, it, done = jax.lax.while_loop(cond, body, (x0, f0, g0, jnp.int32(0), init_done))
+        x, f, g, _, it, done = jax.lax.while_loop(
+            cond, body, (x0, f0, g0, H0, jnp.int32(0), init_done))
         resolved = done & jnp.isfinite(f)
         return _finish(x, f, g, it, lower, upper, self.gtol, resolved)
 
@@ -157,11 +160,12 @@ class OptaxLBFGS:
     history: int = 10
     name: str = "optax_lbfgs"
 
-    def minimize(self, fun: Objective, x0: jax.Array, lower: jax.Array,
+    def minimize(self, fun: ObjectiveLike, x0: jax.Array, lower: jax.Array,
                  upper: jax.Array) -> SolveResult:
         import optax
 
-        fu = lambda u: fun(_to_box(u, lower, upper))
+        obj = as_objective(fun)
+        fu = lambda u: obj.value(_to_box(u, lower, upper))
         opt = optax.lbfgs(memory_size=self.history)
         vg = optax.value_and_grad_from_state(fu)
         u0 = _from_box(x0, lower, upper)
@@ -190,7 +194,7 @@ class OptaxLBFGS:
         st0 = opt.init(u0)
         u, st, it, done = jax.lax.while_loop(cond, body, (u0, st0, jnp.int32(0), False))
         x = _to_box(u, lower, upper)
-        f, g = jax.value_and_grad(fun)(x)
+        f, g = obj.value_and_grad(x)
         gu = jax.grad(fu)(u)
         ok = done & (jnp.max(jnp.abs(gu)) <= 10 * self.gtol)
         return _finish(x, f, g, it, lower, upper, self.gtol, ok)
@@ -204,15 +208,21 @@ class JaxoptBFGS:
     gtol: float = 1e-9
     name: str = "jaxopt_bfgs"
 
-    def minimize(self, fun: Objective, x0: jax.Array, lower: jax.Array,
+    def minimize(self, fun: ObjectiveLike, x0: jax.Array, lower: jax.Array,
                  upper: jax.Array) -> SolveResult:
         import jaxopt
 
-        fu = lambda u: fun(_to_box(u, lower, upper))
-        solver = jaxopt.BFGS(fun=fu, maxiter=self.max_iter, tol=self.gtol)
+        obj = as_objective(fun)
+
+        def fu(u):
+            s = jax.nn.sigmoid(u)
+            f, gx = obj.value_and_grad(lower + (upper - lower) * s)
+            return f, gx * (upper - lower) * s * (1 - s)
+
+        solver = jaxopt.BFGS(fun=fu, value_and_grad=True, maxiter=self.max_iter, tol=self.gtol)
         u, state = solver.run(_from_box(x0, lower, upper))
         x = _to_box(u, lower, upper)
-        f, g = jax.value_and_grad(fun)(x)
+        f, g = obj.value_and_grad(x)
         ok = state.error <= self.gtol
         return _finish(x, f, g, state.iter_num.astype(jnp.int32), lower, upper, self.gtol, ok)
 

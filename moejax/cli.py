@@ -1,0 +1,182 @@
+"""Command line: `moejax sweep CONFIG --out DIR`, `moejax report DIR`, `moejax compare ...`.
+
+Bad input exits with status 2 and one line on stderr; a results directory that cannot be used
+exits with status 1 and one line; nothing is computed or written before the input is valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+QUICK = {"sizes.list": [1000, 1700, 2900, 5000, 8500, 14500], "replicates": 24}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        self.exit(2, f"moejax: error: {message}\n")
+
+
+def _positive_int(name: str):
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} = {s!r}: expected a positive integer") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"{name} = {s!r}: expected a positive integer")
+        return v
+
+    return parse
+
+
+def _sizes(s: str) -> list[int]:
+    out = []
+    for part in s.split(","):
+        try:
+            v = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--sizes: {part!r} is not an integer") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"--sizes: {v} is not a positive sample size")
+        out.append(v)
+    return out
+
+
+def _nonneg_int(name: str):
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} = {s!r}: expected an integer >= 0") from None
+        if v < 0:
+            raise argparse.ArgumentTypeError(f"{name} = {s!r}: expected an integer >= 0")
+        return v
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="moejax", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    s = sub.add_parser("sweep", help="run (or resume) a Monte Carlo rate study")
+    s.add_argument("config", help="sweep config (TOML), e.g. sweeps/heterogeneous.toml")
+    s.add_argument("--out", help="results directory (default runs/<name>)")
+    s.add_argument("--replicates", type=_positive_int("--replicates"))
+    s.add_argument("--sizes", type=_sizes, help="comma-separated sample sizes")
+    s.add_argument("--chunk", type=_positive_int("--chunk"), help="lanes per compiled call")
+    s.add_argument("--seed", type=_nonneg_int("--seed"))
+    s.add_argument("--quick", action="store_true", help="small fast preset (6 sizes, 24 reps)")
+    s.add_argument("--force", action="store_true", help="overwrite a directory of another config")
+    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-report", action="store_true", help="skip slope tables and figures")
+    s.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() first (multi-host runs)")
+    r = sub.add_parser("report", help="slope tables and figures from DIR/fits.csv")
+    r.add_argument("dir")
+    r.add_argument("--n-boot", type=_positive_int("--n-boot"), default=1000)
+    c = sub.add_parser("compare", help="side-by-side rate figure of several run directories")
+    c.add_argument("dirs", nargs="+")
+    c.add_argument("--out", required=True, help="output path stem (writes .png and .pdf)")
+    return p
+
+
+def _die(msg: str, code: int) -> int:
+    print(f"moejax: error: {msg}", file=sys.stderr)
+    return code
+
+
+def _setup_jax_cache() -> None:
+    import jax
+
+    cache = os.environ.get("MOEJAX_CACHE_DIR", str(Path.home() / ".cache" / "moejax" / "jax"))
+    if cache:
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from moejax.sweep.config import ConfigError, load
+
+    overrides: dict[str, Any] = {}
+    if args.quick:
+        overrides.update(QUICK)
+    if args.replicates is not None:
+        overrides["replicates"] = args.replicates
+    if args.sizes is not None:
+        overrides["sizes.list"] = args.sizes
+    if args.chunk is not None:
+        overrides["run.chunk"] = args.chunk
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    try:
+        cfg = load(args.config, overrides)
+    except ConfigError as exc:
+        return _die(str(exc), 2)
+    out = Path(args.out) if args.out else Path("runs") / cfg["name"]
+
+    import jax
+
+    if args.distributed:
+        jax.distributed.initialize()
+    _setup_jax_cache()
+    from moejax.sweep.engine import run_sweep
+    from moejax.sweep.store import StoreError
+
+    try:
+        man = run_sweep(cfg, out, force=args.force, progress=not args.no_progress,
+                        report=not args.no_report)
+    except StoreError as exc:
+        return _die(str(exc), 1)
+    except OSError as exc:
+        return _die(f"cannot write results to {out}: {exc.strerror or exc}", 1)
+    if not man:
+        return 0
+    c, t = man["counts"], man["timings"]
+    print(f"{c['n_fits']} fits ({c['n_failed']} failed, {c['n_at_bound']} on a bound) in "
+          f"{t['wall_s']:.1f} s (compile {t['compile_s']:.1f} s); padded/real work "
+          f"{man['padding_ratio']:.2f}; results in {out}")
+    if man.get("report_terminal"):
+        print(man["report_terminal"])
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    d = Path(args.dir)
+    if not (d / "fits.csv").is_file():
+        return _die(f"{d}: no fits.csv here (run `moejax sweep` first)", 2)
+    from moejax.report import make_report
+
+    res = make_report(d, n_boot=args.n_boot)
+    print(res["terminal"])
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    dirs = [Path(x) for x in args.dirs]
+    for d in dirs:
+        if not (d / "fits.csv").is_file():
+            return _die(f"{d}: no fits.csv here", 2)
+    from moejax.report import plot_comparison, read_manifest
+
+    labels = []
+    for d in dirs:
+        try:
+            labels.append(read_manifest(d / "manifest.json").get("name", d.name))
+        except OSError:
+            labels.append(d.name)
+    png, pdf = plot_comparison(dirs, labels, args.out)
+    print(f"wrote {png} and {pdf}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return {"sweep": cmd_sweep, "report": cmd_report, "compare": cmd_compare}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

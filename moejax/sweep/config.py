@@ -1,0 +1,344 @@
+"""Sweep configuration: TOML schema, defaults, validation, and the objects it resolves to.
+
+Every field has a default; what the user leaves out is filled in and written to the manifest.
+Validation happens before anything is compiled: unknown keys (with the nearest valid name), wrong
+types, bad values and inconsistent shapes raise `ConfigError`, whose message is one line naming
+the field and the value.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moejax.experts import BUILTIN_ACTIVATIONS
+
+
+class ConfigError(ValueError):
+    """A bad sweep configuration or command-line value; the message is one line."""
+
+
+# (type, default) per field; type is one of int, float, str, bool, "matrix", "vector", "sizes".
+SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
+    "": {
+        "name": (str, "sweep"),
+        "seed": (int, 0),
+        "replicates": (int, 40),
+    },
+    "model": {
+        "d": (int, 4),
+        "K": (int, 3),
+        "frozen": (str, "linear"),
+        "adapter": (str, "tanh"),
+        "scale": (float, 1.0),
+        "frozen_scale": (float, None),
+        "eta0": ("matrix", "basis"),
+        "bias": ("vector", None),
+        "frozen_bias": ("vector", None),
+        "radius": (float, None),
+    },
+    "truth": {
+        "regime": (str, "heterogeneous"),
+        "beta": ("vector", "default"),
+        "tau": (float, 0.0),
+        "eta": ("matrix", "basis"),
+        "delta": ("matrix", "eta0"),
+        "gamma": (float, 0.125),
+    },
+    "sizes": {
+        "list": ("sizes", None),
+        "min": (int, 1000),
+        "max": (int, 100000),
+        "count": (int, 20),
+    },
+    "estimator": {
+        "method": (str, "direct"),
+        "solver": (str, "newton"),
+        "max_iter": (int, 100),
+        "tol": (float, 1e-12),
+        "inner_max_iter": (int, 50),
+    },
+    "bounds": {
+        "beta": ("vector", [-5.0, 5.0]),
+        "tau": ("vector", [-8.0, 8.0]),
+        "eta": ("vector", [-5.0, 5.0]),
+    },
+    "init": {
+        "mode": (str, "near_truth"),
+        "c_gate": (float, 0.005),
+        "c_expert": (float, 0.05),
+        "rho": (float, 0.083),
+        "n_starts": (int, 8),
+        "start_scale": (float, 1.0),
+    },
+    "run": {
+        "chunk": (int, 0),
+        "max_padding": (float, 1.3),
+        "density_points": (int, 1000),
+        "memory_gb": (float, 2.0),
+    },
+}
+
+REGIMES = ("heterogeneous", "homogeneous")
+METHODS = ("direct", "em")
+SOLVER_NAMES = ("newton", "optax_lbfgs", "jaxopt_bfgs")
+INIT_MODES = ("truth", "near_truth", "multistart")
+# Fields that change how a run is executed but not its results; excluded from the config hash.
+RUN_ONLY = {("run", "chunk"), ("run", "memory_gb")}
+
+
+def _where(section: str, key: str) -> str:
+    return f"{section}.{key}" if section else key
+
+
+def _err(field: str, value: Any, msg: str) -> ConfigError:
+    return ConfigError(f"{field} = {value!r}: {msg}")
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f" (did you mean {near[0]!r}?)" if near else f" (valid: {', '.join(valid)})"
+
+
+def _coerce(field: str, kind: Any, v: Any) -> Any:
+    if v is None:
+        return None
+    if kind is int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise _err(field, v, "expected an integer")
+        return v
+    if kind is float:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise _err(field, v, "expected a number")
+        if not math.isfinite(v):
+            raise _err(field, v, "must be finite")
+        return float(v)
+    if kind is str:
+        if not isinstance(v, str):
+            raise _err(field, v, "expected a string")
+        return v
+    if kind in ("matrix", "vector", "sizes"):
+        if isinstance(v, str):
+            return v
+        try:
+            a = np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise _err(field, v, "expected a list of numbers") from None
+        want = {"matrix": 2, "vector": 1, "sizes": 1}[kind]
+        if a.ndim != want:
+            raise _err(field, v, f"expected a {'list of lists' if want == 2 else 'list'}")
+        if not np.all(np.isfinite(a)):
+            raise _err(field, v, "must be finite")
+        return a.tolist()
+    raise AssertionError(kind)
+
+
+def merge_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """Check keys and types of a raw TOML dict and fill in defaults (nested dict out)."""
+    if not isinstance(raw, dict):
+        raise ConfigError("config: expected a table at the top level")
+    sections = [s for s in SCHEMA if s]
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in SCHEMA[""]:
+            continue
+        if key not in SCHEMA:
+            raise ConfigError(f"{key}: unknown key{_suggest(key, list(SCHEMA['']) + sections)}")
+        if not isinstance(value, dict):
+            raise _err(key, value, "expected a table ([section])")
+    for section, fields in SCHEMA.items():
+        table = raw if section == "" else raw.get(section, {})
+        if section:
+            for key in table:
+                if key not in fields:
+                    raise ConfigError(f"{_where(section, key)}: unknown key"
+                                      f"{_suggest(key, list(fields))}")
+        resolved = {}
+        for key, (kind, default) in fields.items():
+            v = table.get(key, default)
+            resolved[key] = _coerce(_where(section, key), kind, v)
+        if section == "":
+            out.update(resolved)
+        else:
+            out[section] = resolved
+    return out
+
+
+def _basis(rows: int, d: int, start: int = 0) -> list[list[float]]:
+    m = np.zeros((rows, d))
+    for k in range(rows):
+        m[k, (start + k) % d] = 1.0
+    return m.tolist()
+
+
+def _matrix(field: str, v: Any, shape: tuple[int, int], named: dict[str, Any]) -> list:
+    if isinstance(v, str):
+        if v not in named:
+            raise _err(field, v, f"expected a matrix or one of {', '.join(named)}")
+        return named[v]
+    a = np.asarray(v, dtype=np.float64)
+    if a.shape != shape:
+        raise _err(field, v, f"expected shape {shape} (K-1 rows of d numbers), got {a.shape}")
+    return a.tolist()
+
+
+def log_spaced_sizes(lo: int, hi: int, count: int) -> list[int]:
+    """``count`` log-spaced integer sample sizes from lo to hi (distinct, increasing)."""
+    if count == 1:
+        return [int(lo)]
+    s = np.unique(np.round(np.geomspace(lo, hi, count)).astype(np.int64))
+    return [int(v) for v in s]
+
+
+def _check_choice(field: str, v: str, choices: tuple[str, ...]) -> None:
+    if v not in choices:
+        raise _err(field, v, f"unknown value{_suggest(v, list(choices))}")
+
+
+def resolve(raw: dict[str, Any]) -> dict[str, Any]:
+    """Validate a raw config dict and return the fully resolved config (plain JSON types)."""
+    c = merge_defaults(raw)
+    m, t, s, e, b, i, r = (c[k] for k in ("model", "truth", "sizes", "estimator", "bounds",
+                                          "init", "run"))
+    if c["replicates"] < 1:
+        raise _err("replicates", c["replicates"], "must be a positive integer")
+    if c["seed"] < 0:
+        raise _err("seed", c["seed"], "must be >= 0")
+    if m["d"] < 1:
+        raise _err("model.d", m["d"], "must be >= 1")
+    if m["K"] < 2:
+        raise _err("model.K", m["K"], "must be >= 2")
+    d, K = m["d"], m["K"]
+    for f in ("frozen", "adapter"):
+        _check_choice(f"model.{f}", m[f], tuple(BUILTIN_ACTIVATIONS))
+    if m["scale"] == 0:
+        raise _err("model.scale", 0.0, "must be non-zero")
+    if m["frozen_scale"] is None:
+        m["frozen_scale"] = m["scale"]
+    for f in ("bias", "frozen_bias"):
+        if m[f] is not None and len(m[f]) != K - 1:
+            raise _err(f"model.{f}", m[f], f"expected {K - 1} numbers (one per class but the last)")
+    if m["radius"] is not None and m["radius"] <= 0:
+        raise _err("model.radius", m["radius"], "must be > 0")
+    m["eta0"] = _matrix("model.eta0", m["eta0"], (K - 1, d), {"basis": _basis(K - 1, d)})
+    _check_choice("truth.regime", t["regime"], REGIMES)
+    if t["gamma"] < 0:
+        raise _err("truth.gamma", t["gamma"], "must be >= 0")
+    if isinstance(t["beta"], str):
+        if t["beta"] != "default":
+            raise _err("truth.beta", t["beta"], "expected a list of d numbers or 'default'")
+        t["beta"] = [1.0 / math.sqrt(d)] * d
+    elif len(t["beta"]) != d:
+        raise _err("truth.beta", t["beta"], f"expected {d} numbers (d = {d})")
+    named = {"basis": _basis(K - 1, d), "eta0": m["eta0"],
+             "basis_shifted": _basis(K - 1, d, start=K - 1)}
+    t["eta"] = _matrix("truth.eta", t["eta"], (K - 1, d), named)
+    t["delta"] = _matrix("truth.delta", t["delta"], (K - 1, d), named)
+    if t["regime"] == "homogeneous":
+        t["eta"] = m["eta0"]
+        if m["frozen"] != m["adapter"]:
+            raise _err("model.adapter", m["adapter"], "homogeneous regime needs adapter == frozen"
+                       f" (frozen is {m['frozen']!r})")
+    else:
+        t["delta"] = np.zeros((K - 1, d)).tolist()
+        t["gamma"] = 0.0
+    if s["list"] is not None:
+        if isinstance(s["list"], str):
+            raise _err("sizes.list", s["list"], "expected a list of integers")
+        sizes = s["list"]
+        for v in sizes:
+            if v != int(v) or v < 1:
+                raise _err("sizes.list", v, "sample sizes must be positive integers")
+        if len(set(sizes)) != len(sizes):
+            raise _err("sizes.list", sizes, "sample sizes must be distinct")
+        sizes = sorted(int(v) for v in sizes)
+    else:
+        for f in ("min", "max", "count"):
+            if s[f] < 1:
+                raise _err(f"sizes.{f}", s[f], "must be a positive integer")
+        if s["min"] > s["max"]:
+            raise _err("sizes.min", s["min"], f"must not exceed sizes.max = {s['max']}")
+        sizes = log_spaced_sizes(s["min"], s["max"], s["count"])
+    if max(sizes) >= 2**31:
+        raise _err("sizes", max(sizes), "sample sizes must be below 2^31")
+    s.clear()
+    s["list"] = sizes
+    _check_choice("estimator.method", e["method"], METHODS)
+    _check_choice("estimator.solver", e["solver"], SOLVER_NAMES)
+    for f in ("max_iter", "inner_max_iter"):
+        if e[f] < 1:
+            raise _err(f"estimator.{f}", e[f], "must be a positive integer")
+    if e["tol"] <= 0:
+        raise _err("estimator.tol", e["tol"], "must be > 0")
+    for f, v in b.items():
+        if isinstance(v, str) or len(v) != 2:
+            raise _err(f"bounds.{f}", v, "expected [lower, upper]")
+        if not v[0] < v[1]:
+            raise _err(f"bounds.{f}", v, "lower bound must be below upper bound")
+    _check_choice("init.mode", i["mode"], INIT_MODES)
+    for f in ("c_gate", "c_expert", "start_scale"):
+        if i[f] < 0:
+            raise _err(f"init.{f}", i[f], "must be >= 0")
+    if i["n_starts"] < 1:
+        raise _err("init.n_starts", i["n_starts"], "must be a positive integer")
+    if r["chunk"] < 0:
+        raise _err("run.chunk", r["chunk"], "must be a positive integer (or 0 for automatic)")
+    if r["max_padding"] < 1:
+        raise _err("run.max_padding", r["max_padding"], "must be >= 1")
+    if r["density_points"] < 0:
+        raise _err("run.density_points", r["density_points"], "must be >= 0 (0 turns it off)")
+    if r["memory_gb"] <= 0:
+        raise _err("run.memory_gb", r["memory_gb"], "must be > 0")
+    return c
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read a TOML file, apply overrides ({"section.key": value}) and resolve it."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config: file not found: {p}")
+    try:
+        raw = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config: TOML syntax error in {p}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config: {p} is not UTF-8 text") from None
+    return resolve(apply_overrides(raw, overrides or {}))
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with dotted-key overrides set (e.g. {"sizes.list": [...]})."""
+    raw = json.loads(json.dumps(raw))
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node = raw
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return raw
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    """Stable hash of everything that determines the results (run-only fields excluded)."""
+    c = json.loads(json.dumps(cfg))
+    for section, key in RUN_ONLY:
+        c.get(section, {}).pop(key, None)
+    c.pop("name", None)
+    blob = json.dumps(c, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One fit of the study: sample size n and replicate index r."""
+
+    n: int
+    replicate: int

@@ -1,0 +1,131 @@
+"""Results on disk: atomic writes, chunk parts, the per-fit table, the manifest.
+
+Layout of a run directory:
+    manifest.json     resolved config, its hash, versions, devices, timings, counts
+    parts/part-*.npz  one file per finished chunk (written atomically; the resume state)
+    fits.csv          one row per (n, replicate), sorted; regenerated from the parts
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FIT_COLUMNS = (
+    "n", "replicate", "err_beta", "err_exp_tau", "err_eta", "err_density", "loglik", "n_iter",
+    "inner_steps", "converged", "at_bound", "status", "grad_norm",
+)
+INT_COLUMNS = {"n", "replicate", "n_iter", "inner_steps", "converged", "at_bound"}
+
+
+class StoreError(RuntimeError):
+    """The run directory cannot be used (unwritable, full, or holds another config)."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def check_writable(out: Path) -> None:
+    """Create ``out`` (and parts/) and prove a file can be written there, or raise StoreError."""
+    try:
+        (out / "parts").mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / ".write-test", b"ok")
+        (out / ".write-test").unlink()
+    except OSError as exc:
+        raise StoreError(f"cannot write to results directory {out}: {exc.strerror or exc}") from None
+
+
+def save_part(out: Path, index: int, arrays: dict[str, np.ndarray]) -> Path:
+    """Persist one finished chunk atomically as parts/part-<index>.npz."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    path = out / "parts" / f"part-{index:06d}.npz"
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def load_parts(out: Path) -> tuple[dict[str, np.ndarray], int]:
+    """All finished lanes (concatenated arrays; duplicates of (n, replicate) dropped) and the
+    next free part index."""
+    files = sorted((out / "parts").glob("part-*.npz"))
+    chunks = []
+    for f in files:
+        with np.load(f) as z:
+            chunks.append({k: z[k] for k in z.files})
+    next_index = 1 + max((int(f.stem.split("-")[1]) for f in files), default=-1)
+    if not chunks:
+        return {}, next_index
+    keys = chunks[0].keys()
+    cat = {k: np.concatenate([c[k] for c in chunks]) for k in keys}
+    _, first = np.unique(np.stack([cat["n"], cat["replicate"]], 1), axis=0, return_index=True)
+    return {k: v[np.sort(first)] for k, v in cat.items()}, next_index
+
+
+def clear_run(out: Path) -> None:
+    """Remove a previous run's parts and derived files (used by --force)."""
+    for f in (out / "parts").glob("part-*.npz"):
+        f.unlink()
+    for name in ("fits.csv", "manifest.json"):
+        p = out / name
+        if p.exists():
+            p.unlink()
+
+
+def _fmt(col: str, v: Any) -> str:
+    if col == "status":
+        return str(v)
+    if col in INT_COLUMNS:
+        return str(int(v))
+    return repr(float(v))
+
+
+def write_fits_csv(out: Path, lanes: dict[str, np.ndarray], status_names: tuple[str, ...]) -> Path:
+    """Write fits.csv (sorted by n, replicate) atomically from the lanes' arrays."""
+    order = np.lexsort((lanes["replicate"], lanes["n"]))
+    cols = [c for c in FIT_COLUMNS if c in lanes or c == "status"]
+    lines = [",".join(cols)]
+    for i in order:
+        row = []
+        for c in cols:
+            if c == "status":
+                code = int(lanes["status_code"][i])
+                row.append(status_names[code] if 0 <= code < len(status_names) else str(code))
+            else:
+                row.append(_fmt(c, lanes[c][i]))
+        lines.append(",".join(row))
+    path = out / "fits.csv"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
