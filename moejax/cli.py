@@ -25,7 +25,9 @@ def _positive_int(name: str):
         try:
             v = int(s)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} = {s!r}: expected a positive integer") from None
+            raise argparse.ArgumentTypeError(
+                f"{name} = {s!r}: expected a positive integer"
+            ) from None
         if v < 1:
             raise argparse.ArgumentTypeError(f"{name} = {s!r}: expected a positive integer")
         return v
@@ -73,8 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="overwrite a directory of another config")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--no-report", action="store_true", help="skip slope tables and figures")
-    s.add_argument("--distributed", action="store_true",
-                   help="call jax.distributed.initialize() first (multi-host runs)")
+    s.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() first (multi-host runs)",
+    )
     r = sub.add_parser("report", help="slope tables and figures from DIR/fits.csv")
     r.add_argument("dir")
     r.add_argument("--n-boot", type=_positive_int("--n-boot"), default=1000)
@@ -127,8 +132,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from moejax.sweep.store import StoreError
 
     try:
-        man = run_sweep(cfg, out, force=args.force, progress=not args.no_progress,
-                        report=not args.no_report)
+        man = run_sweep(
+            cfg, out, force=args.force, progress=not args.no_progress, report=not args.no_report
+        )
     except StoreError as exc:
         return _die(str(exc), 1)
     except OSError as exc:
@@ -136,9 +142,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not man:
         return 0
     c, t = man["counts"], man["timings"]
-    print(f"{c['n_fits']} fits ({c['n_failed']} failed, {c['n_at_bound']} on a bound) in "
-          f"{t['wall_s']:.1f} s (compile {t['compile_s']:.1f} s); padded/real work "
-          f"{man['padding_ratio']:.2f}; results in {out}")
+    print(
+        f"{c['n_fits']} fits ({c['n_failed']} failed, {c['n_at_bound']} on a bound) in "
+        f"{t['wall_s']:.1f} s (compile {t['compile_s']:.1f} s); padded/real work "
+        f"{man['padding_ratio']:.2f}; results in {out}"
+    )
     if man.get("report_terminal"):
         print(man["report_terminal"])
     return 0

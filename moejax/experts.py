@@ -63,12 +63,16 @@ class Expert:
         a = self.activation
         return a if isinstance(a, str) else getattr(a, "__name__", repr(a))
 
-    def logits_from_z(self, z: jax.Array) -> jax.Array:
-        """Class logits (..., K) from linear predictors ``z = eta_k . x`` of shape (..., K-1)."""
-        h = self.scale * resolve_activation(self.activation)(z)
+    def logits_from_activation(self, a: jax.Array) -> jax.Array:
+        """Class logits (..., K) from activations ``a(eta_k . x)`` of shape (..., K-1)."""
+        h = self.scale * a
         if self.bias is not None:
             h = h + jnp.asarray(self.bias, dtype=h.dtype)
-        return jnp.concatenate([h, jnp.zeros(h.shape[:-1] + (1,), h.dtype)], axis=-1)
+        return jnp.concatenate([h, jnp.zeros((*h.shape[:-1], 1), h.dtype)], axis=-1)
+
+    def logits_from_z(self, z: jax.Array) -> jax.Array:
+        """Class logits (..., K) from linear predictors ``z = eta_k . x`` of shape (..., K-1)."""
+        return self.logits_from_activation(resolve_activation(self.activation)(z))
 
     def logits(self, eta: jax.Array, X: jax.Array) -> jax.Array:
         """Class logits (n, K) for ``eta`` (K-1, d) and ``X`` (n, d); the last column is 0."""

@@ -24,10 +24,14 @@ from moejax.experts import Activation, Expert, resolve_activation
 GATES = ("softmax",)
 
 
-def _as_expert(e: Any, argname: str, scale: float, bias: Any) -> Expert:
+def _as_expert(e: Any, argname: str, scale: float, bias: Any, K: int) -> Expert:
     if isinstance(e, Expert):
         resolve_activation(e.activation, argname)
-        return e
+        return Expert(
+            activation=e.activation,
+            scale=_check_finite_scalar(f"{argname}.scale", e.scale),
+            bias=_check_bias(f"{argname}.bias", e.bias, K),
+        )
     resolve_activation(e, argname)
     return Expert(activation=e, scale=scale, bias=bias)
 
@@ -55,8 +59,9 @@ def _check_bias(name: str, bias: Any, K: int) -> tuple[float, ...] | None:
         return None
     b = np.asarray(bias, dtype=np.float64)
     if b.shape != (K - 1,):
-        raise ValueError(f"{name}: expected shape ({K - 1},) (one bias per non-reference class), "
-                         f"got {b.shape}")
+        raise ValueError(
+            f"{name}: expected shape ({K - 1},) (one bias per non-reference class), got {b.shape}"
+        )
     if not np.all(np.isfinite(b)):
         raise ValueError(f"{name}: must be finite, got {b.tolist()}")
     return tuple(float(x) for x in b)
@@ -96,8 +101,11 @@ class ModelSpec:
         d = _check_int("d", self.d, 1)
         K = _check_int("K", self.K, 2)
         scale = _check_finite_scalar("scale", self.scale)
-        fscale = scale if self.frozen_scale is None else _check_finite_scalar(
-            "frozen_scale", self.frozen_scale)
+        fscale = (
+            scale
+            if self.frozen_scale is None
+            else _check_finite_scalar("frozen_scale", self.frozen_scale)
+        )
         bias = _check_bias("bias", self.bias, K)
         fbias = _check_bias("frozen_bias", self.frozen_bias, K)
         try:
@@ -110,12 +118,20 @@ class ModelSpec:
             raise ValueError("eta0: must be finite")
         if self.gate not in GATES:
             raise ValueError(f"gate: unknown gate {self.gate!r}; choose one of {', '.join(GATES)}")
-        frozen = _as_expert(self.frozen, "frozen", fscale, fbias)
-        adapter = _as_expert(self.adapter, "adapter", scale, bias)
+        frozen = _as_expert(self.frozen, "frozen", fscale, fbias, K)
+        adapter = _as_expert(self.adapter, "adapter", scale, bias, K)
         eta0_t = tuple(tuple(float(v) for v in row) for row in eta0)
-        for name, value in (("d", d), ("K", K), ("scale", scale), ("frozen_scale", fscale),
-                            ("bias", bias), ("frozen_bias", fbias), ("frozen", frozen),
-                            ("adapter", adapter), ("eta0", eta0_t)):
+        for name, value in (
+            ("d", d),
+            ("K", K),
+            ("scale", scale),
+            ("frozen_scale", fscale),
+            ("bias", bias),
+            ("frozen_bias", fbias),
+            ("frozen", frozen),
+            ("adapter", adapter),
+            ("eta0", eta0_t),
+        ):
             object.__setattr__(self, name, value)
         object.__setattr__(self, "_eta0", eta0_t)
 
@@ -147,8 +163,9 @@ class ModelSpec:
         for name, shape in expected.items():
             got = jnp.shape(getattr(params, name))
             if got != shape:
-                raise ValueError(f"params.{name}: expected shape {shape} for d={self.d}, "
-                                 f"K={self.K}, got {got}")
+                raise ValueError(
+                    f"params.{name}: expected shape {shape} for d={self.d}, K={self.K}, got {got}"
+                )
 
     def check_data(self, X: Any, y: Any | None = None) -> None:
         """Raise ValueError if X (n, d) or y (n,) do not match this spec."""
@@ -163,8 +180,9 @@ jax.tree_util.register_static(ModelSpec)
 
 
 def _is_concrete(x: Any) -> bool:
-    return not isinstance(x, jax.core.Tracer) and isinstance(x, np.ndarray | jax.Array | float
-                                                                 | int | list | tuple)
+    return not isinstance(x, jax.core.Tracer) and isinstance(
+        x, np.ndarray | np.generic | jax.Array | float | int | list | tuple | str
+    )
 
 
 @jax.tree_util.register_pytree_node_class
@@ -182,6 +200,8 @@ class Params:
         for name, v, ndim in (("beta", beta, 1), ("tau", tau, 0), ("eta", eta, 2)):
             if _is_concrete(v):
                 try:
+                    if isinstance(v, str):
+                        raise TypeError
                     arr = np.asarray(v, dtype=np.float64)
                 except (TypeError, ValueError):
                     raise ValueError(f"{name}: expected a numeric array, got {v!r}") from None
@@ -270,9 +290,26 @@ def _weighted_sum(values: jax.Array, weights: jax.Array | None) -> jax.Array:
     return jnp.sum(jnp.where(w != 0, w * values, 0.0))
 
 
-def log_likelihood(spec: ModelSpec, params: Params, X: jax.Array, y: jax.Array,
-                   weights: jax.Array | None = None) -> jax.Array:
-    """Scalar sum_i w_i log p_G(y_i | x_i); rows with weight 0 change nothing."""
+def mask_padding(
+    X: jax.Array, y: jax.Array, weights: jax.Array | None
+) -> tuple[jax.Array, jax.Array]:
+    """Replace rows of weight 0 by (0, label 0), so that whatever they held (NaN, inf, a label
+    out of range) cannot reach a value or a gradient. X (n, d), y (n,)."""
+    if weights is None:
+        return X, y
+    keep = jnp.asarray(weights) != 0
+    return jnp.where(keep[:, None], X, 0.0), jnp.where(keep, y, 0)
+
+
+def log_likelihood(
+    spec: ModelSpec, params: Params, X: jax.Array, y: jax.Array, weights: jax.Array | None = None
+) -> jax.Array:
+    """Scalar sum_i w_i log p_G(y_i | x_i); rows with weight 0 change nothing (neither the value
+    nor any derivative, whatever those rows hold)."""
+    spec.check_data(X, y)
+    if weights is not None and jnp.shape(weights) != (jnp.shape(X)[0],):
+        raise ValueError(f"weights: expected shape ({jnp.shape(X)[0]},), got {jnp.shape(weights)}")
+    X, y = mask_padding(_f64(X), jnp.asarray(y), weights)
     return _weighted_sum(log_density(spec, params, X, y), weights)
 
 

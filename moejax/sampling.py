@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import gammainc
 
 from moejax.model import ModelSpec, Params, class_probs
@@ -50,11 +51,13 @@ def sample_labels(key: jax.Array, probs: jax.Array) -> jax.Array:
     return jnp.minimum(y, probs.shape[-1] - 1).astype(jnp.int32)
 
 
-def sample(key: jax.Array, spec: ModelSpec, params: Params, n: int,
-           radius: float | None = None) -> tuple[jax.Array, jax.Array]:
+def sample(
+    key: jax.Array, spec: ModelSpec, params: Params, n: int, radius: float | None = None
+) -> tuple[jax.Array, jax.Array]:
     """Draw (X, y): X (n, d) ~ N(0, I_d) (optionally truncated to a ball), y (n,) ~ p_G(. | x)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
         raise ValueError(f"n: expected a positive integer, got {n!r}")
+    n = int(n)
     kx, ky = jax.random.split(key)
     X = sample_covariates(kx, spec.d, n, radius)
     y = sample_labels(ky, class_probs(spec, params, X))

@@ -57,8 +57,13 @@ def _arr(name: str, v: Any, shape: tuple[int, ...]) -> jax.Array:
 def heterogeneous_truth(spec: ModelSpec, beta: Any, tau: Any, eta: Any) -> Truth:
     """A fixed truth G* = (beta, tau, eta) for every n."""
     K1, d = spec.K - 1, spec.d
-    return Truth(_arr("beta", beta, (d,)), _arr("tau", tau, ()), _arr("eta", eta, (K1, d)),
-                 jnp.zeros((K1, d)), jnp.asarray(0.0))
+    return Truth(
+        _arr("beta", beta, (d,)),
+        _arr("tau", tau, ()),
+        _arr("eta", eta, (K1, d)),
+        jnp.zeros((K1, d)),
+        jnp.asarray(0.0),
+    )
 
 
 def homogeneous_truth(spec: ModelSpec, beta: Any, tau: Any, delta: Any, gamma: float) -> Truth:
@@ -66,5 +71,10 @@ def homogeneous_truth(spec: ModelSpec, beta: Any, tau: Any, delta: Any, gamma: f
     if not np.isfinite(gamma) or gamma < 0:
         raise ValueError(f"gamma: must be a finite number >= 0, got {gamma!r}")
     K1, d = spec.K - 1, spec.d
-    return Truth(_arr("beta", beta, (d,)), _arr("tau", tau, ()), spec.eta0_array(),
-                 _arr("delta", delta, (K1, d)), jnp.asarray(float(gamma)))
+    return Truth(
+        _arr("beta", beta, (d,)),
+        _arr("tau", tau, ()),
+        spec.eta0_array(),
+        _arr("delta", delta, (K1, d)),
+        jnp.asarray(float(gamma)),
+    )

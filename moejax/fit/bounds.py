@@ -47,18 +47,18 @@ class Bounds(NamedTuple):
 
 def pack(params: Params) -> jax.Array:
     """Params -> flat vector (P,) = [beta (d), tau (1), eta row-major ((K-1) d)]."""
-    return jnp.concatenate([jnp.ravel(params.beta), jnp.reshape(params.tau, (1,)),
-                            jnp.ravel(params.eta)])
+    return jnp.concatenate(
+        [jnp.ravel(params.beta), jnp.reshape(params.tau, (1,)), jnp.ravel(params.eta)]
+    )
 
 
 def unpack(spec: ModelSpec, theta: jax.Array) -> Params:
     """Flat vector (P,) -> Params with shapes (d,), (), (K-1, d)."""
     d, K = spec.d, spec.K
-    return Params._unchecked(theta[:d], theta[d], theta[d + 1:].reshape(K - 1, d))
+    return Params._unchecked(theta[:d], theta[d], theta[d + 1 :].reshape(K - 1, d))
 
 
-def at_bound(theta: jax.Array, lower: jax.Array, upper: jax.Array,
-             rtol: float = 1e-6) -> jax.Array:
+def at_bound(theta: jax.Array, lower: jax.Array, upper: jax.Array, rtol: float = 1e-6) -> jax.Array:
     """True if any coordinate lies within rtol * (upper - lower) of its bound."""
     tol = rtol * (upper - lower)
     return jnp.any((theta <= lower + tol) | (theta >= upper - tol))

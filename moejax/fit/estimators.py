@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from moejax.fit.bounds import Bounds, at_bound, pack, unpack
 from moejax.fit.objective import Objective, linear_predictor_objective
+from moejax.fit.rows import mixture_rows
 from moejax.fit.solvers import (
     CONVERGED,
     MAX_ITER,
@@ -22,7 +23,7 @@ from moejax.fit.solvers import (
     get_solver,
     projected_grad_norm,
 )
-from moejax.model import ModelSpec, Params, _take
+from moejax.model import ModelSpec, Params, _take, mask_padding
 
 METHODS = ("direct", "em")
 
@@ -80,17 +81,11 @@ class _Data(NamedTuple):
 
 def _full_objective(spec: ModelSpec, data: _Data) -> Objective:
     """Mean negative log-likelihood as a function of the flat parameter vector."""
-    adapter = spec.adapter
-
-    def phi(u, a):
-        y, lp0y = a
-        g = u[0]
-        lp1y = _lsm_at(adapter.logits_from_z(u[1:]), y)
-        return -jnp.logaddexp(jax.nn.log_sigmoid(-g) + lp0y, jax.nn.log_sigmoid(g) + lp1y)
-
     widths = (spec.d + 1,) + (spec.d,) * (spec.K - 1)
-    return linear_predictor_objective(phi, data.X1, (data.y, data.lp0y), data.w, data.total,
-                                      widths)
+    Y1 = jax.nn.one_hot(data.y, spec.K, dtype=data.X1.dtype)
+    return linear_predictor_objective(
+        mixture_rows(spec.adapter), data.X1, (Y1, data.lp0y), data.w, data.total, widths
+    )
 
 
 def _gate_objective(spec: ModelSpec, data: _Data, r: jax.Array) -> Objective:
@@ -110,12 +105,12 @@ def _expert_objective(spec: ModelSpec, data: _Data, r: jax.Array) -> Objective:
         y, ri = a
         return -ri * _lsm_at(adapter.logits_from_z(u), y)
 
-    return linear_predictor_objective(phi, data.X1, (data.y, r), data.w, data.total,
-                                      (spec.d,) * (spec.K - 1))
+    return linear_predictor_objective(
+        phi, data.X1, (data.y, r), data.w, data.total, (spec.d,) * (spec.K - 1)
+    )
 
 
-def _summarise(spec, data, theta, lo, hi, converged, status, n_iter, inner):
-    f, g = _full_objective(spec, data).value_and_grad(theta)
+def _summarise(spec, data, theta, f, g, lo, hi, converged, status, n_iter, inner):
     finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(theta))
     status = jnp.where(finite, status, NONFINITE).astype(jnp.int32)
     return FitResult(
@@ -132,8 +127,19 @@ def _summarise(spec, data, theta, lo, hi, converged, status, n_iter, inner):
 
 def _fit_direct(spec, data, theta0, lo, hi, solver):
     res = solver.minimize(_full_objective(spec, data), theta0, lo, hi)
-    return _summarise(spec, data, res.x, lo, hi, res.converged, res.status, res.n_iter,
-                      res.n_iter)
+    return _summarise(
+        spec,
+        data,
+        res.x,
+        res.value,
+        res.grad,
+        lo,
+        hi,
+        res.converged,
+        res.status,
+        res.n_iter,
+        res.n_iter,
+    )
 
 
 def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, tol):
@@ -150,9 +156,9 @@ def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, tol):
 
     def m_step(theta, r):
         gate, expert = _gate_objective(spec, data, r), _expert_objective(spec, data, r)
-        gt0, et0 = theta[: d + 1], theta[d + 1:]
+        gt0, et0 = theta[: d + 1], theta[d + 1 :]
         rg = solver.minimize(gate, gt0, lo[: d + 1], hi[: d + 1])
-        re = solver.minimize(expert, et0, lo[d + 1:], hi[d + 1:])
+        re = solver.minimize(expert, et0, lo[d + 1 :], hi[d + 1 :])
         # Generalised EM: keep the old block if its solver did not improve Q.
         gt = jnp.where(jnp.isfinite(rg.value) & (rg.value <= gate.value(gt0)), rg.x, gt0)
         et = jnp.where(jnp.isfinite(re.value) & (re.value <= expert.value(et0)), re.x, et0)
@@ -176,19 +182,32 @@ def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, tol):
     theta0 = jnp.clip(theta0, lo, hi)
     f0 = full.value(theta0)
     theta, f, it, inner, done = jax.lax.while_loop(
-        cond, body, (theta0, f0, jnp.int32(0), jnp.int32(0), ~jnp.isfinite(f0)))
+        cond, body, (theta0, f0, jnp.int32(0), jnp.int32(0), ~jnp.isfinite(f0))
+    )
     finite = jnp.isfinite(f)
     converged = done & finite
     status = jnp.where(~finite, NONFINITE, jnp.where(converged, CONVERGED, MAX_ITER))
-    return _summarise(spec, data, theta, lo, hi, converged, status, it, inner)
+    f, g = full.value_and_grad(theta)
+    return _summarise(spec, data, theta, f, g, lo, hi, converged, status, it, inner)
 
 
-@partial(jax.jit, static_argnames=("spec", "method", "solver", "bounds", "max_iter", "tol",
-                                   "inner_max_iter"))
-def fit(spec: ModelSpec, X: jax.Array, y: jax.Array, init: Params,
-        weights: jax.Array | None = None, method: str = "direct", solver="newton",
-        bounds: Bounds = Bounds(), max_iter: int = 500, tol: float = 1e-12,
-        inner_max_iter: int = 50) -> FitResult:
+@partial(
+    jax.jit,
+    static_argnames=("spec", "method", "solver", "bounds", "max_iter", "tol", "inner_max_iter"),
+)
+def fit(
+    spec: ModelSpec,
+    X: jax.Array,
+    y: jax.Array,
+    init: Params,
+    weights: jax.Array | None = None,
+    method: str = "direct",
+    solver="newton",
+    bounds: Bounds = Bounds(),
+    max_iter: int = 500,
+    tol: float = 1e-12,
+    inner_max_iter: int = 50,
+) -> FitResult:
     """Maximum-likelihood estimate of G = (beta, tau, eta) on a box.
 
     Args:
@@ -217,6 +236,7 @@ def fit(spec: ModelSpec, X: jax.Array, y: jax.Array, init: Params,
     X = jnp.asarray(X, jnp.float64)
     y = jnp.asarray(y, jnp.int32)
     w = _weights(X, weights)
+    X, y = mask_padding(X, y, w)
     data = _Data(
         X1=jnp.concatenate([X, jnp.ones((X.shape[0], 1), X.dtype)], axis=1),
         y=y,

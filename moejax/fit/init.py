@@ -19,9 +19,14 @@ def init_truth(truth: Params) -> Params:
     return truth
 
 
-def init_near_truth(key: jax.Array, truth: Params, n: jax.Array | float,
-                    c_gate: float = 0.005, c_expert: float = 0.05,
-                    rho: float = 0.083) -> Params:
+def init_near_truth(
+    key: jax.Array,
+    truth: Params,
+    n: jax.Array | float,
+    c_gate: float = 0.005,
+    c_expert: float = 0.05,
+    rho: float = 0.083,
+) -> Params:
     """Truth plus Gaussian noise of scale c * n^(-rho) (gate blocks c_gate, expert c_expert).
 
     The defaults are the regression predecessor's (c = 0.005 gate, 0.05 experts, rho = 0.083).
@@ -35,8 +40,9 @@ def init_near_truth(key: jax.Array, truth: Params, n: jax.Array | float,
     )
 
 
-def random_inits(key: jax.Array, spec: ModelSpec, n_starts: int, bounds: Bounds = Bounds(),
-                 scale: float = 1.0) -> Params:
+def random_inits(
+    key: jax.Array, spec: ModelSpec, n_starts: int, bounds: Bounds = Bounds(), scale: float = 1.0
+) -> Params:
     """Truth-free starts: N(0, scale^2) entries clipped into the box; leaves gain axis (S,)."""
     lo, hi = Bounds(*bounds).validate().arrays(spec)
     z = scale * jax.random.normal(key, (n_starts, spec.n_params), jnp.float64)
@@ -52,12 +58,17 @@ def _multistart(spec, X, y, inits, weights, fit_kwargs_items):
     return jax.tree_util.tree_map(lambda a: a[best], res)
 
 
-def fit_multistart(spec: ModelSpec, X: jax.Array, y: jax.Array, inits: Params,
-                   weights: jax.Array | None = None, **fit_kwargs) -> FitResult:
+def fit_multistart(
+    spec: ModelSpec,
+    X: jax.Array,
+    y: jax.Array,
+    inits: Params,
+    weights: jax.Array | None = None,
+    **fit_kwargs,
+) -> FitResult:
     """Fit from every start in ``inits`` (leaves with a leading axis S) and keep the best
     finite log-likelihood. ``fit_kwargs`` are passed to `fit` (method, solver, bounds, ...)."""
     return _multistart(spec, X, y, inits, weights, tuple(sorted(fit_kwargs.items())))
 
 
-__all__ = ["INIT_MODES", "fit_multistart", "init_near_truth", "init_truth", "pack",
-           "random_inits"]
+__all__ = ["INIT_MODES", "fit_multistart", "init_near_truth", "init_truth", "pack", "random_inits"]

@@ -5,10 +5,10 @@ A solver is a static, hashable object with a method
     minimize(fun, x0, lower, upper) -> SolveResult
 
 where ``fun`` is an `Objective` (value, gradient, Hessian; see `moejax.fit.objective`) or any
-function mapping a flat float64 vector (P,) to a scalar (derivatives then come from autodiff), ``x0`` (P,) is the start and ``lower``,
-``upper`` (P,) are box bounds. Every solver is a pure function of its inputs, jit- and
-vmap-compatible, caps its iterations and reports its own step count, convergence and status, so
-that lanes of a vmapped batch each say how they ended.
+function mapping a flat float64 vector (P,) to a scalar (derivatives then come from autodiff),
+``x0`` (P,) is the start and ``lower``, ``upper`` (P,) are box bounds. Every solver is a pure
+function of its inputs, jit- and vmap-compatible, caps its iterations and reports its own step
+count, convergence and status, so that lanes of a vmapped batch each say how they ended.
 
 - `ProjectedNewton` (maintained, default): projected Newton (Bertsekas 1982) with the exact
   Hessian from `jax.hessian`, eigenvalue-modified to stay a descent direction, and an Armijo
@@ -38,21 +38,24 @@ ObjectiveLike = Objective | Callable[[jax.Array], jax.Array]
 CONVERGED = 0
 MAX_ITER = 1
 NONFINITE = 2
-STATUS_NAMES = ("converged", "max_iter", "nonfinite")
+STALLED = 3
+STATUS_NAMES = ("converged", "max_iter", "nonfinite", "stalled")
 
 
 class SolveResult(NamedTuple):
-    """Outcome of one box-constrained minimisation. Shapes: x (P,), others ()."""
+    """Outcome of one box-constrained minimisation. Shapes: x and grad (P,), others ()."""
 
     x: jax.Array
     value: jax.Array
+    grad: jax.Array
     n_iter: jax.Array
     converged: jax.Array
     status: jax.Array
 
 
-def projected_grad_norm(x: jax.Array, g: jax.Array, lower: jax.Array,
-                        upper: jax.Array) -> jax.Array:
+def projected_grad_norm(
+    x: jax.Array, g: jax.Array, lower: jax.Array, upper: jax.Array
+) -> jax.Array:
     """inf-norm of x - clip(x - g): zero exactly at a KKT point of the box problem."""
     return jnp.max(jnp.abs(x - jnp.clip(x - g, lower, upper)))
 
@@ -62,19 +65,24 @@ def _finish(x, f, g, it, lower, upper, gtol, ok_flag) -> SolveResult:
     pg = projected_grad_norm(x, g, lower, upper)
     converged = finite & (ok_flag | (pg <= gtol))
     status = jnp.where(~finite, NONFINITE, jnp.where(converged, CONVERGED, MAX_ITER))
-    return SolveResult(x, f, it, converged, status.astype(jnp.int32))
+    return SolveResult(x, f, g, it, converged, status.astype(jnp.int32))
 
 
 @dataclass(frozen=True)
 class ProjectedNewton:
     """Projected Newton with exact Hessian and Armijo backtracking.
 
+    One pass over the data per iteration in the common case: value, gradient and Hessian are
+    computed together at the trial point, and only a rejected full step costs extra value-only
+    passes (backtracking) plus one pass to refresh the derivatives.
+
     Attributes:
       max_iter: iteration cap.
-      gtol: stop when the projected gradient inf-norm falls below it.
-      ftol: also stop when a step lowers f by less than ftol * (1 + |f|) and the Newton
+      gtol: converged when the projected gradient inf-norm falls below it.
+      ftol: also converged when a step lowers f by less than ftol * (1 + |f|) and the Newton
         decrement is that small too (the optimum is resolved to rounding).
-      max_backtrack: cap on step halvings per iteration.
+      max_backtrack: cap on step halvings per iteration. A search that cannot lower f away
+        from a stationary point ends the solve with status "stalled".
     """
 
     max_iter: int = 50
@@ -83,63 +91,112 @@ class ProjectedNewton:
     max_backtrack: int = 30
     name: str = "newton"
 
-    def minimize(self, fun: ObjectiveLike, x0: jax.Array, lower: jax.Array,
-                 upper: jax.Array) -> SolveResult:
+    def minimize(
+        self, fun: ObjectiveLike, x0: jax.Array, lower: jax.Array, upper: jax.Array
+    ) -> SolveResult:
         obj = as_objective(fun)
-        value = obj.value
         x0 = jnp.clip(x0, lower, upper)
-        f0, g0, H0 = obj.value_grad_hess(x0)
+        P = x0.shape[0]
+        dt = x0.dtype
 
-        def cond(c):
-            x, f, g, H, it, done = c
-            return (~done) & (it < self.max_iter)
-
-        def body(c):
-            x, f, g, H, it, _ = c
+        def newton_step(x, g, H):
             H = 0.5 * (H + H.T)
             pg = x - jnp.clip(x - g, lower, upper)
             eps = jnp.minimum(1e-6, jnp.max(jnp.abs(pg)))
             active = ((x <= lower + eps) & (g > 0)) | ((x >= upper - eps) & (g < 0))
             free = ~active
-            both = free[:, None] & free[None, :]
-            Hf = jnp.where(both, H, 0.0) + jnp.diag(jnp.where(free, 0.0, 1.0))
+            Hf = jnp.where(free[:, None] & free[None, :], H, 0.0) + jnp.diag(
+                jnp.where(free, 0.0, 1.0)
+            )
             lam, V = jnp.linalg.eigh(Hf)
-            scale = jnp.maximum(1.0, jnp.max(jnp.abs(lam)))
-            lam = jnp.maximum(jnp.abs(lam), 1e-10 * scale)
+            lam = jnp.abs(lam)
+            lam = jnp.maximum(lam, 1e-10 * jnp.maximum(1.0, jnp.max(lam)))
             gf = jnp.where(free, g, 0.0)
-            step = -(V @ ((V.T @ gf) / lam))
-            step = jnp.where(free, step, -g)
+            step = jnp.where(free, -(V @ ((V.T @ gf) / lam)), -g)
             step = jnp.where(jnp.isfinite(step), step, -g)
+            return step, jnp.abs(gf @ jnp.where(free, step, 0.0))
 
-            def ls_cond(s):
-                t, xn, fn, k = s
-                dec = g @ (xn - x)
-                ok = jnp.isfinite(fn) & (fn <= f + 1e-4 * dec)
-                return (~ok) & (k < self.max_backtrack)
+        # One loop, one evaluation site: every pass evaluates value, gradient and Hessian at the
+        # candidate point `xc`. A candidate that passes the Armijo test becomes the iterate and
+        # the next Newton candidate is formed; a failing one is halved toward the iterate.
+        # (Keeping a single call site keeps the compiled program small.)
+        class S(NamedTuple):
+            x: jax.Array  # accepted iterate (P,)
+            f: jax.Array
+            g: jax.Array
+            H: jax.Array
+            step: jax.Array  # Newton step from x
+            dec: jax.Array  # Newton decrement at x
+            t: jax.Array  # current step length
+            xc: jax.Array  # candidate to evaluate
+            it: jax.Array  # accepted Newton iterations
+            k: jax.Array  # halvings in the current search
+            evals: jax.Array
+            done: jax.Array
+            ok: jax.Array
 
-            def ls_body(s):
-                t, _, _, k = s
-                t = 0.5 * t
-                xn = jnp.clip(x + t * step, lower, upper)
-                return t, xn, value(xn), k + 1
+        def cond(s):
+            return (~s.done) & (s.it < self.max_iter)
 
-            x1 = jnp.clip(x + step, lower, upper)
-            _, xn, fn, k = jax.lax.while_loop(ls_cond, ls_body, (1.0, x1, value(x1), 0))
-            accepted = jnp.isfinite(fn) & (fn <= f)
-            xn = jnp.where(accepted, xn, x)
-            fn_, gn, Hn = obj.value_grad_hess(xn)
-            small = (f - fn_) <= self.ftol * (1.0 + jnp.abs(f))
-            decrement = jnp.abs(gf @ jnp.where(free, step, 0.0))
-            done = (projected_grad_norm(xn, gn, lower, upper) <= self.gtol) | (
-                small & (decrement <= 1e3 * self.ftol * (1.0 + jnp.abs(f)))) | ~accepted
-            done = done | ~jnp.isfinite(fn_)
-            return xn, fn_, gn, Hn, it + 1, done
+        def body(s):
+            fc, gc, Hc = obj.value_grad_hess(s.xc)
+            first = s.evals == 0
+            armijo = jnp.isfinite(fc) & (fc <= s.f + 1e-4 * (s.g @ (s.xc - s.x)))
+            accept = first | armijo
+            x = jnp.where(accept, s.xc, s.x)
+            f = jnp.where(accept, fc, s.f)
+            g = jnp.where(accept, gc, s.g)
+            H = jnp.where(accept, Hc, s.H)
+            step, dec = newton_step(x, g, H)
+            kkt = projected_grad_norm(x, g, lower, upper) <= self.gtol
+            small = (
+                (~first)
+                & ((s.f - f) <= self.ftol * (1.0 + jnp.abs(s.f)))
+                & (s.dec <= 1e3 * self.ftol * (1.0 + jnp.abs(s.f)))
+            )
+            ok = jnp.isfinite(f) & (kkt | (accept & small))
+            stalled = (~accept) & (s.k + 1 >= self.max_backtrack)
+            done = ok | stalled | ~jnp.isfinite(f)
+            t = jnp.where(accept, 1.0, 0.5 * s.t)
+            step = jnp.where(accept, step, s.step)
+            dec = jnp.where(accept, dec, s.dec)
+            xc = jnp.clip(x + t * step, lower, upper)
+            return S(
+                x,
+                f,
+                g,
+                H,
+                step,
+                dec,
+                t,
+                xc,
+                s.it + jnp.where(accept & ~first, 1, 0),
+                jnp.where(accept, 0, s.k + 1),
+                s.evals + 1,
+                done,
+                ok,
+            )
 
-        init_done = (projected_grad_norm(x0, g0, lower, upper) <= self.gtol) | ~jnp.isfinite(f0)
-        x, f, g, _, it, done = jax.lax.while_loop(
-            cond, body, (x0, f0, g0, H0, jnp.int32(0), init_done))
-        resolved = done & jnp.isfinite(f)
-        return _finish(x, f, g, it, lower, upper, self.gtol, resolved)
+        inf = jnp.asarray(jnp.inf, dt)
+        s0 = S(
+            x0,
+            inf,
+            jnp.zeros(P, dt),
+            jnp.eye(P, dtype=dt),
+            jnp.zeros(P, dt),
+            inf,
+            jnp.asarray(1.0, dt),
+            x0,
+            jnp.int32(0),
+            jnp.int32(0),
+            jnp.int32(0),
+            jnp.asarray(False),
+            jnp.asarray(False),
+        )
+        s = jax.lax.while_loop(cond, body, s0)
+        res = _finish(s.x, s.f, s.g, s.it, lower, upper, self.gtol, s.ok)
+        stalled = s.done & ~s.ok & jnp.isfinite(s.f)
+        return res._replace(status=jnp.where(stalled, STALLED, res.status).astype(jnp.int32))
 
 
 def _to_box(u: jax.Array, lower: jax.Array, upper: jax.Array) -> jax.Array:
@@ -160,8 +217,9 @@ class OptaxLBFGS:
     history: int = 10
     name: str = "optax_lbfgs"
 
-    def minimize(self, fun: ObjectiveLike, x0: jax.Array, lower: jax.Array,
-                 upper: jax.Array) -> SolveResult:
+    def minimize(
+        self, fun: ObjectiveLike, x0: jax.Array, lower: jax.Array, upper: jax.Array
+    ) -> SolveResult:
         import optax
 
         obj = as_objective(fun)
@@ -208,8 +266,9 @@ class JaxoptBFGS:
     gtol: float = 1e-9
     name: str = "jaxopt_bfgs"
 
-    def minimize(self, fun: ObjectiveLike, x0: jax.Array, lower: jax.Array,
-                 upper: jax.Array) -> SolveResult:
+    def minimize(
+        self, fun: ObjectiveLike, x0: jax.Array, lower: jax.Array, upper: jax.Array
+    ) -> SolveResult:
         import jaxopt
 
         obj = as_objective(fun)
@@ -240,8 +299,9 @@ def get_solver(solver: str | ProjectedNewton | OptaxLBFGS | JaxoptBFGS, **kw):
         try:
             cls = SOLVERS[solver]
         except KeyError:
-            raise ValueError(f"solver: unknown solver {solver!r}; choose one of "
-                             f"{', '.join(SOLVERS)}") from None
+            raise ValueError(
+                f"solver: unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}"
+            ) from None
         return cls(**kw)
     if not hasattr(solver, "minimize"):
         raise ValueError(f"solver: expected a name or an object with .minimize, got {solver!r}")

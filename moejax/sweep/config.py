@@ -159,8 +159,9 @@ def merge_defaults(raw: dict[str, Any]) -> dict[str, Any]:
         if section:
             for key in table:
                 if key not in fields:
-                    raise ConfigError(f"{_where(section, key)}: unknown key"
-                                      f"{_suggest(key, list(fields))}")
+                    raise ConfigError(
+                        f"{_where(section, key)}: unknown key{_suggest(key, list(fields))}"
+                    )
         resolved = {}
         for key, (kind, default) in fields.items():
             v = table.get(key, default)
@@ -206,8 +207,9 @@ def _check_choice(field: str, v: str, choices: tuple[str, ...]) -> None:
 def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     """Validate a raw config dict and return the fully resolved config (plain JSON types)."""
     c = merge_defaults(raw)
-    m, t, s, e, b, i, r = (c[k] for k in ("model", "truth", "sizes", "estimator", "bounds",
-                                          "init", "run"))
+    m, t, s, e, b, i, r = (
+        c[k] for k in ("model", "truth", "sizes", "estimator", "bounds", "init", "run")
+    )
     if c["replicates"] < 1:
         raise _err("replicates", c["replicates"], "must be a positive integer")
     if c["seed"] < 0:
@@ -238,15 +240,21 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         t["beta"] = [1.0 / math.sqrt(d)] * d
     elif len(t["beta"]) != d:
         raise _err("truth.beta", t["beta"], f"expected {d} numbers (d = {d})")
-    named = {"basis": _basis(K - 1, d), "eta0": m["eta0"],
-             "basis_shifted": _basis(K - 1, d, start=K - 1)}
+    named = {
+        "basis": _basis(K - 1, d),
+        "eta0": m["eta0"],
+        "basis_shifted": _basis(K - 1, d, start=K - 1),
+    }
     t["eta"] = _matrix("truth.eta", t["eta"], (K - 1, d), named)
     t["delta"] = _matrix("truth.delta", t["delta"], (K - 1, d), named)
     if t["regime"] == "homogeneous":
         t["eta"] = m["eta0"]
         if m["frozen"] != m["adapter"]:
-            raise _err("model.adapter", m["adapter"], "homogeneous regime needs adapter == frozen"
-                       f" (frozen is {m['frozen']!r})")
+            raise _err(
+                "model.adapter",
+                m["adapter"],
+                f"homogeneous regime needs adapter == frozen (frozen is {m['frozen']!r})",
+            )
     else:
         t["delta"] = np.zeros((K - 1, d)).tolist()
         t["gamma"] = 0.0

@@ -46,9 +46,17 @@ class Problem:
 
 def build_problem(cfg: dict[str, Any]) -> Problem:
     m, t, b = cfg["model"], cfg["truth"], cfg["bounds"]
-    spec = ModelSpec(d=m["d"], K=m["K"], frozen=m["frozen"], adapter=m["adapter"],
-                     eta0=m["eta0"], scale=m["scale"], frozen_scale=m["frozen_scale"],
-                     bias=m["bias"], frozen_bias=m["frozen_bias"])
+    spec = ModelSpec(
+        d=m["d"],
+        K=m["K"],
+        frozen=m["frozen"],
+        adapter=m["adapter"],
+        eta0=m["eta0"],
+        scale=m["scale"],
+        frozen_scale=m["frozen_scale"],
+        bias=m["bias"],
+        frozen_bias=m["frozen_bias"],
+    )
     if t["regime"] == "homogeneous":
         truth = homogeneous_truth(spec, t["beta"], t["tau"], t["delta"], t["gamma"])
     else:
@@ -71,7 +79,7 @@ def plan_buckets(sizes: list[int], max_padding: float) -> list[tuple[int, list[i
             else:
                 break
         buckets.append((N, sorted(group)))
-        rest = rest[len(group):]
+        rest = rest[len(group) :]
     return sorted(buckets)
 
 
@@ -88,8 +96,14 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[[jax.Array, jax.Array], d
     spec, truth, bounds = problem.spec, problem.truth, problem.bounds
     e, ini, run = cfg["estimator"], cfg["init"], cfg["run"]
     radius = cfg["model"]["radius"]
-    fit_kw = dict(method=e["method"], solver=e["solver"], bounds=bounds, max_iter=e["max_iter"],
-                  tol=e["tol"], inner_max_iter=e["inner_max_iter"])
+    fit_kw = dict(
+        method=e["method"],
+        solver=e["solver"],
+        bounds=bounds,
+        max_iter=e["max_iter"],
+        tol=e["tol"],
+        inner_max_iter=e["inner_max_iter"],
+    )
     seed = cfg["seed"]
     m_dens = run["density_points"]
 
@@ -103,8 +117,11 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[[jax.Array, jax.Array], d
             starts = random_inits(k_init, spec, ini["n_starts"], bounds, ini["start_scale"])
             res = fit_multistart(spec, X, y, starts, w, **fit_kw)
         else:
-            init = tp if ini["mode"] == "truth" else init_near_truth(
-                k_init, tp, n, ini["c_gate"], ini["c_expert"], ini["rho"])
+            init = (
+                tp
+                if ini["mode"] == "truth"
+                else init_near_truth(k_init, tp, n, ini["c_gate"], ini["c_expert"], ini["rho"])
+            )
             res = fit(spec, X, y, init, w, **fit_kw)
         err = parameter_errors(res.params, tp)
         if m_dens > 0:
@@ -113,10 +130,16 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[[jax.Array, jax.Array], d
         else:
             dens = jnp.nan
         return {
-            "err_beta": err.beta, "err_exp_tau": err.exp_tau, "err_eta": err.eta,
-            "err_density": dens, "loglik": res.loglik, "n_iter": res.n_iter,
-            "inner_steps": res.inner_steps, "converged": res.converged.astype(jnp.int32),
-            "at_bound": res.at_bound.astype(jnp.int32), "status_code": res.status,
+            "err_beta": err.beta,
+            "err_exp_tau": err.exp_tau,
+            "err_eta": err.eta,
+            "err_density": dens,
+            "loglik": res.loglik,
+            "n_iter": res.n_iter,
+            "inner_steps": res.inner_steps,
+            "converged": res.converged.astype(jnp.int32),
+            "at_bound": res.at_bound.astype(jnp.int32),
+            "status_code": res.status,
             "grad_norm": res.grad_norm,
         }
 
@@ -161,12 +184,15 @@ def _prepare_dir(out: Path, cfg: dict, digest: str, force: bool) -> None:
             if not force:
                 raise RunDirError(
                     f"{out} holds results of a different config (hash {old} != {digest}); "
-                    "use --force to overwrite it or choose another --out")
+                    "use --force to overwrite it or choose another --out"
+                )
             store.clear_run(out)
     elif any((out / "parts").glob("part-*.npz")):
         if not force:
-            raise RunDirError(f"{out} holds result parts but no manifest; use --force to "
-                              "overwrite it or choose another --out")
+            raise RunDirError(
+                f"{out} holds result parts but no manifest; use --force to "
+                "overwrite it or choose another --out"
+            )
         store.clear_run(out)
 
 
@@ -185,8 +211,14 @@ def _manifest(cfg, digest, status, extra) -> dict[str, Any]:
     }
 
 
-def run_sweep(cfg: dict[str, Any], out: str | Path, *, force: bool = False,
-              progress: bool = True, report: bool = True) -> dict[str, Any]:
+def run_sweep(
+    cfg: dict[str, Any],
+    out: str | Path,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    report: bool = True,
+) -> dict[str, Any]:
     """Run (or resume) a resolved sweep config into directory ``out``.
 
     Returns the final manifest. Raises `store.StoreError` if ``out`` is unusable.
@@ -199,9 +231,19 @@ def run_sweep(cfg: dict[str, Any], out: str | Path, *, force: bool = False,
     buckets = plan_buckets(sizes, cfg["run"]["max_padding"])
     ratio = padding_ratio(buckets)
     t_start = time.time()
-    store.write_json(out / "manifest.json", _manifest(cfg, digest, "running", {
-        "buckets": [{"padded_size": N, "sizes": g} for N, g in buckets],
-        "padding_ratio": ratio, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+    store.write_json(
+        out / "manifest.json",
+        _manifest(
+            cfg,
+            digest,
+            "running",
+            {
+                "buckets": [{"padded_size": N, "sizes": g} for N, g in buckets],
+                "padding_ratio": ratio,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        ),
+    )
 
     done, next_part = store.load_parts(out)
     done_set = set(zip(done.get("n", []), done.get("replicate", []), strict=True))
@@ -224,14 +266,13 @@ def run_sweep(cfg: dict[str, Any], out: str | Path, *, force: bool = False,
             C = cfg["run"]["chunk"] or auto_chunk(problem, N, D)
             C = math.ceil(C / D) * D
             lane = make_lane_fn(problem, N)
-            fn = jax.jit(jax.vmap(lane), in_shardings=(sharding, sharding),
-                         out_shardings=sharding)
+            fn = jax.jit(jax.vmap(lane), in_shardings=(sharding, sharding), out_shardings=sharding)
             spec_arg = jax.ShapeDtypeStruct((C,), jnp.int32, sharding=sharding)
             t0 = time.time()
             compiled = fn.lower(spec_arg, spec_arg).compile()
             compile_s += time.time() - t0
             for start in range(0, len(todo), C):
-                chunk = todo[start:start + C]
+                chunk = todo[start : start + C]
                 chunk_counter += 1
                 if (chunk_counter - 1) % nproc != pid:
                     continue
@@ -262,21 +303,33 @@ def run_sweep(cfg: dict[str, Any], out: str | Path, *, force: bool = False,
     store.write_fits_csv(out, lanes, STATUS_NAMES)
     codes = lanes["status_code"]
     counts = {
-        "n_fits": int(len(codes)),
+        "n_fits": len(codes),
         "n_converged": int(np.sum(lanes["converged"])),
         "n_failed": int(np.sum(lanes["converged"] == 0)),
         "n_at_bound": int(np.sum(lanes["at_bound"])),
-        "status_counts": {name: int(np.sum(codes == i)) for i, name in enumerate(STATUS_NAMES)
-                          if np.any(codes == i)},
+        "status_counts": {
+            name: int(np.sum(codes == i))
+            for i, name in enumerate(STATUS_NAMES)
+            if np.any(codes == i)
+        },
     }
-    manifest = _manifest(cfg, digest, "complete", {
-        "buckets": [{"padded_size": N, "sizes": g} for N, g in buckets],
-        "padding_ratio": ratio,
-        "timings": {"wall_s": time.time() - t_start, "compile_s": compile_s,
-                    "compute_s": compute_s, "lanes_this_run": total - len(done_set)},
-        "counts": counts,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })
+    manifest = _manifest(
+        cfg,
+        digest,
+        "complete",
+        {
+            "buckets": [{"padded_size": N, "sizes": g} for N, g in buckets],
+            "padding_ratio": ratio,
+            "timings": {
+                "wall_s": time.time() - t_start,
+                "compile_s": compile_s,
+                "compute_s": compute_s,
+                "lanes_this_run": total - len(done_set),
+            },
+            "counts": counts,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
     store.write_json(out / "manifest.json", manifest)
     if report:
         from moejax.report import make_report
@@ -291,6 +344,12 @@ def _progress(total: int, initial: int, enabled: bool):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="fit", desc="moejax sweep",
-                dynamic_ncols=True, file=sys.stderr, disable=os.environ.get("MOEJAX_NO_PROGRESS")
-                == "1")
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="fit",
+        desc="moejax sweep",
+        dynamic_ncols=True,
+        file=sys.stderr,
+        disable=os.environ.get("MOEJAX_NO_PROGRESS") == "1",
+    )

@@ -18,8 +18,19 @@ from typing import Any
 import numpy as np
 
 FIT_COLUMNS = (
-    "n", "replicate", "err_beta", "err_exp_tau", "err_eta", "err_density", "loglik", "n_iter",
-    "inner_steps", "converged", "at_bound", "status", "grad_norm",
+    "n",
+    "replicate",
+    "err_beta",
+    "err_exp_tau",
+    "err_eta",
+    "err_density",
+    "loglik",
+    "n_iter",
+    "inner_steps",
+    "converged",
+    "at_bound",
+    "status",
+    "grad_norm",
 )
 INT_COLUMNS = {"n", "replicate", "n_iter", "inner_steps", "converged", "at_bound"}
 
@@ -65,7 +76,9 @@ def check_writable(out: Path) -> None:
         atomic_write_bytes(out / ".write-test", b"ok")
         (out / ".write-test").unlink()
     except OSError as exc:
-        raise StoreError(f"cannot write to results directory {out}: {exc.strerror or exc}") from None
+        raise StoreError(
+            f"cannot write to results directory {out}: {exc.strerror or exc}"
+        ) from None
 
 
 def save_part(out: Path, index: int, arrays: dict[str, np.ndarray]) -> Path:
