@@ -158,7 +158,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         return _die(f"{d}: no fits.csv here (run `moejax sweep` first)", 2)
     from moejax.report import make_report
 
-    res = make_report(d, n_boot=args.n_boot)
+    try:
+        res = make_report(d, n_boot=args.n_boot)
+    except (ValueError, OSError) as exc:
+        return _die(f"{d}: cannot read results: {exc}", 2)
     print(res["terminal"])
     return 0
 
@@ -176,7 +179,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
             labels.append(read_manifest(d / "manifest.json").get("name", d.name))
         except OSError:
             labels.append(d.name)
-    png, pdf = plot_comparison(dirs, labels, args.out)
+    try:
+        png, pdf = plot_comparison(dirs, labels, args.out)
+    except (ValueError, OSError) as exc:
+        return _die(f"cannot compare {', '.join(map(str, dirs))}: {exc}", 2)
     print(f"wrote {png} and {pdf}")
     return 0
 

@@ -128,6 +128,8 @@ def _coerce(field: str, kind: Any, v: Any) -> Any:
     if kind in ("matrix", "vector", "sizes"):
         if isinstance(v, str):
             return v
+        if kind == "sizes" and isinstance(v, list) and any(isinstance(x, bool) for x in v):
+            raise _err(field, v, "expected a list of integers")
         try:
             a = np.asarray(v, dtype=np.float64)
         except (TypeError, ValueError):
@@ -275,6 +277,8 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         if s["min"] > s["max"]:
             raise _err("sizes.min", s["min"], f"must not exceed sizes.max = {s['max']}")
         sizes = log_spaced_sizes(s["min"], s["max"], s["count"])
+    if not sizes:
+        raise _err("sizes.list", sizes, "expected at least one sample size")
     if max(sizes) >= 2**31:
         raise _err("sizes", max(sizes), "sample sizes must be below 2^31")
     s.clear()
@@ -291,8 +295,19 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
             raise _err(f"bounds.{f}", v, "expected [lower, upper]")
         if not v[0] < v[1]:
             raise _err(f"bounds.{f}", v, "lower bound must be below upper bound")
+    lo_hi = {k: tuple(v) for k, v in b.items()}
+    truth_blocks = {"beta": t["beta"], "tau": [t["tau"]], "eta": np.ravel(t["eta"]).tolist()}
+    if t["regime"] == "homogeneous":
+        smallest = min(sizes)
+        truth_blocks["eta"] = (np.ravel(t["eta"]) + np.ravel(t["delta"]) * smallest
+                               ** (-t["gamma"])).tolist()
+    for f, vals in truth_blocks.items():
+        lo, hi = lo_hi[f]
+        if any(not lo <= v <= hi for v in vals):
+            raise _err(f"bounds.{f}", list(lo_hi[f]),
+                       f"the truth's {f} ({vals}) must lie inside the bounds")
     _check_choice("init.mode", i["mode"], INIT_MODES)
-    for f in ("c_gate", "c_expert", "start_scale"):
+    for f in ("c_gate", "c_expert", "start_scale", "rho"):
         if i[f] < 0:
             raise _err(f"init.{f}", i[f], "must be >= 0")
     if i["n_starts"] < 1:

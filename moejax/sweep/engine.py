@@ -267,7 +267,7 @@ def run_sweep(
     for N, group in buckets:
         todo = [(n, r) for n in group for r in range(R) if (n, r) not in done_set]
         if todo:
-            C = cfg["run"]["chunk"] or auto_chunk(problem, N, D)
+            C = min(cfg["run"]["chunk"] or auto_chunk(problem, N, D), len(todo))
             plans.append((N, todo, math.ceil(C / D) * D))
 
     def compile_bucket(N: int, C: int):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -96,8 +97,12 @@ def load_parts(out: Path) -> tuple[dict[str, np.ndarray], int]:
     files = sorted((out / "parts").glob("part-*.npz"))
     chunks = []
     for f in files:
-        with np.load(f) as z:
-            chunks.append({k: z[k] for k in z.files})
+        try:
+            with np.load(f) as z:
+                chunks.append({k: z[k] for k in z.files})
+        except (OSError, ValueError, EOFError) as exc:
+            # Parts are written atomically, so this is outside damage; recompute those lanes.
+            print(f"moejax: warning: ignoring unreadable part {f.name} ({exc})", file=sys.stderr)
     next_index = 1 + max((int(f.stem.split("-")[1]) for f in files), default=-1)
     if not chunks:
         return {}, next_index

@@ -1,0 +1,519 @@
+"""Tests of the sweep engine (moejax.sweep) and of `moejax sweep` / `moejax report` on real runs.
+
+Cost: every distinct compiled program costs ~5-25 s on this shared 2-core CPU, so tests share a few:
+  P1  tiny config (d = 2, K = 2, sizes [200, 300] = one bucket of N = 300), chunk 2, 1 device;
+  P2  the same with chunk 4;  P3  the same on 4 forced CPU devices;  P4  estimator.max_iter = 1;
+  P5  sizes [200] alone (bucket N = 200).
+The sample sizes and the number of replicates are runtime arguments of the compiled function, so
+runs that differ only in those (the resume study with 100 replicates, --replicates 3) reuse P1
+through JAX's persistent cache, which a session fixture points at a temporary directory (in this
+process via jax.config, in subprocesses via MOEJAX_CACHE_DIR).
+
+Determinism is checked to 1e-9 relative on the float columns, not bit for bit: a different chunk
+size or device count changes the batch shape XLA vectorises over, which may reorder float
+operations (observed differences ~1e-14 relative); integer columns and status must be equal.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moejax.sweep import (
+    FIT_COLUMNS,
+    StoreError,
+    config_hash,
+    load,
+    log_spaced_sizes,
+    padding_ratio,
+    plan_buckets,
+    resolve,
+    run_sweep,
+)
+from moejax.sweep.config import SCHEMA
+
+BASE_TOML = """\
+name = "tiny"
+seed = 0
+replicates = 4
+[model]
+d = 2
+K = 2
+[sizes]
+list = [200, 300]
+[run]
+chunk = 2
+density_points = 20
+"""
+BASE_SIZES = [200, 300]
+BASE_REPS = 4
+RESUME_REPS = 100  # 200 lanes in 100 chunks of 2: a wide window to kill the run mid-way
+
+INT_COLS = {"n", "replicate", "n_iter", "inner_steps", "converged", "at_bound"}
+FLOAT_COLS = [c for c in FIT_COLUMNS if c not in INT_COLS and c != "status"]
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def read_fits(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def assert_fits_equal(
+    a: Path, b: Path, only_replicates: int | None = None, only_n: int | None = None
+) -> None:
+    """fits.csv files agree: same header and (n, replicate) rows; integer columns and status
+    equal; float columns equal to 1e-9 relative (nan == nan). ``only_replicates`` / ``only_n``
+    restrict both tables to replicates < only_replicates / to n == only_n."""
+    ha, ra = read_fits(a)
+    hb, rb = read_fits(b)
+    assert ha == hb == list(FIT_COLUMNS)
+    if only_replicates is not None:
+        ra = [r for r in ra if int(r["replicate"]) < only_replicates]
+        rb = [r for r in rb if int(r["replicate"]) < only_replicates]
+    if only_n is not None:
+        ra = [r for r in ra if int(r["n"]) == only_n]
+        rb = [r for r in rb if int(r["n"]) == only_n]
+    assert len(ra) == len(rb) > 0
+    for x, y in zip(ra, rb, strict=True):
+        for c in INT_COLS | {"status"}:
+            assert x[c] == y[c], (c, x, y)
+    fa = np.array([[float(r[c]) for c in FLOAT_COLS] for r in ra])
+    fb = np.array([[float(r[c]) for c in FLOAT_COLS] for r in rb])
+    np.testing.assert_allclose(fa, fb, rtol=1e-9, atol=1e-12, equal_nan=True)
+
+
+def n_parts(out: Path) -> int:
+    return len(list((out / "parts").glob("part-*.npz")))
+
+
+def manifest(out: Path) -> dict[str, Any]:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def cli_env(cache: Path, **extra: str) -> dict[str, str]:
+    return dict(os.environ, MOEJAX_CACHE_DIR=str(cache), MOEJAX_NO_PROGRESS="1", **extra)
+
+
+def cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "moejax.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, rc: int, *needles: str) -> str:
+    assert proc.returncode == rc, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("moejax: error: "), lines[0]
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="session")
+def jax_cache(tmp_path_factory: pytest.TempPathFactory):
+    """A persistent compilation cache shared by this session's in-process runs and CLI runs."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    d = tmp_path_factory.mktemp("jax-cache")
+    old_dir = jax.config.jax_compilation_cache_dir
+    old_min = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_compilation_cache_dir", str(d))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MOEJAX_CACHE_DIR", str(d))
+    yield d
+    mp.undo()
+    jax.config.update("jax_compilation_cache_dir", old_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", old_min)
+    compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope="session")
+def base_toml(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    p = tmp_path_factory.mktemp("configs") / "tiny.toml"
+    p.write_text(BASE_TOML)
+    return p
+
+
+@pytest.fixture(scope="session")
+def base_run(tmp_path_factory: pytest.TempPathFactory, jax_cache: Path, base_toml: Path):
+    """The tiny config run in-process (program P1). Read-only: copy it before changing it."""
+    out = tmp_path_factory.mktemp("base") / "run"
+    man = run_sweep(load(base_toml), out, progress=False, report=False)
+    return out, man
+
+
+# ----------------------------------------------------------------------------------------------
+# bucket planning (pure)
+
+
+def test_log_spaced_sizes_bucket_plan() -> None:
+    sizes = log_spaced_sizes(1000, 100_000, 20)
+    assert len(sizes) == 20 and sizes[0] == 1000 and sizes[-1] == 100_000
+    assert sizes == sorted(set(sizes))
+    buckets = plan_buckets(sizes, 1.3)
+    flat = [s for _, g in buckets for s in g]
+    assert sorted(flat) == sizes  # every size exactly once
+    assert padding_ratio(buckets) <= 1.3
+    assert 1 < len(buckets) < 20  # it does group (fewer compiles) without padding everything
+    for N, g in buckets:
+        assert N == max(g)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sizes=st.sets(st.integers(1, 10**7), min_size=1, max_size=40),
+    max_padding=st.floats(1.0, 2.0),
+)
+def test_plan_buckets_properties(sizes: set[int], max_padding: float) -> None:
+    buckets = plan_buckets(list(sizes), max_padding)
+    flat = [s for _, g in buckets for s in g]
+    assert sorted(flat) == sorted(sizes) and len(flat) == len(sizes)  # each size exactly once
+    for N, g in buckets:
+        assert N == max(g) and g == sorted(g)
+        assert len(g) * N / sum(g) <= max_padding * (1 + 1e-12)
+    # Buckets are sorted, disjoint ranges of the sorted sizes.
+    for (_, g1), (_, g2) in itertools.pairwise(buckets):
+        assert max(g1) < min(g2)
+    ratio = padding_ratio(buckets)
+    assert 1.0 <= ratio <= max_padding * (1 + 1e-12)
+    if max_padding == 1.0:
+        assert len(buckets) == len(sizes)  # distinct sizes never share an unpadded bucket
+
+
+# ----------------------------------------------------------------------------------------------
+# config resolution (pure)
+
+
+def test_resolve_fills_every_default() -> None:
+    cfg = resolve({})
+    for section, fields in SCHEMA.items():
+        table = cfg if section == "" else cfg[section]
+        if section == "sizes":  # resolved to the explicit list
+            assert set(table) == {"list"}
+            continue
+        assert set(fields) <= set(table), (section, set(fields) - set(table))
+    assert cfg["run"]["max_padding"] == 1.3
+    assert cfg["run"]["chunk"] == 0 and cfg["replicates"] == 40
+    assert cfg["sizes"]["list"] == log_spaced_sizes(1000, 100_000, 20)
+    assert cfg["model"]["frozen_scale"] == cfg["model"]["scale"]
+    assert cfg["model"]["eta0"] == [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]
+    json.dumps(cfg)  # plain JSON types only
+
+
+def test_config_hash_ignores_run_only_fields() -> None:
+    base = resolve({"model": {"d": 2, "K": 2}, "sizes": {"list": [200, 300]}})
+    h = config_hash(base)
+    assert len(h) == 16
+    same = [
+        {"run": {"chunk": 7}},
+        {"run": {"memory_gb": 9.0}},
+        {"name": "other-name"},
+    ]
+    for extra in same:
+        raw = {"model": {"d": 2, "K": 2}, "sizes": {"list": [200, 300]}}
+        for k, v in extra.items():
+            raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
+        assert config_hash(resolve(raw)) == h, extra
+    different = [
+        {"seed": 1},
+        {"replicates": 41},
+        {"run": {"max_padding": 1.5}},
+        {"run": {"density_points": 10}},
+        {"estimator": {"max_iter": 5}},
+    ]
+    for extra in different:
+        raw = {"model": {"d": 2, "K": 2}, "sizes": {"list": [200, 300]}}
+        for k, v in extra.items():
+            raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
+        assert config_hash(resolve(raw)) != h, extra
+    # Key order of the TOML does not matter.
+    assert config_hash(resolve({"sizes": {"list": [300, 200]}, "model": {"K": 2, "d": 2}})) == h
+
+
+# ----------------------------------------------------------------------------------------------
+# results are data
+
+
+def test_manifest_records_config_versions_devices_timings(base_run, base_toml: Path) -> None:
+    out, returned = base_run
+    man = manifest(out)
+    cfg = load(base_toml)
+    assert man["status"] == "complete"
+    assert man["config"] == cfg  # the fully resolved config, defaults included
+    assert man["config"]["run"]["max_padding"] == 1.3
+    assert man["config"]["init"]["mode"] == "near_truth"
+    assert man["config_hash"] == config_hash(cfg)
+    for pkg in ("jax", "jaxlib", "numpy", "moejax", "python"):
+        assert man["versions"][pkg] not in ("", None, "not installed"), pkg
+    assert man["versions"]["jax"] == jax.__version__
+    assert man["versions"]["numpy"] == np.__version__
+    assert man["devices"] == [str(d) for d in jax.devices()] and len(man["devices"]) >= 1
+    t = man["timings"]
+    assert t["compile_s"] > 0 and t["wall_s"] >= t["compile_s"] and t["compute_s"] >= 0
+    assert t["lanes_this_run"] == len(BASE_SIZES) * BASE_REPS
+    assert 1.0 <= man["padding_ratio"] <= 1.3
+    assert man["padding_ratio"] == pytest.approx(2 * 300 / 500)
+    assert man["buckets"] == [{"padded_size": 300, "sizes": [200, 300]}]
+    c = man["counts"]
+    assert c["n_fits"] == len(BASE_SIZES) * BASE_REPS
+    assert c["n_converged"] + c["n_failed"] == c["n_fits"]
+    assert sum(c["status_counts"].values()) == c["n_fits"]
+    assert returned["config_hash"] == man["config_hash"]
+
+
+def test_fits_csv_layout(base_run) -> None:
+    out, man = base_run
+    header, rows = read_fits(out / "fits.csv")
+    assert header == list(FIT_COLUMNS)
+    keys = [(int(r["n"]), int(r["replicate"])) for r in rows]
+    assert keys == [(n, r) for n in BASE_SIZES for r in range(BASE_REPS)]  # all lanes, sorted
+    for r in rows:
+        assert r["status"] in ("converged", "max_iter", "nonfinite")
+        assert r["converged"] in ("0", "1") and r["at_bound"] in ("0", "1")
+        assert (r["status"] == "converged") == (r["converged"] == "1")
+        assert int(r["n_iter"]) >= 1
+        for c in ("err_beta", "err_exp_tau", "err_eta", "err_density"):
+            assert math.isfinite(float(r[c])) and float(r[c]) >= 0
+        assert math.isfinite(float(r["loglik"])) and float(r["loglik"]) < 0
+    assert sum(r["converged"] == "0" for r in rows) == man["counts"]["n_failed"]
+    assert n_parts(out) == len(rows) // 2  # chunk 2
+
+
+# ----------------------------------------------------------------------------------------------
+# determinism
+
+
+def test_chunk_size_does_not_change_results(base_run, base_toml: Path, tmp_path: Path) -> None:
+    out, _ = base_run
+    cfg4 = load(base_toml, {"run.chunk": 4})
+    man = run_sweep(cfg4, tmp_path / "c4", progress=False, report=False)
+    assert man["config_hash"] == manifest(out)["config_hash"]  # chunk is run-only
+    assert n_parts(tmp_path / "c4") == 2 and n_parts(out) == 4
+    assert_fits_equal(out / "fits.csv", tmp_path / "c4" / "fits.csv")
+
+
+def test_four_cpu_devices_match_one_device(base_run, base_toml, jax_cache, tmp_path) -> None:
+    if jax.default_backend() != "cpu":
+        pytest.skip("the in-process reference must run on CPU to compare with forced CPU devices")
+    out, _ = base_run
+    env = cli_env(
+        jax_cache, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
+    )
+    dev4 = tmp_path / "dev4"
+    proc = cli(["sweep", str(base_toml), "--out", str(dev4), "--no-report"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    man = manifest(dev4)
+    assert len(man["devices"]) == 4, man["devices"]
+    assert man["config_hash"] == manifest(out)["config_hash"]
+    # chunk 2 is rounded up to a multiple of the device count: 8 lanes in 2 calls of 4.
+    assert n_parts(dev4) == 2
+    assert_fits_equal(out / "fits.csv", dev4 / "fits.csv")
+
+
+def test_result_does_not_depend_on_bucket_padding(base_run, base_toml, tmp_path) -> None:
+    """n = 200 padded to N = 300 (with 300 in its bucket) equals n = 200 run alone (N = 200):
+    padded rows carry weight 0 and the first n rows of the data do not depend on N."""
+    out, _ = base_run
+    alone = tmp_path / "alone"
+    man = run_sweep(load(base_toml, {"sizes.list": [200]}), alone, progress=False, report=False)
+    assert man["buckets"] == [{"padded_size": 200, "sizes": [200]}]
+    assert man["padding_ratio"] == 1.0
+    assert_fits_equal(out / "fits.csv", alone / "fits.csv", only_n=200)
+
+
+# ----------------------------------------------------------------------------------------------
+# resume, refusal, --force
+
+
+def _start_and_kill(cmd: list[str], env: dict[str, str], out: Path, total: int) -> int | None:
+    """Start the CLI, SIGKILL it as soon as a part exists; return the parts then on disk, or
+    None if the run had finished (all parts written) before the kill."""
+    with open(out.parent / "killed.log", "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            parts = out / "parts"
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and proc.poll() is None:
+                if parts.is_dir() and any(p.startswith("part-") for p in os.listdir(parts)):
+                    break
+                time.sleep(0.002)
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL or proc.returncode == 0, proc.returncode
+    k = n_parts(out)
+    assert k >= 1, (out.parent / "killed.log").read_text()
+    return None if k >= total else k
+
+
+def test_resume_after_sigkill(base_run, base_toml: Path, jax_cache: Path, tmp_path: Path) -> None:
+    env = cli_env(jax_cache)
+    total_chunks = len(BASE_SIZES) * RESUME_REPS // 2
+    killed = None
+    for attempt in range(2):
+        out = tmp_path / f"attempt{attempt}" / "run"
+        out.parent.mkdir()
+        cmd = [sys.executable, "-m", "moejax.cli", "sweep", str(base_toml), "--out", str(out)]
+        cmd += ["--replicates", str(RESUME_REPS), "--no-report", "--no-progress"]
+        killed = _start_and_kill(cmd, env, out, total_chunks)
+        if killed is not None:
+            break
+    if killed is None:
+        pytest.skip("the sweep finished before it could be killed, twice")
+    assert 1 <= killed < total_chunks
+    print(f"killed with {killed} of {total_chunks} chunks on disk (attempt {attempt})")
+    assert not (out / "fits.csv").exists()
+    assert manifest(out)["status"] == "running"
+
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    man = manifest(out)
+    assert man["status"] == "complete"
+    # Only the lanes that were missing were computed again.
+    assert man["timings"]["lanes_this_run"] == len(BASE_SIZES) * RESUME_REPS - 2 * killed
+    assert man["counts"]["n_fits"] == len(BASE_SIZES) * RESUME_REPS
+    assert n_parts(out) == total_chunks
+
+    ref = tmp_path / "uninterrupted"
+    cfg = load(base_toml, {"replicates": RESUME_REPS})
+    run_sweep(cfg, ref, progress=False, report=False)
+    assert_fits_equal(ref / "fits.csv", out / "fits.csv")
+    # A lane's data depend on (seed, n, replicate) only, not on how many replicates there are.
+    assert_fits_equal(base_run[0] / "fits.csv", out / "fits.csv", only_replicates=BASE_REPS)
+
+
+def test_other_config_is_refused_unless_force(base_run, base_toml, jax_cache, tmp_path) -> None:
+    src, _ = base_run
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    before = (out / "fits.csv").read_bytes()
+    env = cli_env(jax_cache)
+    args = ["sweep", str(base_toml), "--out", str(out), "--no-report", "--replicates", "3"]
+
+    proc = cli(args, env)
+    assert_one_line_error(proc, 1, "--force", str(out))
+    assert (out / "fits.csv").read_bytes() == before and n_parts(out) == 4
+
+    proc = cli([*args, "--force"], env)
+    assert proc.returncode == 0, proc.stderr
+    man = manifest(out)
+    assert man["config"]["replicates"] == 3 and man["counts"]["n_fits"] == 6
+    assert n_parts(out) == 3  # the old parts were removed, 6 lanes in chunks of 2
+    assert_fits_equal(src / "fits.csv", out / "fits.csv", only_replicates=3)
+
+
+def test_same_config_rerun_is_a_noop_resume(base_run, base_toml: Path, tmp_path: Path) -> None:
+    src, _ = base_run
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    parts_before = sorted(p.name for p in (out / "parts").iterdir())
+    # chunk is a run-only field: a different chunk is still the same config.
+    man = run_sweep(load(base_toml, {"run.chunk": 4}), out, progress=False, report=False)
+    assert man["timings"]["lanes_this_run"] == 0
+    assert man["timings"]["compile_s"] == 0  # nothing left to compile
+    assert sorted(p.name for p in (out / "parts").iterdir()) == parts_before
+    assert (out / "fits.csv").read_bytes() == (src / "fits.csv").read_bytes()
+
+
+def test_parts_without_manifest_are_refused(base_run, base_toml: Path, tmp_path: Path) -> None:
+    src, _ = base_run
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    (out / "manifest.json").unlink()
+    with pytest.raises(StoreError, match="--force"):
+        run_sweep(load(base_toml), out, progress=False, report=False)
+    assert n_parts(out) == 4
+
+
+def test_unwritable_out_dir(base_toml: Path, jax_cache: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a directory\n")
+    proc = cli(
+        ["sweep", str(base_toml), "--out", str(blocker / "out"), "--no-report"], cli_env(jax_cache)
+    )
+    assert_one_line_error(proc, 1, str(blocker / "out"))
+    assert blocker.read_text() == "not a directory\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# failing lanes and the report
+
+
+def test_failing_lanes_are_recorded(base_toml: Path, jax_cache: Path, tmp_path: Path) -> None:
+    cfg = load(base_toml, {"estimator.max_iter": 1})
+    out = tmp_path / "fail"
+    man = run_sweep(cfg, out, progress=False, report=True)
+    assert man["status"] == "complete"
+    _, rows = read_fits(out / "fits.csv")
+    failed = [r for r in rows if r["converged"] == "0"]
+    assert len(rows) == len(BASE_SIZES) * BASE_REPS
+    assert failed, "max_iter = 1 should leave fits unconverged"
+    assert all(r["status"] == "max_iter" for r in failed)
+    assert all(int(r["n_iter"]) <= 1 for r in rows)
+    c = manifest(out)["counts"]
+    assert c["n_failed"] == len(failed) > 0
+    assert c["status_counts"].get("max_iter", 0) == len(failed)
+    with open(out / "slopes.csv", newline="") as f:
+        slopes = list(csv.DictReader(f))
+    assert slopes and max(int(r["n_failed"]) for r in slopes) > 0
+    assert (out / "rates.png").is_file()
+
+
+def test_report_regenerates_from_fits_csv(base_run, jax_cache: Path, tmp_path: Path) -> None:
+    from moejax.report import make_report
+
+    src, _ = base_run
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    make_report(out, n_boot=50)
+    first = (out / "slopes.csv").read_text()
+    # Results are data: fits.csv (+ manifest for the theory columns) is all the report needs.
+    for p in out.glob("slopes.*"):
+        p.unlink()
+    shutil.rmtree(out / "parts")
+    proc = cli(["report", str(out), "--n-boot", "50"], cli_env(jax_cache))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (out / "slopes.csv").read_text() == first
+    assert (out / "rates.png").is_file()
+    assert "beta" in proc.stdout and "eta" in proc.stdout  # the printed table
+    # Without the manifest too (theory columns then unknown): still a table from fits.csv.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(out / "fits.csv", bare / "fits.csv")
+    res = make_report(bare, n_boot=50)
+    assert (bare / "slopes.csv").is_file() and res["terminal"]
