@@ -299,13 +299,17 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     truth_blocks = {"beta": t["beta"], "tau": [t["tau"]], "eta": np.ravel(t["eta"]).tolist()}
     if t["regime"] == "homogeneous":
         smallest = min(sizes)
-        truth_blocks["eta"] = (np.ravel(t["eta"]) + np.ravel(t["delta"]) * smallest
-                               ** (-t["gamma"])).tolist()
+        truth_blocks["eta"] = (
+            np.ravel(t["eta"]) + np.ravel(t["delta"]) * smallest ** (-t["gamma"])
+        ).tolist()
     for f, vals in truth_blocks.items():
         lo, hi = lo_hi[f]
         if any(not lo <= v <= hi for v in vals):
-            raise _err(f"bounds.{f}", list(lo_hi[f]),
-                       f"the truth's {f} ({vals}) must lie inside the bounds")
+            raise _err(
+                f"bounds.{f}",
+                list(lo_hi[f]),
+                f"the truth's {f} ({vals}) must lie inside the bounds",
+            )
     _check_choice("init.mode", i["mode"], INIT_MODES)
     for f in ("c_gate", "c_expert", "start_scale", "rho"):
         if i[f] < 0:
