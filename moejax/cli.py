@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="side-by-side rate figure of several run directories")
     c.add_argument("dirs", nargs="+")
     c.add_argument("--out", required=True, help="output path stem (writes .png and .pdf)")
+    ph = sub.add_parser("phase", help="rate exponent against gamma from homogeneous runs")
+    ph.add_argument("dirs", nargs="+")
+    ph.add_argument("--out", required=True, help="output path stem (.csv, .png, .pdf)")
+    ph.add_argument("--n-boot", type=_positive_int("--n-boot"), default=500)
     return p
 
 
@@ -187,9 +191,30 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_phase(args: argparse.Namespace) -> int:
+    dirs = [Path(x) for x in args.dirs]
+    for d in dirs:
+        if not (d / "fits.csv").is_file() or not (d / "manifest.json").is_file():
+            return _die(f"{d}: no fits.csv and manifest.json here", 2)
+    from moejax.report.phase import write_phase
+
+    try:
+        paths = write_phase(dirs, args.out, n_boot=args.n_boot)
+    except (ValueError, OSError) as exc:
+        return _die(f"cannot build the phase diagram: {exc}", 2)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"sweep": cmd_sweep, "report": cmd_report, "compare": cmd_compare}[args.command](args)
+    commands = {
+        "sweep": cmd_sweep,
+        "report": cmd_report,
+        "compare": cmd_compare,
+        "phase": cmd_phase,
+    }
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -327,9 +327,7 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     return c
 
 
-def load(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Read a TOML file, apply overrides ({"section.key": value}) and resolve it."""
-    p = Path(path)
+def _read_toml(p: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config: file not found: {p}")
     try:
@@ -338,7 +336,30 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str,
         raise ConfigError(f"config: TOML syntax error in {p}: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config: {p} is not UTF-8 text") from None
-    return resolve(apply_overrides(raw, overrides or {}))
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise _err("extends", base, "expected a path to another TOML file")
+    bp = (p.parent / base).resolve()
+    if bp in seen:
+        raise _err("extends", base, "config files extend each other in a cycle")
+    return _deep_merge(_read_toml(bp, (*seen, p.resolve())), raw)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read a TOML file (following ``extends = "other.toml"``, relative to the file, whose
+    tables are merged underneath), apply overrides ({"section.key": value}) and resolve it."""
+    return resolve(apply_overrides(_read_toml(Path(path)), overrides or {}))
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
