@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.moejax-installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint paper ablation phase init-study clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,28 @@ demo: $(STAMP)
 	$(BIN)/moejax sweep sweeps/heterogeneous.toml --quick --out runs/demo-heterogeneous
 	$(BIN)/moejax sweep sweeps/homogeneous.toml --quick --out runs/demo-homogeneous
 	$(BIN)/moejax compare runs/demo-heterogeneous runs/demo-homogeneous --out runs/demo-comparison
+
+# Full studies (README, "Results"); each is one command. Minutes to hours on a laptop CPU.
+paper: $(STAMP)
+	$(BIN)/moejax sweep sweeps/heterogeneous.toml --out runs/heterogeneous
+	$(BIN)/moejax sweep sweeps/homogeneous.toml --out runs/homogeneous
+	$(BIN)/moejax compare runs/heterogeneous runs/homogeneous --out runs/heterogeneous-vs-homogeneous
+
+ablation: $(STAMP)
+	for a in tanh sigmoid gelu relu; do \
+	  $(BIN)/moejax sweep sweeps/ablation/$$a.toml --out runs/ablation-$$a || exit 1; done
+	$(BIN)/moejax compare runs/ablation-tanh runs/ablation-sigmoid runs/ablation-gelu \
+	  runs/ablation-relu --out runs/ablation
+
+phase: $(STAMP)
+	for g in 0 0.0625 0.125 0.1875 0.25; do \
+	  $(BIN)/moejax sweep sweeps/phase/gamma-$$g.toml --out runs/phase-gamma-$$g || exit 1; done
+	$(BIN)/moejax phase runs/phase-gamma-* --out runs/phase
+
+init-study: $(STAMP)
+	for m in truth near_truth multistart; do \
+	  $(BIN)/moejax sweep sweeps/init/$$m.toml --out runs/init-$$m || exit 1; done
+	$(BIN)/moejax compare runs/init-truth runs/init-near_truth runs/init-multistart --out runs/init
 
 lint: $(STAMP)
 	$(BIN)/ruff check moejax tests benchmarks
