@@ -28,7 +28,13 @@ from moejax.model import (  # noqa: E402
     log_density,
     log_likelihood,
 )
-from moejax.sampling import sample, sample_covariates, sample_labels  # noqa: E402
+from moejax.sampling import (  # noqa: E402
+    sample,
+    sample_block,
+    sample_blocked,
+    sample_covariates,
+    sample_labels,
+)
 from moejax.truth import Truth, heterogeneous_truth, homogeneous_truth, truth_at  # noqa: E402
 
 __version__ = "0.1.0"
@@ -58,6 +64,8 @@ __all__ = [
     "parameter_errors",
     "random_inits",
     "sample",
+    "sample_block",
+    "sample_blocked",
     "sample_covariates",
     "sample_labels",
     "truth_at",

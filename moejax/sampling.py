@@ -62,3 +62,37 @@ def sample(
     X = sample_covariates(kx, spec.d, n, radius)
     y = sample_labels(ky, class_probs(spec, params, X))
     return X, y
+
+
+def sample_block(
+    key: jax.Array,
+    b: jax.Array | int,
+    spec: ModelSpec,
+    params: Params,
+    block: int,
+    radius: float | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Block ``b`` of a blocked dataset: (X (block, d), y (block,)) drawn from fold_in(key, b).
+
+    A blocked dataset of n rows is the first n rows of blocks 0, 1, ..., so its rows do not
+    depend on how long a padded buffer holding it is, nor on the other blocks."""
+    kx, ky = jax.random.split(jax.random.fold_in(key, b))
+    X = sample_covariates(kx, spec.d, block, radius)
+    return X, sample_labels(ky, class_probs(spec, params, X))
+
+
+def sample_blocked(
+    key: jax.Array,
+    spec: ModelSpec,
+    params: Params,
+    n: int,
+    block: int = 1024,
+    radius: float | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """(X (n, d), y (n,)) generated block by block (see `sample_block`): exactly the data the
+    sweep engine fits for a lane with this key and sample size."""
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"n: expected a positive integer, got {n!r}")
+    nb = -(-int(n) // block)
+    X, y = jax.vmap(lambda b: sample_block(key, b, spec, params, block, radius))(jnp.arange(nb))
+    return X.reshape(-1, spec.d)[:n], y.reshape(-1)[:n]

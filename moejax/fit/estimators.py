@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from moejax.fit.bounds import Bounds, at_bound, pack, unpack
-from moejax.fit.objective import Objective, linear_predictor_objective
+from moejax.fit.objective import Blocks, Objective, linear_predictor_objective, map_rows
 from moejax.fit.rows import mixture_rows
 from moejax.fit.solvers import (
     CONVERGED,
@@ -71,33 +71,60 @@ def _lsm_at(logits: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.take(jax.nn.log_softmax(logits), y)
 
 
-class _Data(NamedTuple):
-    X1: jax.Array  # (n, d+1) covariates with a column of ones
-    y: jax.Array  # (n,)
-    w: jax.Array  # (n,)
-    total: jax.Array  # ()
-    lp0y: jax.Array  # (n,) frozen expert's log-probability of the observed label
+class FitData(NamedTuple):
+    """A dataset prepared for the estimators (row-aligned arrays, padding rows masked).
+
+    Attributes:
+      X1: (n, d+1) covariates with a trailing column of ones.
+      y: (n,) int32 labels.
+      w: (n,) row weights, 0 for padding.
+      total: () sum of the weights (the log-likelihood is normalised by it).
+      lp0y: (n,) the frozen expert's log-probability of each observed label.
+    """
+
+    X1: jax.Array
+    y: jax.Array
+    w: jax.Array
+    total: jax.Array
+    lp0y: jax.Array
 
 
-def _full_objective(spec: ModelSpec, data: _Data) -> Objective:
+_Data = FitData
+
+
+def frozen_log_prob(spec: ModelSpec, X: jax.Array, y: jax.Array) -> jax.Array:
+    """log softmax(h0(x_i; eta0))_{y_i}, (n,): the frozen expert never changes during a fit."""
+    return _take(spec.frozen.log_probs(spec.eta0_array(), X), y)
+
+
+def _full_objective(spec: ModelSpec, data: FitData, blocks: Blocks | None = None) -> Objective:
     """Mean negative log-likelihood as a function of the flat parameter vector."""
     widths = (spec.d + 1,) + (spec.d,) * (spec.K - 1)
-    Y1 = jax.nn.one_hot(data.y, spec.K, dtype=data.X1.dtype)
     return linear_predictor_objective(
-        mixture_rows(spec.adapter), data.X1, (Y1, data.lp0y), data.w, data.total, widths
+        mixture_rows(spec.adapter),
+        data.X1,
+        (data.y, data.lp0y),
+        data.w,
+        data.total,
+        widths,
+        blocks,
     )
 
 
-def _gate_objective(spec: ModelSpec, data: _Data, r: jax.Array) -> Objective:
+def _gate_objective(
+    spec: ModelSpec, data: FitData, r: jax.Array, blocks: Blocks | None = None
+) -> Objective:
     """EM M-step for the gate: weighted logistic regression with soft targets r."""
 
     def phi(u, ri):
         return -(ri * jax.nn.log_sigmoid(u[0]) + (1 - ri) * jax.nn.log_sigmoid(-u[0]))
 
-    return linear_predictor_objective(phi, data.X1, r, data.w, data.total, (spec.d + 1,))
+    return linear_predictor_objective(phi, data.X1, r, data.w, data.total, (spec.d + 1,), blocks)
 
 
-def _expert_objective(spec: ModelSpec, data: _Data, r: jax.Array) -> Objective:
+def _expert_objective(
+    spec: ModelSpec, data: FitData, r: jax.Array, blocks: Blocks | None = None
+) -> Objective:
     """EM M-step for the adapter: multinomial logistic regression weighted by r."""
     adapter = spec.adapter
 
@@ -106,7 +133,7 @@ def _expert_objective(spec: ModelSpec, data: _Data, r: jax.Array) -> Objective:
         return -ri * _lsm_at(adapter.logits_from_z(u), y)
 
     return linear_predictor_objective(
-        phi, data.X1, (data.y, r), data.w, data.total, (spec.d,) * (spec.K - 1)
+        phi, data.X1, (data.y, r), data.w, data.total, (spec.d,) * (spec.K - 1), blocks
     )
 
 
@@ -125,8 +152,8 @@ def _summarise(spec, data, theta, f, g, lo, hi, converged, status, n_iter, inner
     )
 
 
-def _fit_direct(spec, data, theta0, lo, hi, solver):
-    res = solver.minimize(_full_objective(spec, data), theta0, lo, hi)
+def _fit_direct(spec, data, theta0, lo, hi, solver, blocks):
+    res = solver.minimize(_full_objective(spec, data, blocks), theta0, lo, hi)
     return _summarise(
         spec,
         data,
@@ -142,20 +169,24 @@ def _fit_direct(spec, data, theta0, lo, hi, solver):
     )
 
 
-def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, tol):
+def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, tol, blocks):
     d = spec.d
-    X = data.X1[:, :d]
-    full = _full_objective(spec, data)
+    full = _full_objective(spec, data, blocks)
 
     def posterior(theta):
         p = unpack(spec, theta)
-        g = X @ p.beta + p.tau
-        l1 = jax.nn.log_sigmoid(g) + _take(spec.adapter.log_probs(p.eta, X), data.y)
-        l0 = jax.nn.log_sigmoid(-g) + data.lp0y
-        return jax.nn.sigmoid(l1 - l0)
+
+        def rows(X1, y, lp0y):
+            X = X1[:, :d]
+            g = X @ p.beta + p.tau
+            l1 = jax.nn.log_sigmoid(g) + _take(spec.adapter.log_probs(p.eta, X), y)
+            return jax.nn.sigmoid(l1 - (jax.nn.log_sigmoid(-g) + lp0y))
+
+        return map_rows(rows, (data.X1, data.y, data.lp0y), blocks)
 
     def m_step(theta, r):
-        gate, expert = _gate_objective(spec, data, r), _expert_objective(spec, data, r)
+        gate = _gate_objective(spec, data, r, blocks)
+        expert = _expert_objective(spec, data, r, blocks)
         gt0, et0 = theta[: d + 1], theta[d + 1 :]
         rg = solver.minimize(gate, gt0, lo[: d + 1], hi[: d + 1])
         re = solver.minimize(expert, et0, lo[d + 1 :], hi[d + 1 :])
@@ -189,6 +220,51 @@ def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, tol):
     status = jnp.where(~finite, NONFINITE, jnp.where(converged, CONVERGED, MAX_ITER))
     f, g = full.value_and_grad(theta)
     return _summarise(spec, data, theta, f, g, lo, hi, converged, status, it, inner)
+
+
+def prepare_data(
+    spec: ModelSpec, X: jax.Array, y: jax.Array, weights: jax.Array | None = None
+) -> FitData:
+    """Validate and prepare (X (n, d), y (n,), weights (n,)) for `fit_data`."""
+    spec.check_data(X, y)
+    X = jnp.asarray(X, jnp.float64)
+    y = jnp.asarray(y, jnp.int32)
+    w = _weights(X, weights)
+    X, y = mask_padding(X, y, w)
+    return FitData(
+        X1=jnp.concatenate([X, jnp.ones((X.shape[0], 1), X.dtype)], axis=1),
+        y=y,
+        w=w,
+        total=jnp.maximum(jnp.sum(jnp.where(w != 0, w, 0.0)), 1e-300),
+        lp0y=frozen_log_prob(spec, X, y),
+    )
+
+
+def fit_data(
+    spec: ModelSpec,
+    data: FitData,
+    init: Params,
+    method: str = "direct",
+    solver="newton",
+    bounds: Bounds = Bounds(),
+    max_iter: int = 500,
+    tol: float = 1e-12,
+    inner_max_iter: int = 50,
+    blocks: Blocks | None = None,
+) -> FitResult:
+    """`fit` on a prepared dataset, optionally summing rows blockwise (`Blocks`), so that the
+    work follows the active rows of a long padded buffer. Arguments as in `fit`."""
+    if method not in METHODS:
+        raise ValueError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    spec.check_params(init)
+    bounds = Bounds(*bounds).validate()
+    lo, hi = bounds.arrays(spec)
+    theta0 = jnp.asarray(pack(init), jnp.float64)
+    if method == "direct":
+        s = get_solver(solver, max_iter=max_iter) if isinstance(solver, str) else solver
+        return _fit_direct(spec, data, theta0, lo, hi, get_solver(s), blocks)
+    s = get_solver(solver, max_iter=inner_max_iter) if isinstance(solver, str) else solver
+    return _fit_em(spec, data, theta0, lo, hi, get_solver(s), max_iter, tol, blocks)
 
 
 @partial(
@@ -230,27 +306,18 @@ def fit(
     """
     if method not in METHODS:
         raise ValueError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    spec.check_data(X, y)
     spec.check_params(init)
-    bounds = Bounds(*bounds).validate()
-    X = jnp.asarray(X, jnp.float64)
-    y = jnp.asarray(y, jnp.int32)
-    w = _weights(X, weights)
-    X, y = mask_padding(X, y, w)
-    data = _Data(
-        X1=jnp.concatenate([X, jnp.ones((X.shape[0], 1), X.dtype)], axis=1),
-        y=y,
-        w=w,
-        total=jnp.maximum(jnp.sum(jnp.where(w != 0, w, 0.0)), 1e-300),
-        lp0y=_take(spec.frozen.log_probs(spec.eta0_array(), X), y),
+    return fit_data(
+        spec,
+        prepare_data(spec, X, y, weights),
+        init,
+        method,
+        solver,
+        bounds,
+        max_iter,
+        tol,
+        inner_max_iter,
     )
-    lo, hi = bounds.arrays(spec)
-    theta0 = jnp.asarray(pack(init), jnp.float64)
-    if method == "direct":
-        s = get_solver(solver, max_iter=max_iter) if isinstance(solver, str) else solver
-        return _fit_direct(spec, data, theta0, lo, hi, get_solver(s))
-    s = get_solver(solver, max_iter=inner_max_iter) if isinstance(solver, str) else solver
-    return _fit_em(spec, data, theta0, lo, hi, get_solver(s), max_iter, tol)
 
 
 def status_name(code: int) -> str:
@@ -260,4 +327,16 @@ def status_name(code: int) -> str:
     return STATUS_NAMES[int(code)] if 0 <= int(code) < len(STATUS_NAMES) else f"status_{code}"
 
 
-__all__ = ["CONVERGED", "MAX_ITER", "METHODS", "NONFINITE", "FitResult", "fit", "status_name"]
+__all__ = [
+    "CONVERGED",
+    "MAX_ITER",
+    "METHODS",
+    "NONFINITE",
+    "FitData",
+    "FitResult",
+    "fit",
+    "fit_data",
+    "frozen_log_prob",
+    "prepare_data",
+    "status_name",
+]

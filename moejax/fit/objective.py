@@ -68,6 +68,14 @@ def autodiff_rows(phi: Callable[[jax.Array, Any], jax.Array]) -> RowFns:
     return RowFns(jax.vmap(phi), jax.vmap(row_vg), jax.vmap(row_vgh))
 
 
+class Blocks(NamedTuple):
+    """Row blocking: rows are processed in ``count`` (traced) blocks of ``size`` (static) rows,
+    so the work follows the active rows, not the (padded) array length."""
+
+    size: int
+    count: jax.Array
+
+
 def linear_predictor_objective(
     rows: RowFns | Callable[[jax.Array, Any], jax.Array],
     X1: jax.Array,
@@ -75,6 +83,7 @@ def linear_predictor_objective(
     w: jax.Array,
     total: jax.Array,
     widths: tuple[int, ...],
+    blocks: Blocks | None = None,
 ) -> Objective:
     """f(x) = sum_i w_i phi(u_i, aux_i) / total, with u_ij = X1[i, :widths[j]] . x_j.
 
@@ -86,47 +95,83 @@ def linear_predictor_objective(
       aux: pytree of per-row arrays with leading axis n (labels, responsibilities, ...).
       w: (n,) row weights (0 = padding). total: () normaliser (sum of weights).
       widths: static, the length of each predictor's coefficient slice; x is their concatenation.
+      blocks: optional `Blocks`: sum only the first ``count * size`` rows, one block of ``size``
+        rows at a time (n must be a multiple of ``size``; rows past the last block must carry
+        weight 0). The value is the same as without blocking, up to summation order.
     """
     if not isinstance(rows, RowFns):
         rows = autodiff_rows(rows)
     m = len(widths)
     offsets = [sum(widths[:j]) for j in range(m)]
     P = sum(widths)
-    wmask = w != 0
-    # Padding rows (weight 0) may hold anything; zero their contribution exactly.
-    ww = jnp.where(wmask, w, 0.0) / total
 
-    def predictors(x):
-        return jnp.stack(
-            [X1[:, :wj] @ x[o : o + wj] for o, wj in zip(offsets, widths, strict=True)], axis=-1
+    def contrib(Xb, auxb, wb, x, order):
+        """Sums over one set of rows: value, and gradient / Hessian when order >= 1 / 2."""
+        wmask = wb != 0
+        ww = jnp.where(wmask, wb, 0.0) / total  # padding rows may hold anything
+        U = jnp.stack(
+            [Xb[:, :wj] @ x[o : o + wj] for o, wj in zip(offsets, widths, strict=True)], axis=-1
         )
-
-    def row_sum(v):
-        return jnp.sum(jnp.where(wmask, ww * v, 0.0))
-
-    def grad_from(G):
-        full = X1.T @ jnp.where(wmask[:, None], ww[:, None] * G, 0.0)  # (d+1, m)
-        return jnp.concatenate([full[:wj, j] for j, wj in enumerate(widths)])
-
-    def value(x):
-        return row_sum(rows.value(predictors(x), aux))
-
-    def value_and_grad(x):
-        v, G = rows.value_grad(predictors(x), aux)
-        return row_sum(v), grad_from(G)
-
-    def value_grad_hess(x):
-        v, G, A = rows.value_grad_hess(predictors(x), aux)
-        Aw = jnp.where(wmask[:, None, None], ww[:, None, None] * A, 0.0)  # (n, m, m)
-        H = jnp.zeros((P, P), X1.dtype)
+        if order == 0:
+            return (jnp.sum(jnp.where(wmask, ww * rows.value(U, auxb), 0.0)),)
+        if order == 1:
+            v, G = rows.value_grad(U, auxb)
+        else:
+            v, G, A = rows.value_grad_hess(U, auxb)
+        val = jnp.sum(jnp.where(wmask, ww * v, 0.0))
+        full = Xb.T @ jnp.where(wmask[:, None], ww[:, None] * G, 0.0)  # (d+1, m)
+        grad = jnp.concatenate([full[:wj, j] for j, wj in enumerate(widths)])
+        if order == 1:
+            return val, grad
+        Aw = jnp.where(wmask[:, None, None], ww[:, None, None] * A, 0.0)  # (rows, m, m)
+        H = jnp.zeros((P, P), Xb.dtype)
         for j in range(m):
             for k in range(j, m):
-                B = (X1[:, : widths[j]] * Aw[:, j, k][:, None]).T @ X1[:, : widths[k]]
+                B = (Xb[:, : widths[j]] * Aw[:, j, k][:, None]).T @ Xb[:, : widths[k]]
                 sj = slice(offsets[j], offsets[j] + widths[j])
                 sk = slice(offsets[k], offsets[k] + widths[k])
                 H = H.at[sj, sk].set(B)
                 if k != j:
                     H = H.at[sk, sj].set(B.T)
-        return row_sum(v), grad_from(G), H
+        return val, grad, H
+
+    def total_of(x, order):
+        if blocks is None:
+            return contrib(X1, aux, w, x, order)
+        size = blocks.size
+        zero = (jnp.zeros((), X1.dtype), jnp.zeros((P,), X1.dtype), jnp.zeros((P, P), X1.dtype))
+
+        def body(b, acc):
+            sl = lambda a: jax.lax.dynamic_slice_in_dim(a, b * size, size, axis=0)
+            c = contrib(sl(X1), jax.tree_util.tree_map(sl, aux), sl(w), x, order)
+            return tuple(a + ci for a, ci in zip(acc, c, strict=False))
+
+        return jax.lax.fori_loop(0, blocks.count, body, zero[: order + 1])
+
+    def value(x):
+        return total_of(x, 0)[0]
+
+    def value_and_grad(x):
+        return total_of(x, 1)
+
+    def value_grad_hess(x):
+        return total_of(x, 2)
 
     return Objective(value, value_and_grad, value_grad_hess)
+
+
+def map_rows(
+    fn: Callable[..., jax.Array], arrays: tuple[jax.Array, ...], blocks: Blocks | None = None
+) -> jax.Array:
+    """fn applied to row-aligned arrays (leading axis n) -> (n,), blockwise when ``blocks`` is
+    given (rows past the last active block are left 0)."""
+    if blocks is None:
+        return fn(*arrays)
+    size = blocks.size
+    n = arrays[0].shape[0]
+
+    def body(b, out):
+        sl = lambda a: jax.lax.dynamic_slice_in_dim(a, b * size, size, axis=0)
+        return jax.lax.dynamic_update_slice_in_dim(out, fn(*map(sl, arrays)), b * size, axis=0)
+
+    return jax.lax.fori_loop(0, blocks.count, body, jnp.zeros((n,), arrays[0].dtype))

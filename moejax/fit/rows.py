@@ -39,12 +39,13 @@ def _activation_derivs(expert: Expert, Z: jax.Array) -> tuple[jax.Array, jax.Arr
 
 
 def mixture_rows(adapter: Expert) -> RowFns:
-    """RowFns for U (n, K) = [g, z_1..z_{K-1}] and aux = (Y1 (n, K) one-hot labels, lp0y (n,)
+    """RowFns for U (n, K) = [g, z_1..z_{K-1}] and aux = (y (n,) integer labels, lp0y (n,)
     the frozen expert's log-probability of each observed label)."""
     s = adapter.scale
 
     def core(U, aux, need):
-        Y1, lp0y = aux
+        y, lp0y = aux
+        Y1 = jax.nn.one_hot(y, U.shape[1], dtype=U.dtype)
         g, Z = U[:, 0], U[:, 1:]
         if need == 0:
             a = resolve_activation(adapter.activation)(Z)

@@ -208,6 +208,7 @@ def _finish_reparam(
     lower: jax.Array,
     upper: jax.Array,
     kkt_tol: float,
+    max_iter: int,
     snap_rtol: float = 1e-6,
 ) -> SolveResult:
     """Verdict of a solver that ran on x = lower + (upper - lower) sigmoid(u).
@@ -227,7 +228,10 @@ def _finish_reparam(
     x = jnp.where(better, xs, x)
     f = jnp.where(better, fs, f)
     g = jnp.where(better, gs, g)
-    return _finish(x, f, g, it, lower, upper, kkt_tol, jnp.asarray(False))
+    res = _finish(x, f, g, it, lower, upper, kkt_tol, jnp.asarray(False))
+    # Stopped before the cap without reaching a KKT point: the search stalled.
+    stalled = (res.status == MAX_ITER) & (it < max_iter)
+    return res._replace(status=jnp.where(stalled, STALLED, res.status).astype(jnp.int32))
 
 
 def _to_box(u: jax.Array, lower: jax.Array, upper: jax.Array) -> jax.Array:
@@ -283,7 +287,9 @@ class OptaxLBFGS:
 
         st0 = opt.init(u0)
         u, st, it, done = jax.lax.while_loop(cond, body, (u0, st0, jnp.int32(0), False))
-        return _finish_reparam(obj, _to_box(u, lower, upper), it, lower, upper, self.kkt_tol)
+        return _finish_reparam(
+            obj, _to_box(u, lower, upper), it, lower, upper, self.kkt_tol, self.max_iter
+        )
 
 
 @dataclass(frozen=True)
@@ -316,6 +322,7 @@ class JaxoptBFGS:
             lower,
             upper,
             self.kkt_tol,
+            self.max_iter,
         )
 
 

@@ -82,6 +82,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "run": {
         "chunk": (int, 0),
         "max_padding": (float, 1.3),
+        "block_rows": (int, 1024),
         "density_points": (int, 1000),
         "memory_gb": (float, 2.0),
     },
@@ -320,6 +321,8 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         raise _err("run.chunk", r["chunk"], "must be a positive integer (or 0 for automatic)")
     if r["max_padding"] < 1:
         raise _err("run.max_padding", r["max_padding"], "must be >= 1")
+    if r["block_rows"] < 1:
+        raise _err("run.block_rows", r["block_rows"], "must be a positive integer")
     if r["density_points"] < 0:
         raise _err("run.density_points", r["density_points"], "must be >= 0 (0 turns it off)")
     if r["memory_gb"] <= 0:

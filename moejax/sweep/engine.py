@@ -15,7 +15,6 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -25,11 +24,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from moejax.fit import Bounds, fit, fit_multistart, init_near_truth, random_inits
+from moejax.fit import Bounds, init_near_truth, random_inits
+from moejax.fit.estimators import FitData, fit_data, frozen_log_prob
+from moejax.fit.objective import Blocks
 from moejax.fit.solvers import STATUS_NAMES
 from moejax.losses import hellinger_distance, parameter_errors
 from moejax.model import ModelSpec
-from moejax.sampling import sample, sample_covariates
+from moejax.sampling import sample_block, sample_covariates
 from moejax.sweep import store
 from moejax.sweep.config import config_hash
 from moejax.truth import Truth, heterogeneous_truth, homogeneous_truth
@@ -92,13 +93,21 @@ def padding_ratio(buckets: list[tuple[int, list[int]]]) -> float:
 
 
 def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
-    """The per-lane function ``lane(n, r, seed, truth)`` for bucket size N (pure; vmap it over
-    n and r). Seed and truth are arguments, not constants, so the compiled program (and JAX's
-    persistent cache) is shared by configs that differ only in them."""
+    """The per-lane function ``lane(n, r, seed, truth)`` for a buffer of N rows (pure; vmap it
+    over n and r). N must be a multiple of the block size (run.block_rows).
+
+    The lane's data are generated block by block (`moejax.sampling.sample_block`) into the
+    buffer and every pass over the data (sampling, likelihood, derivatives) loops over the
+    ceil(n / block) active blocks only, so one compiled program serves every sample size with
+    work proportional to n. Seed and truth are arguments, not constants, so the program (and
+    JAX's persistent cache) is shared by configs that differ only in them."""
     cfg = problem.cfg
     spec, bounds = problem.spec, problem.bounds
     e, ini, run = cfg["estimator"], cfg["init"], cfg["run"]
     radius = cfg["model"]["radius"]
+    B = run["block_rows"]
+    if N % B:
+        raise ValueError(f"N: buffer length {N} is not a multiple of the block size {B}")
     fit_kw = dict(
         method=e["method"],
         solver=e["solver"],
@@ -108,23 +117,48 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
         inner_max_iter=e["inner_max_iter"],
     )
     m_dens = run["density_points"]
+    d = spec.d
 
     def lane(n, r, seed, truth):
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), n), r)
         k_data, k_init, k_dens = jax.random.split(key, 3)
         tp = truth.at(n)
-        X, y = sample(k_data, spec, tp, N, radius)
-        w = (jnp.arange(N) < n).astype(jnp.float64)
+        blocks = Blocks(B, (n + B - 1) // B)
+
+        def fill(b, bufs):
+            X1, y, w, lp0y = bufs
+            Xb, yb = sample_block(k_data, b, spec, tp, B, radius)
+            keep = (b * B + jnp.arange(B)) < n
+            Xb = jnp.where(keep[:, None], Xb, 0.0)
+            yb = jnp.where(keep, yb, 0)
+            put = lambda buf, v: jax.lax.dynamic_update_slice_in_dim(buf, v, b * B, axis=0)
+            return (
+                put(X1, jnp.concatenate([Xb, jnp.ones((B, 1), Xb.dtype)], axis=1)),
+                put(y, yb),
+                put(w, keep.astype(w.dtype)),
+                put(lp0y, frozen_log_prob(spec, Xb, yb)),
+            )
+
+        zeros = (
+            jnp.zeros((N, d + 1)),
+            jnp.zeros((N,), jnp.int32),
+            jnp.zeros((N,)),
+            jnp.zeros((N,)),
+        )
+        X1, y, w, lp0y = jax.lax.fori_loop(0, blocks.count, fill, zeros)
+        data = FitData(X1, y, w, jnp.asarray(n, jnp.float64), lp0y)
         if ini["mode"] == "multistart":
             starts = random_inits(k_init, spec, ini["n_starts"], bounds, ini["start_scale"])
-            res = fit_multistart(spec, X, y, starts, w, **fit_kw)
+            all_res = jax.vmap(lambda p: fit_data(spec, data, p, blocks=blocks, **fit_kw))(starts)
+            score = jnp.where(jnp.isfinite(all_res.loglik), all_res.loglik, -jnp.inf)
+            res = jax.tree_util.tree_map(lambda a: a[jnp.argmax(score)], all_res)
         else:
             init = (
                 tp
                 if ini["mode"] == "truth"
                 else init_near_truth(k_init, tp, n, ini["c_gate"], ini["c_expert"], ini["rho"])
             )
-            res = fit(spec, X, y, init, w, **fit_kw)
+            res = fit_data(spec, data, init, blocks=blocks, **fit_kw)
         err = parameter_errors(res.params, tp)
         if m_dens > 0:
             Xh = sample_covariates(k_dens, spec.d, m_dens, radius)
@@ -149,10 +183,12 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
 
 
 def auto_chunk(problem: Problem, N: int, n_devices: int) -> int:
-    """Lanes per compiled call that fit the memory budget (run.memory_gb) for bucket size N."""
+    """Lanes per compiled call that fit the memory budget (run.memory_gb) for a buffer of N
+    rows: each lane holds X1, y, w and lp0y (d + 4 numbers a row; counted twice for the
+    buffers' copies), plus an EM responsibility buffer; block temporaries are small."""
     cfg = problem.cfg
-    d, K = problem.spec.d, problem.spec.K
-    bytes_per_row = 8 * (6 * (d + 1) + 12 * K * K + 16)
+    d = problem.spec.d
+    bytes_per_row = 8 * 2 * (d + 5)
     lanes = int(cfg["run"]["memory_gb"] * 2**30 // (bytes_per_row * N))
     if cfg["init"]["mode"] == "multistart":
         lanes //= cfg["init"]["n_starts"]
@@ -230,87 +266,73 @@ def run_sweep(
     _prepare_dir(out, cfg, digest, force)
     problem = build_problem(cfg)
     sizes, R = cfg["sizes"]["list"], cfg["replicates"]
-    buckets = plan_buckets(sizes, cfg["run"]["max_padding"])
-    ratio = padding_ratio(buckets)
+    devices = jax.local_devices()
+    D = len(devices)
+    B = cfg["run"]["block_rows"]
+    N = -(-max(sizes) // B) * B  # one buffer length (and one compiled program) for all sizes
+    C = min(cfg["run"]["chunk"] or auto_chunk(problem, N, D), R)
+    C = math.ceil(C / D) * D
+    # Chunks never mix sample sizes, so a chunk's block loops run exactly ceil(n / B) times.
+    plan = [(n, rs[i : i + C]) for n in sizes for rs in [list(range(R))] for i in range(0, R, C)]
+    ratio = sum(C * -(-n // B) * B for n, _ in plan) / (R * sum(sizes))
+    layout = {
+        "buffer_rows": N,
+        "block_rows": B,
+        "chunk": C,
+        "padding_ratio": ratio,
+        "buckets": [{"padded_size": N, "sizes": sizes}],
+    }
     t_start = time.time()
     store.write_json(
         out / "manifest.json",
         _manifest(
-            cfg,
-            digest,
-            "running",
-            {
-                "buckets": [{"padded_size": N, "sizes": g} for N, g in buckets],
-                "padding_ratio": ratio,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            },
+            cfg, digest, "running", {**layout, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         ),
     )
 
     done, next_part = store.load_parts(out)
     done_set = set(zip(done.get("n", []), done.get("replicate", []), strict=True))
-    devices = jax.local_devices()
-    D = len(devices)
     mesh = jax.sharding.Mesh(np.array(devices), ("lanes",))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("lanes"))
-    pid, nproc = jax.process_index(), jax.process_count()
-
-    total = len(sizes) * R
-    bar = _progress(total, len(done_set), progress)
-    compile_s = 0.0
-    compute_s = 0.0
-    chunk_counter = 0
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    pid, nproc = jax.process_index(), jax.process_count()
     seed = jax.device_put(np.uint32(cfg["seed"]), replicated)
     truth = jax.device_put(problem.truth, replicated)
-    plans = []
-    for N, group in buckets:
-        todo = [(n, r) for n in group for r in range(R) if (n, r) not in done_set]
-        if todo:
-            C = min(cfg["run"]["chunk"] or auto_chunk(problem, N, D), len(todo))
-            plans.append((N, todo, math.ceil(C / D) * D))
 
-    def compile_bucket(N: int, C: int):
-        fn = jax.jit(
-            jax.vmap(make_lane_fn(problem, N), in_axes=(0, 0, None, None)),
-            in_shardings=(sharding, sharding, replicated, replicated),
-            out_shardings=sharding,
-        )
-        lanes_arg = jax.ShapeDtypeStruct((C,), jnp.int32, sharding=sharding)
-        t0 = time.time()
-        compiled = fn.lower(lanes_arg, lanes_arg, seed, truth).compile()
-        return compiled, time.time() - t0
-
-    # Compile every bucket's program in background threads (XLA compiles on one core), so
-    # later buckets compile while earlier ones run.
-    pool = ThreadPoolExecutor(max_workers=2)
-    futures = [pool.submit(compile_bucket, N, C) for N, _, C in plans]
+    total = len(sizes) * R
+    todo = [(n, [r for r in rs if (n, r) not in done_set]) for n, rs in plan]
+    todo = [(i, n, rs) for i, (n, rs) in enumerate(todo) if rs and i % nproc == pid]
+    compile_s = compute_s = 0.0
+    bar = _progress(total, len(done_set), progress)
     try:
-        for (_, todo, C), fut in zip(plans, futures, strict=True):
-            compiled, secs = fut.result()
-            compile_s += secs
-            for start in range(0, len(todo), C):
-                chunk = todo[start : start + C]
-                chunk_counter += 1
-                if (chunk_counter - 1) % nproc != pid:
-                    continue
-                k = len(chunk)
-                padded = chunk + [chunk[-1]] * (C - k)
-                n_vec = jax.device_put(np.array([p[0] for p in padded], np.int32), sharding)
-                r_vec = jax.device_put(np.array([p[1] for p in padded], np.int32), sharding)
-                t0 = time.time()
-                res = jax.device_get(compiled(n_vec, r_vec, seed, truth))
-                compute_s += time.time() - t0
-                arrays = {key: np.asarray(v)[:k] for key, v in res.items()}
-                arrays["n"] = np.array([p[0] for p in chunk], np.int64)
-                arrays["replicate"] = np.array([p[1] for p in chunk], np.int64)
-                store.save_part(out, next_part + chunk_counter - 1, arrays)
-                if bar is not None:
-                    bar.update(k)
+        if todo:
+            # n is shared by the lanes of a chunk (unbatched): the block loops then have one
+            # trip count, plain slices and no per-lane select over the buffers.
+            fn = jax.jit(
+                jax.vmap(make_lane_fn(problem, N), in_axes=(None, 0, None, None)),
+                in_shardings=(replicated, sharding, replicated, replicated),
+                out_shardings=sharding,
+            )
+            n_arg = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
+            lanes_arg = jax.ShapeDtypeStruct((C,), jnp.int32, sharding=sharding)
+            t0 = time.time()
+            compiled = fn.lower(n_arg, lanes_arg, seed, truth).compile()
+            compile_s = time.time() - t0
+        for i, n, rs in todo:
+            k = len(rs)
+            rs_padded = rs + [rs[-1]] * (C - k)
+            n_vec = jax.device_put(np.int32(n), replicated)
+            r_vec = jax.device_put(np.array(rs_padded, np.int32), sharding)
+            t0 = time.time()
+            res = jax.device_get(compiled(n_vec, r_vec, seed, truth))
+            compute_s += time.time() - t0
+            arrays = {key: np.asarray(v)[:k] for key, v in res.items()}
+            arrays["n"] = np.full(k, n, np.int64)
+            arrays["replicate"] = np.array(rs, np.int64)
+            store.save_part(out, next_part + i, arrays)
+            if bar is not None:
+                bar.update(k)
     finally:
-        for f in futures:
-            f.cancel()
-        pool.shutdown(wait=True)
         if bar is not None:
             bar.close()
 
@@ -339,8 +361,7 @@ def run_sweep(
         digest,
         "complete",
         {
-            "buckets": [{"padded_size": N, "sizes": g} for N, g in buckets],
-            "padding_ratio": ratio,
+            **layout,
             "timings": {
                 "wall_s": time.time() - t_start,
                 "compile_s": compile_s,
