@@ -64,6 +64,9 @@ def sample(
     return X, y
 
 
+DATA_BLOCK = 64  # rows per independently keyed block of a blocked dataset
+
+
 def sample_block(
     key: jax.Array,
     b: jax.Array | int,
@@ -86,7 +89,7 @@ def sample_blocked(
     spec: ModelSpec,
     params: Params,
     n: int,
-    block: int = 1024,
+    block: int = DATA_BLOCK,
     radius: float | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """(X (n, d), y (n,)) generated block by block (see `sample_block`): exactly the data the

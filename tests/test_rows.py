@@ -21,7 +21,7 @@ def test_blocked_objective_equals_unblocked():
     spec = mj.ModelSpec(d=2, K=3, frozen="linear", adapter="tanh", eta0=np.eye(2), scale=3.0)
     p = mj.Params(rng.normal(size=2), 0.2, rng.normal(size=(2, 2)))
     n, size, buffer = 300, 64, 640  # 5 active blocks of 64 in a 10-block buffer
-    X, y = mj.sample_blocked(jax.random.key(1), spec, p, n, block=size)
+    X, y = mj.sample_blocked(jax.random.key(1), spec, p, n)
     plain = _full_objective(spec, prepare_data(spec, X, y))
     Xp = jnp.zeros((buffer, 2)).at[:n].set(X)
     yp = jnp.zeros((buffer,), jnp.int32).at[:n].set(y)

@@ -30,7 +30,7 @@ from moejax.fit.objective import Blocks
 from moejax.fit.solvers import STATUS_NAMES
 from moejax.losses import hellinger_distance, parameter_errors
 from moejax.model import ModelSpec
-from moejax.sampling import sample_block, sample_covariates
+from moejax.sampling import DATA_BLOCK, sample_block, sample_covariates
 from moejax.sweep import store
 from moejax.sweep.config import config_hash
 from moejax.truth import Truth, heterogeneous_truth, homogeneous_truth
@@ -85,6 +85,21 @@ def plan_buckets(sizes: list[int], max_padding: float) -> list[tuple[int, list[i
     return sorted(buckets)
 
 
+def block_padding(sizes: list[int], block: int) -> float:
+    """Rows processed over real rows when each n is rounded up to whole blocks."""
+    return sum(-(-n // block) * block for n in sizes) / sum(sizes)
+
+
+def choose_block(sizes: list[int], block_rows: int, max_padding: float) -> int:
+    """The compute block: the largest multiple of DATA_BLOCK <= block_rows, halving, whose
+    padding stays <= max_padding. (The data do not depend on it: they are drawn in
+    DATA_BLOCK-row blocks keyed by their index.)"""
+    B = max(DATA_BLOCK, block_rows // DATA_BLOCK * DATA_BLOCK)
+    while B > DATA_BLOCK and block_padding(sizes, B) > max_padding:
+        B = max(DATA_BLOCK, B // 2 // DATA_BLOCK * DATA_BLOCK)
+    return B
+
+
 def padding_ratio(buckets: list[tuple[int, list[int]]]) -> float:
     """Padded rows over real rows, for equal replicates per size."""
     padded = sum(N * len(g) for N, g in buckets)
@@ -96,8 +111,9 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
     """The per-lane function ``lane(n, r, seed, truth)`` for a buffer of N rows (pure; vmap it
     over n and r). N must be a multiple of the block size (run.block_rows).
 
-    The lane's data are generated block by block (`moejax.sampling.sample_block`) into the
-    buffer and every pass over the data (sampling, likelihood, derivatives) loops over the
+    The lane's data are generated in DATA_BLOCK-row blocks keyed by their index
+    (`moejax.sampling.sample_block`; `sample_blocked` reproduces them) into the buffer, so they
+    depend on (seed, n, replicate) only; every pass over the data (sampling, likelihood, derivatives) loops over the
     ceil(n / block) active blocks only, so one compiled program serves every sample size with
     work proportional to n. Seed and truth are arguments, not constants, so the program (and
     JAX's persistent cache) is shared by configs that differ only in them."""
@@ -105,7 +121,7 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
     spec, bounds = problem.spec, problem.bounds
     e, ini, run = cfg["estimator"], cfg["init"], cfg["run"]
     radius = cfg["model"]["radius"]
-    B = run["block_rows"]
+    B = choose_block(cfg["sizes"]["list"], run["block_rows"], run["max_padding"])
     if N % B:
         raise ValueError(f"N: buffer length {N} is not a multiple of the block size {B}")
     fit_kw = dict(
@@ -127,7 +143,9 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
 
         def fill(b, bufs):
             X1, y, w, lp0y = bufs
-            Xb, yb = sample_block(k_data, b, spec, tp, B, radius)
+            sub = jnp.arange(B // DATA_BLOCK) + b * (B // DATA_BLOCK)
+            Xb, yb = jax.vmap(lambda j: sample_block(k_data, j, spec, tp, DATA_BLOCK, radius))(sub)
+            Xb, yb = Xb.reshape(B, d), yb.reshape(B)
             keep = (b * B + jnp.arange(B)) < n
             Xb = jnp.where(keep[:, None], Xb, 0.0)
             yb = jnp.where(keep, yb, 0)
@@ -268,7 +286,7 @@ def run_sweep(
     sizes, R = cfg["sizes"]["list"], cfg["replicates"]
     devices = jax.local_devices()
     D = len(devices)
-    B = cfg["run"]["block_rows"]
+    B = choose_block(sizes, cfg["run"]["block_rows"], cfg["run"]["max_padding"])
     N = -(-max(sizes) // B) * B  # one buffer length (and one compiled program) for all sizes
     C = min(cfg["run"]["chunk"] or auto_chunk(problem, N, D), R)
     C = math.ceil(C / D) * D
