@@ -17,7 +17,6 @@ operations (observed differences ~1e-14 relative); integer columns and status mu
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import math
 import os
@@ -35,14 +34,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from moejax.sampling import DATA_BLOCK
 from moejax.sweep import (
     FIT_COLUMNS,
     StoreError,
+    block_padding,
+    choose_block,
     config_hash,
     load,
     log_spaced_sizes,
-    padding_ratio,
-    plan_buckets,
     resolve,
     run_sweep,
 )
@@ -178,38 +178,29 @@ def base_run(tmp_path_factory: pytest.TempPathFactory, jax_cache: Path, base_tom
 # bucket planning (pure)
 
 
-def test_log_spaced_sizes_bucket_plan() -> None:
+def test_log_spaced_sizes_block_plan() -> None:
     sizes = log_spaced_sizes(1000, 100_000, 20)
     assert len(sizes) == 20 and sizes[0] == 1000 and sizes[-1] == 100_000
     assert sizes == sorted(set(sizes))
-    buckets = plan_buckets(sizes, 1.3)
-    flat = [s for _, g in buckets for s in g]
-    assert sorted(flat) == sizes  # every size exactly once
-    assert padding_ratio(buckets) <= 1.3
-    assert 1 < len(buckets) < 20  # it does group (fewer compiles) without padding everything
-    for N, g in buckets:
-        assert N == max(g)
+    B = choose_block(sizes, 1024, 1.3)
+    assert B == 1024  # the default grid keeps the largest block
+    assert 1.0 <= block_padding(sizes, B) <= 1.03
 
 
 @settings(max_examples=300, deadline=None)
 @given(
     sizes=st.sets(st.integers(1, 10**7), min_size=1, max_size=40),
+    block_rows=st.integers(64, 4096),
     max_padding=st.floats(1.0, 2.0),
 )
-def test_plan_buckets_properties(sizes: set[int], max_padding: float) -> None:
-    buckets = plan_buckets(list(sizes), max_padding)
-    flat = [s for _, g in buckets for s in g]
-    assert sorted(flat) == sorted(sizes) and len(flat) == len(sizes)  # each size exactly once
-    for N, g in buckets:
-        assert N == max(g) and g == sorted(g)
-        assert len(g) * N / sum(g) <= max_padding * (1 + 1e-12)
-    # Buckets are sorted, disjoint ranges of the sorted sizes.
-    for (_, g1), (_, g2) in itertools.pairwise(buckets):
-        assert max(g1) < min(g2)
-    ratio = padding_ratio(buckets)
-    assert 1.0 <= ratio <= max_padding * (1 + 1e-12)
-    if max_padding == 1.0:
-        assert len(buckets) == len(sizes)  # distinct sizes never share an unpadded bucket
+def test_choose_block_properties(sizes: set[int], block_rows: int, max_padding: float) -> None:
+    sizes = sorted(sizes)
+    B = choose_block(sizes, block_rows, max_padding)
+    assert B % DATA_BLOCK == 0 and DATA_BLOCK <= B <= max(DATA_BLOCK, block_rows)
+    ratio = block_padding(sizes, B)
+    assert ratio >= 1.0
+    # the padding bound holds unless the block is already the smallest one
+    assert ratio <= max_padding * (1 + 1e-12) or B == DATA_BLOCK
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """The batched Monte Carlo engine: lanes (n, replicate) -> compiled, vmapped, sharded fits.
 
 Data are generated inside the compiled function from a key folded from (seed, n, replicate), so a
-fit's result depends on nothing else: not the chunk size, the device count or the order. Sample
-sizes are grouped into a few padded buckets (rows beyond n carry weight 0); each bucket compiles
-once; its lanes run in chunks, one compiled call each, sharded over the local devices; every
-finished chunk is persisted atomically so that an interrupted sweep resumes where it stopped.
+fit's result depends on nothing else: not the chunk size, the device count or the order. One
+program serves every sample size: data live in a buffer as long as the largest n and every pass
+over them loops over the active row blocks only (rows beyond n carry weight 0). Lanes of one n
+run in chunks, one compiled call each, sharded over the local devices; every finished chunk is
+persisted atomically so that an interrupted sweep resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -67,24 +68,6 @@ def build_problem(cfg: dict[str, Any]) -> Problem:
     return Problem(spec, truth, bounds, cfg)
 
 
-def plan_buckets(sizes: list[int], max_padding: float) -> list[tuple[int, list[int]]]:
-    """Group sorted sizes into buckets padded to their largest size, each with
-    padded/real = len(bucket) * N / sum(bucket) <= max_padding. Returns [(N, sizes)]."""
-    buckets: list[tuple[int, list[int]]] = []
-    rest = sorted(sizes, reverse=True)
-    while rest:
-        N = rest[0]
-        group = [N]
-        for s in rest[1:]:
-            if (len(group) + 1) * N / (sum(group) + s) <= max_padding:
-                group.append(s)
-            else:
-                break
-        buckets.append((N, sorted(group)))
-        rest = rest[len(group) :]
-    return sorted(buckets)
-
-
 def block_padding(sizes: list[int], block: int) -> float:
     """Rows processed over real rows when each n is rounded up to whole blocks."""
     return sum(-(-n // block) * block for n in sizes) / sum(sizes)
@@ -100,23 +83,17 @@ def choose_block(sizes: list[int], block_rows: int, max_padding: float) -> int:
     return B
 
 
-def padding_ratio(buckets: list[tuple[int, list[int]]]) -> float:
-    """Padded rows over real rows, for equal replicates per size."""
-    padded = sum(N * len(g) for N, g in buckets)
-    real = sum(sum(g) for _, g in buckets)
-    return padded / real
-
-
 def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
     """The per-lane function ``lane(n, r, seed, truth)`` for a buffer of N rows (pure; vmap it
     over n and r). N must be a multiple of the block size (run.block_rows).
 
     The lane's data are generated in DATA_BLOCK-row blocks keyed by their index
     (`moejax.sampling.sample_block`; `sample_blocked` reproduces them) into the buffer, so they
-    depend on (seed, n, replicate) only; every pass over the data (sampling, likelihood, derivatives) loops over the
-    ceil(n / block) active blocks only, so one compiled program serves every sample size with
-    work proportional to n. Seed and truth are arguments, not constants, so the program (and
-    JAX's persistent cache) is shared by configs that differ only in them."""
+    depend on (seed, n, replicate) only; every pass over the data (sampling, likelihood,
+    derivatives) loops over the ceil(n / block) active blocks only, so one compiled program
+    serves every sample size with work proportional to n. Seed and truth are arguments, not
+    constants, so the program (and JAX's persistent cache) is shared by configs that differ
+    only in them."""
     cfg = problem.cfg
     spec, bounds = problem.spec, problem.bounds
     e, ini, run = cfg["estimator"], cfg["init"], cfg["run"]
