@@ -27,7 +27,28 @@ from moejax.experts import Expert, resolve_activation
 from moejax.fit.objective import RowFns
 
 
+def _closed_form_derivs(name: str, Z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array] | None:
+    """(a, a', a'') of a built-in activation without nested autodiff, or None."""
+    if name == "linear":
+        return Z, jnp.ones_like(Z), jnp.zeros_like(Z)
+    if name == "tanh":
+        t = jnp.tanh(Z)
+        a1 = 1.0 - t * t
+        return t, a1, -2.0 * t * a1
+    if name == "sigmoid":
+        sg = jax.nn.sigmoid(Z)
+        a1 = sg * (1.0 - sg)
+        return sg, a1, a1 * (1.0 - 2.0 * sg)
+    if name == "relu":
+        return jax.nn.relu(Z), (Z > 0).astype(Z.dtype), jnp.zeros_like(Z)
+    return None
+
+
 def _activation_derivs(expert: Expert, Z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    if isinstance(expert.activation, str):
+        closed = _closed_form_derivs(expert.activation, Z)
+        if closed is not None:
+            return closed
     act = resolve_activation(expert.activation)
     ones = jnp.ones_like(Z)
 
