@@ -104,8 +104,18 @@ def make_report(
     lines = [f"run {name} ({regime or 'regime unknown'}{g})", _status_summary(fits)]
     if not manifest:
         lines.append("WARNING: no manifest.json; theory columns are nan")
-    lines += ["", format_terminal(rows), "", "sensitivity (drop the k smallest usable sizes):"]
-    lines.append(format_terminal(sensitivity, SENSITIVITY_COLUMNS))
+    lines += [
+        "",
+        format_terminal(rows),
+        "",
+        "sensitivity of the log_median slope (drop the k smallest usable sizes; all "
+        "aggregates in sensitivity.md):",
+    ]
+    lines.append(
+        format_terminal(
+            [r for r in sensitivity if r.get("aggregate") == "log_median"], SENSITIVITY_COLUMNS
+        )
+    )
     return {
         "rows": rows,
         "slope_rows": slope_rows,
