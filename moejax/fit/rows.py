@@ -73,24 +73,33 @@ def mixture_rows(adapter: Expert) -> RowFns:
             a1 = a2 = None
         else:
             a, a1, a2 = _activation_derivs(adapter, Z)
-        lsm = jax.nn.log_softmax(adapter.logits_from_activation(a), axis=-1)
-        lsm_y = jnp.sum(Y1 * lsm, axis=-1)
-        A0 = jax.nn.log_sigmoid(-g) + lp0y
-        A1 = jax.nn.log_sigmoid(g) + lsm_y
-        v = -jnp.logaddexp(A0, A1)
+        # Shared exponentials (11 transcendentals a row for K = 3 instead of ~18): one softmax
+        # pass gives log-probabilities and probabilities; one softplus gives log sigma(+-g);
+        # one exp(-|D|) gives both the log-likelihood and the posterior r.
+        h = adapter.logits_from_activation(a)
+        hm = jnp.max(h, axis=-1, keepdims=True)
+        ex = jnp.exp(h - hm)
+        den = jnp.sum(ex, axis=-1, keepdims=True)
+        lsm_y = jnp.sum(Y1 * (h - hm), axis=-1) - jnp.log(den[:, 0])
+        ls_pos = -(jnp.maximum(-g, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(g))))  # log sigma(g)
+        A0 = ls_pos - g + lp0y  # log sigma(-g) = log sigma(g) - g
+        A1 = ls_pos + lsm_y
+        Dl = A1 - A0
+        el = jnp.exp(-jnp.abs(Dl))
+        v = -(jnp.maximum(A0, A1) + jnp.log1p(el))
         if need == 0:
             return v, None, None
-        r = jax.nn.sigmoid(A1 - A0)
-        pi = jnp.exp(lsm[:, :-1])
+        r = jnp.where(Dl >= 0, 1.0 / (1.0 + el), el / (1.0 + el))  # sigma(A1 - A0)
+        pi = ex[:, :-1] / den
         D = Y1[:, :-1] - pi
         sa1 = s * a1
         e = D * sa1
-        sg = jax.nn.sigmoid(g)
+        sg = jnp.exp(ls_pos)
         G = jnp.concatenate([(sg - r)[:, None], -r[:, None] * e], axis=1)
         if need == 1:
             return v, G, None
         rr = r * (1 - r)
-        hgg = sg * jax.nn.sigmoid(-g) - rr
+        hgg = sg * (1.0 - sg) - rr
         hgz = -rr[:, None] * e
         outer = sa1[:, :, None] * sa1[:, None, :] * pi[:, :, None]
         eye = jnp.eye(Z.shape[1], dtype=U.dtype)
