@@ -1,0 +1,551 @@
+"""Whole-command throughput of `moejax sweep` against the per-fit SciPy peer-code baseline.
+
+    python benchmarks/throughput.py            # full: sizes 2000,4000,8000,16000 x 256 replicates
+    python benchmarks/throughput.py --quick    # small check that the script works (~1-2 min)
+
+moejax side: the `moejax sweep` command as a separate process on sweeps/heterogeneous.toml
+(`--sizes ... --replicates ... --no-report --no-progress --force --out <tmp>`), wall time measured
+around the subprocess (interpreter start-up, JAX import, compilation, data generation, fits,
+Hellinger errors and writing fits.csv included). It runs twice with the same MOEJAX_CACHE_DIR:
+first with a fresh, empty cache dir (cold compile), then again into a new output directory
+(warm: compiled programs come from the persistent cache).
+
+Baseline: `benchmarks/baseline_scipy.py` (NumPy likelihood with analytic gradient, SciPy
+L-BFGS-B on the same box, one dataset per fit, a spawn process pool), on a subsample of the
+sweep's own (n, replicate) datasets regenerated exactly as the engine does, started from the
+sweep's own near-truth points. It is credited with perfect parallelism over os.cpu_count()
+cores: fits/s = fits / (sum of per-fit CPU seconds / cores), with the per-size mean CPU seconds
+per fit extrapolated to the full sizes x replicates composition. Data generation is not charged
+to the baseline.
+
+Same optimum: for a few datasets per size, moejax.fit (same start and settings as the sweep)
+must reproduce the sweep's fits.csv log-likelihood (this checks the regeneration), and SciPy
+from the truth (polished with Newton steps, the tests' tight reference) must land on the same
+maximiser.
+
+Also reported: the work the compiled sweep actually executes relative to the useful work
+(rounding of n up to whole row blocks, padding of each size's last call to the full chunk, and
+the vmapped while-loop's lockstep: every lane of a call runs as many objective evaluations as
+the slowest lane).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C
+import baseline_scipy
+
+CONFIG = "sweeps/heterogeneous.toml"
+FULL = {"sizes": [2000, 4000, 8000, 16000], "replicates": 256, "baseline": 16, "check": 2}
+QUICK = {"sizes": [2000, 4000], "replicates": 32, "baseline": 4, "check": 1}
+FULL_COMMAND = ".venv/bin/python benchmarks/throughput.py"
+
+
+def moejax_argv() -> list[str]:
+    exe = Path(sys.executable).parent / "moejax"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "moejax.cli"]
+
+
+def sweep_args(config: str, sizes: list[int], R: int, out: str) -> list[str]:
+    return [
+        "sweep",
+        config,
+        "--sizes",
+        ",".join(map(str, sizes)),
+        "--replicates",
+        str(R),
+        "--no-report",
+        "--no-progress",
+        "--force",
+        "--out",
+        out,
+    ]
+
+
+def read_fits(path: Path) -> dict[str, list]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out: dict[str, list] = {k: [] for k in rows[0]}
+    for row in rows:
+        for k, v in row.items():
+            out[k].append(v)
+    return out
+
+
+def run_sweep(
+    config, sizes, R, out: Path, cache: Path, extra_args=(), extra_env=None, timeout=3600
+) -> dict:
+    argv = moejax_argv() + sweep_args(config, sizes, R, str(out)) + list(extra_args)
+    env = dict(os.environ, MOEJAX_CACHE_DIR=str(cache), MOEJAX_NO_PROGRESS="1")
+    env.update(extra_env or {})
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        argv, cwd=C.REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    man = json.loads((out / "manifest.json").read_text())
+    fits = read_fits(out / "fits.csv")
+    n_fits = len(fits["n"])
+    conv = sum(int(v) for v in fits["converged"])
+    return {
+        "wall": wall,
+        "cpu": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
+        "peak_rss_mib": r1.ru_maxrss / 1024,
+        "manifest": man,
+        "fits": fits,
+        "n_fits": n_fits,
+        "converged": conv,
+        "summary": proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "",
+    }
+
+
+def work_accounting(cfg: dict, fits: dict, n_devices: int) -> dict:
+    """Row-evaluations the compiled sweep executes vs the useful ones (see module docstring).
+    Evaluations per lane are n_iter + 1 (accepted Newton steps plus the first evaluation; line
+    search backtracks are not reported per lane, so this is a lower bound)."""
+    evals = {
+        (int(n), int(r)): int(it) + 1
+        for n, r, it in zip(fits["n"], fits["replicate"], fits["n_iter"], strict=True)
+    }
+    w_real = w_sizepad = w_tail = w_exec = 0
+    lanes_real = lanes_exec = 0
+    chunks = []
+    for real, Cc, rows in C.chunk_plan(cfg, n_devices):
+        padded = real + [real[-1]] * (Cc - len(real))
+        e = [evals[p] for p in padded]
+        w_real += sum(n * evals[(n, r)] for n, r in real)
+        w_sizepad += sum(rows * evals[p] for p in real)
+        w_tail += rows * sum(e)
+        w_exec += Cc * rows * max(e)
+        lanes_real += len(real)
+        lanes_exec += Cc
+        sizes = sorted({n for n, _ in real})
+        chunks.append(
+            (
+                ",".join(map(str, sizes)),
+                rows,
+                Cc,
+                len(real),
+                max(e),
+                sum(e[: len(real)]) / len(real),
+            )
+        )
+    return {
+        "size_padding": w_sizepad / w_real,
+        "tail_padding": w_tail / w_sizepad,
+        "lockstep": w_exec / w_tail,
+        "total": w_exec / w_real,
+        "lanes_real": lanes_real,
+        "lanes_exec": lanes_exec,
+        "chunks": chunks,
+    }
+
+
+def regenerate(cfg: dict, problem, pairs):
+    """(X, y, start, truth) per (n, r), exactly as the engine's lane function draws them: key =
+    fold_in(fold_in(key(seed), n), r) split in 3 (data, start, held-out points); the data in
+    keyed blocks (`moejax.sampling.sample_blocked`), the start by `init_near_truth`."""
+    import jax
+    import numpy as np
+
+    from moejax.fit import init_near_truth, pack
+    from moejax.sampling import sample_blocked
+
+    ini = cfg["init"]
+    if ini["mode"] not in ("near_truth", "truth"):
+        raise SystemExit(f"init.mode {ini['mode']!r}: this benchmark handles near_truth/truth")
+    out = []
+    for n, r in pairs:
+        key = jax.random.fold_in(
+            jax.random.fold_in(jax.random.key(np.uint32(cfg["seed"])), np.int32(n)), np.int32(r)
+        )
+        k_data, k_init, _ = jax.random.split(key, 3)
+        tp = problem.truth.at(n)
+        X, y = sample_blocked(k_data, problem.spec, tp, n, radius=cfg["model"]["radius"])
+        if ini["mode"] == "truth":
+            init = tp
+        else:
+            init = init_near_truth(
+                k_init, tp, np.int32(n), ini["c_gate"], ini["c_expert"], ini["rho"]
+            )
+        out.append((np.asarray(X), np.asarray(y), init, np.asarray(pack(tp))))
+    return out
+
+
+def ref_model(cfg: dict):
+    import numpy as np
+    from reference_numpy import RefModel
+
+    m = cfg["model"]
+    model = RefModel(
+        m["d"],
+        m["K"],
+        np.asarray(m["eta0"]),
+        act=m["adapter"],
+        act0=m["frozen"],
+        scale=m["scale"],
+        scale0=m["frozen_scale"],
+        bias=m["bias"],
+        bias0=m["frozen_bias"],
+    )
+    b = cfg["bounds"]
+    d, K = m["d"], m["K"]
+    box = [tuple(b["beta"])] * d + [tuple(b["tau"])] + [tuple(b["eta"])] * ((K - 1) * d)
+    return model, box
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small version (sizes 2000,4000 x 32)")
+    ap.add_argument("--sizes", help="comma-separated sizes (default 2000,4000,8000,16000)")
+    ap.add_argument("--replicates", type=int, help="moejax replicates per size (default 256)")
+    ap.add_argument("--baseline-reps", type=int, help="SciPy fits per size (default 16)")
+    ap.add_argument("--check-reps", type=int, help="same-optimum datasets per size (default 2)")
+    ap.add_argument("--config", default=CONFIG, help=f"sweep config (default {CONFIG})")
+    ap.add_argument(
+        "--host-devices",
+        type=int,
+        default=0,
+        help="also run the sweep (cold and warm, own cache) with "
+        "XLA_FLAGS=--xla_force_host_platform_device_count=N: N CPU devices, lanes sharded",
+    )
+    ap.add_argument(
+        "--also-chunk",
+        type=int,
+        default=0,
+        help="also run the sweep (cold and warm, own cache) with --chunk C",
+    )
+    ap.add_argument("--keep", action="store_true", help="keep the temporary run/cache dirs")
+    ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    args = ap.parse_args()
+    info = C.RunInfo(args.quick)
+    p = dict(QUICK if args.quick else FULL)
+    if args.sizes:
+        p["sizes"] = [int(s) for s in args.sizes.split(",")]
+    for k, a in (
+        ("replicates", "replicates"),
+        ("baseline", "baseline_reps"),
+        ("check", "check_reps"),
+    ):
+        if getattr(args, a):
+            p[k] = getattr(args, a)
+    sizes, R = p["sizes"], p["replicates"]
+    B, Kc = min(p["baseline"], R), min(p["check"], p["baseline"], R)
+    cores = os.cpu_count() or 1
+    tmp = Path(tempfile.mkdtemp(prefix="moejax-throughput-"))
+    print(f"throughput: {args.config}, sizes {sizes} x {R} replicates; tmp {tmp}", flush=True)
+    print(f"load average at start {C.fmt_load(info.load_start)} on {info.nproc} cores", flush=True)
+
+    # ---------------------------------------------------------------- moejax, cold then warm
+    runs = {}
+    try:
+        variants = [("", [], {})]
+        if args.also_chunk:
+            variants.append(
+                (f" (--chunk {args.also_chunk})", ["--chunk", str(args.also_chunk)], {})
+            )
+        if args.host_devices > 1:
+            flag = f"--xla_force_host_platform_device_count={args.host_devices}"
+            xla = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+            variants.append((f" ({args.host_devices} host devices)", [], {"XLA_FLAGS": xla}))
+        for v, (suffix, extra, env) in enumerate(variants):
+            cache = tmp / f"cache-{v}"
+            cache.mkdir()
+            for kind in ("cold", "warm"):
+                label = kind + suffix
+                runs[label] = run_sweep(
+                    args.config, sizes, R, tmp / f"run-{kind}-{v}", cache, extra, env
+                )
+                print(
+                    f"  {label}: {runs[label]['wall']:.1f} s  ({runs[label]['summary']})",
+                    flush=True,
+                )
+
+        # ------------------------------------------------------------ baseline + same optimum
+        import numpy as np
+
+        import moejax as mj
+        from moejax.fit import pack
+        from moejax.sweep.config import load
+        from moejax.sweep.engine import build_problem
+
+        cfg = load(args.config, {"sizes.list": sizes, "replicates": R})
+        problem = build_problem(cfg)
+        model, box = ref_model(cfg)
+        e = cfg["estimator"]
+        pairs = [(n, r) for n in sizes for r in range(B)]
+        print(f"  regenerating {len(pairs)} datasets and fitting them with moejax.fit", flush=True)
+        data = regenerate(cfg, problem, pairs)
+        mj_fit = []
+        for X, y, init, _ in data:
+            res = mj.fit(
+                problem.spec,
+                X,
+                y,
+                init,
+                method=e["method"],
+                solver=e["solver"],
+                bounds=problem.bounds,
+                max_iter=e["max_iter"],
+                tol=e["tol"],
+                inner_max_iter=e["inner_max_iter"],
+            )
+            mj_fit.append((np.asarray(pack(res.params)), float(res.loglik), int(res.n_iter)))
+        fits = runs["cold"]["fits"]
+        csv_ll = {
+            (int(n), int(r)): (float(ll), int(it))
+            for n, r, ll, it in zip(
+                fits["n"], fits["replicate"], fits["loglik"], fits["n_iter"], strict=True
+            )
+        }
+        regen_rel = [
+            abs(f[1] - csv_ll[pr][0]) / abs(csv_ll[pr][0])
+            for pr, f in zip(pairs, mj_fit, strict=True)
+        ]
+        regen_iter = sum(f[2] == csv_ll[pr][1] for pr, f in zip(pairs, mj_fit, strict=True))
+
+        print(f"  baseline: {len(pairs)} SciPy fits on {cores} processes", flush=True)
+        bl, bl_wall, bl_cpu = baseline_scipy.run_pool(
+            [(X, y) for X, y, _, _ in data],
+            [np.asarray(pack(init)) for _, _, init, _ in data],
+            model,
+            box,
+            cores,
+        )
+        chk_idx = [i for i, (n, r) in enumerate(pairs) if r < Kc]
+        print(f"  same optimum: {len(chk_idx)} polished SciPy fits from the truth", flush=True)
+        chk, _, _ = baseline_scipy.run_pool(
+            [data[i][:2] for i in chk_idx],
+            [data[i][3] for i in chk_idx],
+            model,
+            box,
+            cores,
+            fit_kwargs={"polish": True},
+        )
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # ---------------------------------------------------------------- numbers
+    n_total = R * len(sizes)
+    per_size = []
+    cpu_full = 0.0
+    for n in sizes:
+        idx = [i for i, pr in enumerate(pairs) if pr[0] == n]
+        cpus = np.array([bl[i]["cpu_s"] for i in idx])
+        cpu_full += R * cpus.mean()
+        mj_n = [i for i, v in enumerate(fits["n"]) if int(v) == n]
+        per_size.append(
+            [
+                n,
+                len(idx),
+                float(cpus.mean()),
+                float(np.median([bl[i]["nit"] for i in idx])),
+                f"{sum(bl[i]['success'] for i in idx)}/{len(idx)}",
+                float(np.mean([int(fits["n_iter"][i]) for i in mj_n])),
+                f"{sum(int(fits['converged'][i]) for i in mj_n)}/{len(mj_n)}",
+            ]
+        )
+    bl_fps = n_total / (cpu_full / cores)
+    bl_succ = sum(r["success"] for r in bl) / len(bl)
+    d_theta_bl = max(float(np.max(np.abs(bl[i]["theta"] - mj_fit[i][0]))) for i in range(len(bl)))
+    d_ll_bl = max(
+        abs(mj_fit[i][1] - bl[i]["loglik"]) / abs(bl[i]["loglik"]) for i in range(len(bl))
+    )
+    chk_rows = []
+    for j, i in enumerate(chk_idx):
+        n, r = pairs[i]
+        ll_csv = csv_ll[(n, r)][0]
+        chk_rows.append(
+            [
+                n,
+                r,
+                ll_csv,
+                float(abs(mj_fit[i][1] - ll_csv) / abs(ll_csv)),
+                chk[j]["loglik"],
+                float((ll_csv - chk[j]["loglik"]) / abs(chk[j]["loglik"])),
+                float(np.max(np.abs(mj_fit[i][0] - chk[j]["theta"]))),
+                float(chk[j]["grad_norm"]),
+            ]
+        )
+
+    mj_rows = []
+    for label, run in runs.items():
+        t = run["manifest"]["timings"]
+        fps = run["n_fits"] / run["wall"]
+        mj_rows.append(
+            [
+                label,
+                run["wall"],
+                t["compile_s"],
+                t["compute_s"],
+                run["cpu"],
+                run["cpu"] / run["wall"],
+                fps,
+                run["n_fits"] / run["cpu"],
+                fps / bl_fps,
+                f"{run['converged']}/{run['n_fits']}",
+            ]
+        )
+    mj_rows.append(
+        [
+            "baseline (ideal)",
+            cpu_full / cores,
+            "-",
+            "-",
+            cpu_full,
+            float(cores),
+            bl_fps,
+            n_total / cpu_full,
+            1.0,
+            f"{bl_succ:.3f} (subsample)",
+        ]
+    )
+    head = [
+        "run",
+        "wall s",
+        "compile s",
+        "compute s",
+        "CPU s",
+        "cores used",
+        "fits/s",
+        "fits/CPU-s",
+        "vs baseline",
+        "converged",
+    ]
+    t_main, md_main = C.table(head, mj_rows)
+    t_size, md_size = C.table(
+        [
+            "n",
+            "SciPy fits",
+            "SciPy CPU s/fit",
+            "SciPy nit (median)",
+            "SciPy success",
+            "moejax n_iter (mean)",
+            "moejax converged",
+        ],
+        per_size,
+    )
+    t_chk, md_chk = C.table(
+        [
+            "n",
+            "r",
+            "loglik (fits.csv)",
+            "|moejax.fit - csv| rel",
+            "loglik SciPy@truth",
+            "(csv - SciPy)/|SciPy|",
+            "max |theta diff|",
+            "SciPy grad",
+        ],
+        chk_rows,
+    )
+    n_dev = len(runs["cold"]["manifest"]["devices"])
+    wa = work_accounting(cfg, fits, n_dev)
+    t_work, md_work = C.table(
+        [
+            "size padding",
+            "last-chunk padding",
+            "while-loop lockstep",
+            "executed / useful",
+            "lanes executed / real",
+        ],
+        [
+            [
+                wa["size_padding"],
+                wa["tail_padding"],
+                wa["lockstep"],
+                wa["total"],
+                f"{wa['lanes_exec']}/{wa['lanes_real']}",
+            ]
+        ],
+    )
+    t_chunks, md_chunks = C.table(
+        ["sizes", "rows per lane", "lanes per call", "real lanes", "max evals", "mean evals"],
+        [list(c) for c in wa["chunks"]],
+    )
+    ratio_warm = mj_rows[1][6] / bl_fps
+    cmd = " ".join(sweep_args(args.config, sizes, R, "<tmp>"))
+    notes = [
+        f"Config `{args.config}`: {C.describe_config(cfg)}.",
+        f"moejax: `MOEJAX_CACHE_DIR=<fresh dir> moejax {cmd}` ({n_total} fits), wall time "
+        "around the whole process; cold = fresh empty cache dir, warm = second run with the same "
+        "cache dir (new --out). `compile s` and `compute s` are the manifest's timings; `CPU s` "
+        "is the child's user+sys time, `cores used` = CPU s / wall s.",
+        f"Baseline: `baseline_scipy.run_pool` (L-BFGS-B on the config's box, gtol 1e-10, no "
+        f"polish, BLAS 1 thread) on {B} replicates per size = {len(pairs)} fits (r = 0..{B - 1} "
+        "of each n: the sweep's own datasets, regenerated, started from the sweep's own "
+        "near-truth points), per-size mean CPU s/fit extrapolated to "
+        f"{R} x {len(sizes)} fits and credited with perfect parallelism over os.cpu_count() = "
+        f"{cores} cores: fits/s = {n_total} / ({cpu_full:.2f} CPU s / {cores}). Measured pool "
+        f"wall for the subsample: {bl_wall:.2f} s ({len(pairs) / bl_wall:.1f} fits/s incl. "
+        "process spawn). Data generation is not charged to the baseline.",
+        f"Ratio moejax / baseline fits/s: cold {mj_rows[0][6] / bl_fps:.2f}x, warm "
+        f"{ratio_warm:.2f}x; per CPU-second (less sensitive to other load on the machine): warm "
+        f"{mj_rows[1][7] / (n_total / cpu_full):.2f}x.",
+        f"Converged: moejax {runs['cold']['converged']}/{runs['cold']['n_fits']} (fits.csv "
+        f"`converged`); baseline {sum(r['success'] for r in bl)}/{len(bl)} (`success`: projected "
+        "gradient of the mean log-likelihood < 1e-6).",
+    ]
+    same = [
+        f"Regeneration check: moejax.fit on the regenerated {len(pairs)} datasets (same start and "
+        f"settings as the sweep) reproduces fits.csv: max relative loglik difference "
+        f"{max(regen_rel):.2e}, n_iter equal in {regen_iter}/{len(pairs)}.",
+        f"Baseline fits vs moejax.fit on the same {len(pairs)} datasets and starts: max |theta "
+        f"difference| {d_theta_bl:.2e}, max relative loglik difference {d_ll_bl:.2e}.",
+        f"SciPy from the truth (polished: L-BFGS-B then Newton steps on a finite-difference "
+        f"Hessian) on {len(chk_idx)} datasets vs the sweep (fits.csv loglik) and moejax.fit "
+        "(estimate):",
+    ]
+    work = [
+        "Executed vs useful work in the cold run, in row-evaluations (rows x objective "
+        "evaluations; evaluations per lane = n_iter + 1, backtracks not counted): size padding = "
+        "rows a lane works on (n rounded up to whole compute blocks) / n; "
+        "last-chunk padding = a size's last call is padded to the full chunk with "
+        "copies of its last lane; lockstep = every lane of a call runs as many evaluations as "
+        "its slowest lane (vmapped while_loop).",
+    ]
+
+    print()
+    print(t_main)
+    print()
+    print("\n".join(notes))
+    print()
+    print(t_size)
+    print()
+    print("\n".join(same))
+    print(t_chk)
+    print()
+    print(work[0])
+    print(t_work)
+    print(t_chunks)
+
+    if args.no_write:
+        return
+    lines = info.header_lines(
+        "throughput.py", FULL_COMMAND, ", ".join(runs["cold"]["manifest"]["devices"])
+    )
+    lines += ["", *md_main, "", *(f"- {s}" for s in notes), "", "Per size:", "", *md_size, ""]
+    lines += [f"- {s}" for s in same] + ["", *md_chk, "", work[0], "", *md_work, "", *md_chunks]
+    lines += ["", f"Peak RSS of the sweep process: {runs['cold']['peak_rss_mib']:.0f} MiB."]
+    path = C.write_section("throughput.py", lines)
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
