@@ -47,6 +47,7 @@ from moejax.sweep import (
     run_sweep,
 )
 from moejax.sweep.config import SCHEMA
+from moejax.sweep.engine import buffer_classes
 
 BASE_TOML = """\
 name = "tiny"
@@ -178,6 +179,15 @@ def base_run(tmp_path_factory: pytest.TempPathFactory, jax_cache: Path, base_tom
 # bucket planning (pure)
 
 
+def test_buffer_classes_cover_sizes_within_ratio() -> None:
+    sizes = log_spaced_sizes(3000, 300_000, 20)
+    classes = buffer_classes(sizes, 1024, 16.0)
+    assert [n for _, g in classes for n in g] == sizes  # each size once, in order
+    for N, g in classes:
+        assert N % 1024 == 0 and max(g) <= N < max(g) + 1024 and max(g) <= 16 * min(g)
+    assert len(buffer_classes(sizes, 1024, 1e9)) == 1  # a huge ratio: one program
+
+
 def test_log_spaced_sizes_block_plan() -> None:
     sizes = log_spaced_sizes(1000, 100_000, 20)
     assert len(sizes) == 20 and sizes[0] == 1000 and sizes[-1] == 100_000
@@ -281,7 +291,7 @@ def test_manifest_records_config_versions_devices_timings(base_run, base_toml: P
     assert N % B == 0 and N >= max(BASE_SIZES)
     expected = sum(-(-n // B) * B for n in BASE_SIZES) / sum(BASE_SIZES)
     assert man["padding_ratio"] == pytest.approx(expected)
-    assert man["buckets"] == [{"padded_size": N, "sizes": BASE_SIZES}]
+    assert [(b["padded_size"], b["sizes"]) for b in man["buckets"]] == [(N, BASE_SIZES)]
     c = man["counts"]
     assert c["n_fits"] == len(BASE_SIZES) * BASE_REPS
     assert c["n_converged"] + c["n_failed"] == c["n_fits"]

@@ -83,6 +83,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "chunk": (int, 0),
         "max_padding": (float, 1.3),
         "block_rows": (int, 1024),
+        "buffer_ratio": (float, 16.0),
         "density_points": (int, 1000),
         "memory_gb": (float, 2.0),
     },
@@ -93,7 +94,7 @@ METHODS = ("direct", "em")
 SOLVER_NAMES = ("newton", "optax_lbfgs", "jaxopt_bfgs")
 INIT_MODES = ("truth", "near_truth", "multistart")
 # Fields that change how a run is executed but not its results; excluded from the config hash.
-RUN_ONLY = {("run", "chunk"), ("run", "memory_gb")}
+RUN_ONLY = {("run", "chunk"), ("run", "memory_gb"), ("run", "buffer_ratio"), ("run", "block_rows")}
 
 
 def _where(section: str, key: str) -> str:
@@ -321,6 +322,8 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         raise _err("run.chunk", r["chunk"], "must be a positive integer (or 0 for automatic)")
     if r["max_padding"] < 1:
         raise _err("run.max_padding", r["max_padding"], "must be >= 1")
+    if r["buffer_ratio"] < 1:
+        raise _err("run.buffer_ratio", r["buffer_ratio"], "must be >= 1")
     if r["block_rows"] < 1:
         raise _err("run.block_rows", r["block_rows"], "must be a positive integer")
     if r["density_points"] < 0:

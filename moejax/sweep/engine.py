@@ -83,6 +83,22 @@ def choose_block(sizes: list[int], block_rows: int, max_padding: float) -> int:
     return B
 
 
+def buffer_classes(sizes: list[int], block: int, ratio: float) -> list[tuple[int, list[int]]]:
+    """Group sorted sizes into buffer classes spanning at most a factor ``ratio`` each; a
+    class's buffer holds its largest n rounded up to whole blocks. Returns [(N, sizes)].
+
+    The work never depends on the buffer (loops run over active blocks only), but allocating
+    and filling a buffer does: a few classes keep small n from paying for the largest buffer,
+    at the price of one compiled program per class."""
+    classes: list[tuple[int, list[int]]] = []
+    for n in sorted(sizes):
+        if classes and n <= classes[-1][1][0] * ratio:
+            classes[-1][1].append(n)
+        else:
+            classes.append((0, [n]))
+    return [(-(-max(g) // block) * block, g) for _, g in classes]
+
+
 def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
     """The per-lane function ``lane(n, r, seed, truth)`` for a buffer of N rows (pure; vmap it
     over n and r). N must be a multiple of the block size (run.block_rows).
@@ -264,18 +280,25 @@ def run_sweep(
     devices = jax.local_devices()
     D = len(devices)
     B = choose_block(sizes, cfg["run"]["block_rows"], cfg["run"]["max_padding"])
-    N = -(-max(sizes) // B) * B  # one buffer length (and one compiled program) for all sizes
-    C = min(cfg["run"]["chunk"] or auto_chunk(problem, N, D), R)
-    C = math.ceil(C / D) * D
+    classes = buffer_classes(sizes, B, cfg["run"]["buffer_ratio"])
+    chunk_of = {}
+    for N, _ in classes:
+        C = min(cfg["run"]["chunk"] or auto_chunk(problem, N, D), R)
+        chunk_of[N] = math.ceil(C / D) * D
     # Chunks never mix sample sizes, so a chunk's block loops run exactly ceil(n / B) times.
-    plan = [(n, rs[i : i + C]) for n in sizes for rs in [list(range(R))] for i in range(0, R, C)]
-    ratio = sum(C * -(-n // B) * B for n, _ in plan) / (R * sum(sizes))
+    plan = [
+        (n, list(range(R))[i : i + chunk_of[N]], N)
+        for N, group in classes
+        for n in group
+        for i in range(0, R, chunk_of[N])
+    ]
+    ratio = sum(chunk_of[N] * -(-n // B) * B for n, _, N in plan) / (R * sum(sizes))
     layout = {
-        "buffer_rows": N,
+        "buffer_rows": max(N for N, _ in classes),
         "block_rows": B,
-        "chunk": C,
+        "chunk": max(chunk_of.values()),
         "padding_ratio": ratio,
-        "buckets": [{"padded_size": N, "sizes": sizes}],
+        "buckets": [{"padded_size": N, "sizes": g, "chunk": chunk_of[N]} for N, g in classes],
     }
     t_start = time.time()
     store.write_json(
@@ -295,27 +318,34 @@ def run_sweep(
     truth = jax.device_put(problem.truth, replicated)
 
     total = len(sizes) * R
-    todo = [(n, [r for r in rs if (n, r) not in done_set]) for n, rs in plan]
-    todo = [(i, n, rs) for i, (n, rs) in enumerate(todo) if rs and i % nproc == pid]
+    todo = [(n, [r for r in rs if (n, r) not in done_set], N) for n, rs, N in plan]
+    todo = [(i, n, rs, N) for i, (n, rs, N) in enumerate(todo) if rs and i % nproc == pid]
     compile_s = compute_s = 0.0
-    bar = _progress(total, len(done_set), progress)
-    try:
-        if todo:
-            # n is shared by the lanes of a chunk (unbatched): the block loops then have one
-            # trip count, plain slices and no per-lane select over the buffers.
+    programs: dict[int, Any] = {}
+
+    def program(N: int):
+        # n is shared by the lanes of a chunk (unbatched): the block loops then have one
+        # trip count, plain slices and no per-lane select over the buffers.
+        nonlocal compile_s
+        if N not in programs:
             fn = jax.jit(
                 jax.vmap(make_lane_fn(problem, N), in_axes=(None, 0, None, None)),
                 in_shardings=(replicated, sharding, replicated, replicated),
                 out_shardings=sharding,
             )
             n_arg = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
-            lanes_arg = jax.ShapeDtypeStruct((C,), jnp.int32, sharding=sharding)
+            lanes_arg = jax.ShapeDtypeStruct((chunk_of[N],), jnp.int32, sharding=sharding)
             t0 = time.time()
-            compiled = fn.lower(n_arg, lanes_arg, seed, truth).compile()
-            compile_s = time.time() - t0
-        for i, n, rs in todo:
+            programs[N] = fn.lower(n_arg, lanes_arg, seed, truth).compile()
+            compile_s += time.time() - t0
+        return programs[N]
+
+    bar = _progress(total, len(done_set), progress)
+    try:
+        for i, n, rs, N in todo:
+            compiled = program(N)
             k = len(rs)
-            rs_padded = rs + [rs[-1]] * (C - k)
+            rs_padded = rs + [rs[-1]] * (chunk_of[N] - k)
             n_vec = jax.device_put(np.int32(n), replicated)
             r_vec = jax.device_put(np.array(rs_padded, np.int32), sharding)
             t0 = time.time()
