@@ -101,7 +101,7 @@ def plot_phase(
         for r in pts:
             if r["n_failed"] or r["n_at_bound"]:
                 ax.annotate(
-                    f"{r['n_at_bound']} on bound",
+                    f"{r['n_at_bound']}/{r['n_fits'] + r['n_failed']} on bound",
                     (r["gamma"], r["slope"]),
                     textcoords="offset points",
                     xytext=(4, -12),
