@@ -23,19 +23,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"moejax: error: {message}\n")
 
 
-def _positive_int(name: str):
+def _int_at_least(name: str, minimum: int):
+    """argparse type: an integer >= minimum, else one clear line naming the flag."""
+    want = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
     def parse(s: str) -> int:
         try:
             v = int(s)
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{name} = {s!r}: expected a positive integer"
-            ) from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{name} = {s!r}: expected a positive integer")
+            raise argparse.ArgumentTypeError(f"{name} = {s!r}: expected {want}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"{name} = {s!r}: expected {want}")
         return v
 
     return parse
+
+
+def _positive_int(name: str):
+    return _int_at_least(name, 1)
+
+
+def _nonneg_int(name: str):
+    return _int_at_least(name, 0)
 
 
 def _sizes(s: str) -> list[int]:
@@ -49,19 +58,6 @@ def _sizes(s: str) -> list[int]:
             raise argparse.ArgumentTypeError(f"--sizes: {v} is not a positive sample size")
         out.append(v)
     return out
-
-
-def _nonneg_int(name: str):
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} = {s!r}: expected an integer >= 0") from None
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"{name} = {s!r}: expected an integer >= 0")
-        return v
-
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:

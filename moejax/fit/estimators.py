@@ -304,9 +304,6 @@ def fit(
     Returns:
       FitResult. NaN/inf anywhere gives converged=False and status 2 (nonfinite).
     """
-    if method not in METHODS:
-        raise ValueError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    spec.check_params(init)
     return fit_data(
         spec,
         prepare_data(spec, X, y, weights),
