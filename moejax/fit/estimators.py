@@ -89,9 +89,6 @@ class FitData(NamedTuple):
     lp0y: jax.Array
 
 
-_Data = FitData
-
-
 def frozen_log_prob(spec: ModelSpec, X: jax.Array, y: jax.Array) -> jax.Array:
     """log softmax(h0(x_i; eta0))_{y_i}, (n,): the frozen expert never changes during a fit."""
     return _take(spec.frozen.log_probs(spec.eta0_array(), X), y)

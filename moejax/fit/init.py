@@ -52,10 +52,14 @@ def random_inits(
 @partial(jax.jit, static_argnames=("spec", "fit_kwargs_items"))
 def _multistart(spec, X, y, inits, weights, fit_kwargs_items):
     kw = dict(fit_kwargs_items)
-    res = jax.vmap(lambda p: fit(spec, X, y, p, weights, **kw))(inits)
-    score = jnp.where(jnp.isfinite(res.loglik), res.loglik, -jnp.inf)
+    return best_fit(jax.vmap(lambda p: fit(spec, X, y, p, weights, **kw))(inits))
+
+
+def best_fit(results: FitResult) -> FitResult:
+    """The fit with the highest finite log-likelihood among stacked results (leading axis S)."""
+    score = jnp.where(jnp.isfinite(results.loglik), results.loglik, -jnp.inf)
     best = jnp.argmax(score)
-    return jax.tree_util.tree_map(lambda a: a[best], res)
+    return jax.tree_util.tree_map(lambda a: a[best], results)
 
 
 def fit_multistart(
@@ -71,4 +75,12 @@ def fit_multistart(
     return _multistart(spec, X, y, inits, weights, tuple(sorted(fit_kwargs.items())))
 
 
-__all__ = ["INIT_MODES", "fit_multistart", "init_near_truth", "init_truth", "pack", "random_inits"]
+__all__ = [
+    "INIT_MODES",
+    "best_fit",
+    "fit_multistart",
+    "init_near_truth",
+    "init_truth",
+    "pack",
+    "random_inits",
+]

@@ -27,6 +27,7 @@ import numpy as np
 
 from moejax.fit import Bounds, init_near_truth, random_inits
 from moejax.fit.estimators import FitData, fit_data, frozen_log_prob
+from moejax.fit.init import best_fit
 from moejax.fit.objective import Blocks
 from moejax.fit.solvers import STATUS_NAMES
 from moejax.losses import hellinger_distance, parameter_errors
@@ -160,9 +161,9 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
         data = FitData(X1, y, w, jnp.asarray(n, jnp.float64), lp0y)
         if ini["mode"] == "multistart":
             starts = random_inits(k_init, spec, ini["n_starts"], bounds, ini["start_scale"])
-            all_res = jax.vmap(lambda p: fit_data(spec, data, p, blocks=blocks, **fit_kw))(starts)
-            score = jnp.where(jnp.isfinite(all_res.loglik), all_res.loglik, -jnp.inf)
-            res = jax.tree_util.tree_map(lambda a: a[jnp.argmax(score)], all_res)
+            res = best_fit(
+                jax.vmap(lambda p: fit_data(spec, data, p, blocks=blocks, **fit_kw))(starts)
+            )
         else:
             init = (
                 tp
