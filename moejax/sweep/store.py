@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from moejax.report.table import write_bytes_atomic, write_text_atomic
 
 FIT_COLUMNS = (
     "n",
@@ -40,26 +40,9 @@ class StoreError(RuntimeError):
     """The run directory cannot be used (unwritable, full, or holds another config)."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+# One atomic-write implementation serves the results store and the report writers.
+atomic_write_bytes = write_bytes_atomic
+atomic_write_text = write_text_atomic
 
 
 def write_json(path: Path, obj: Any) -> None:
