@@ -12,6 +12,7 @@ a shared n^(-1/2) reference.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .slopes import block_data, compute_slopes, main_rows, valid_errors_by_size
-from .table import read_fits_csv, read_manifest
+from .table import read_fits_csv, read_manifest, write_bytes_atomic
 from .theory import theory_or_nan
 
 BLOCK_LABELS: dict[str, str] = {
@@ -41,23 +42,13 @@ BAND_QUANTILES: tuple[float, float] = (0.1, 0.9)
 
 
 def _save(fig: Figure, out_stem: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Save ``out_stem.png`` and ``out_stem.pdf`` atomically (temp file + os.replace)."""
+    """Save ``out_stem.png`` and ``out_stem.pdf`` atomically (`write_bytes_atomic`)."""
     stem = Path(out_stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext, kwargs in (("png", {"dpi": 150}), ("pdf", {})):
-        target = stem.with_name(stem.name + "." + ext)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as handle:
-                fig.savefig(handle, format=ext, **kwargs)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        paths.append(target)
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, **kwargs)
+        paths.append(write_bytes_atomic(stem.with_name(stem.name + "." + ext), buf.getvalue()))
     return paths[0], paths[1]
 
 
