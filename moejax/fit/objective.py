@@ -84,8 +84,9 @@ def linear_predictor_objective(
     total: jax.Array,
     widths: tuple[int, ...],
     blocks: Blocks | None = None,
+    starts: tuple[int, ...] | None = None,
 ) -> Objective:
-    """f(x) = sum_i w_i phi(u_i, aux_i) / total, with u_ij = X1[i, :widths[j]] . x_j.
+    """f(x) = sum_i w_i phi(u_i, aux_i) / total, with u_ij = X1[i, s_j : s_j + widths[j]] . x_j.
 
     Args:
       rows: `RowFns` (row-vectorised value and derivatives), or a per-row function
@@ -98,11 +99,14 @@ def linear_predictor_objective(
       blocks: optional `Blocks`: sum only the first ``count * size`` rows, one block of ``size``
         rows at a time (n must be a multiple of ``size``; rows past the last block must carry
         weight 0). The value is the same as without blocking, up to summation order.
+      starts: static first column s_j of each predictor in X1 (default 0 for every predictor);
+        e.g. an intercept-only predictor of X1 = [x, 1] has start d and width 1.
     """
     if not isinstance(rows, RowFns):
         rows = autodiff_rows(rows)
     m = len(widths)
     offsets = [sum(widths[:j]) for j in range(m)]
+    cols = [slice(s0, s0 + wj) for s0, wj in zip(starts or (0,) * m, widths, strict=True)]
     P = sum(widths)
 
     def contrib(Xb, auxb, wb, x, order):
@@ -110,7 +114,8 @@ def linear_predictor_objective(
         wmask = wb != 0
         ww = jnp.where(wmask, wb, 0.0) / total  # padding rows may hold anything
         U = jnp.stack(
-            [Xb[:, :wj] @ x[o : o + wj] for o, wj in zip(offsets, widths, strict=True)], axis=-1
+            [Xb[:, c] @ x[o : o + wj] for o, wj, c in zip(offsets, widths, cols, strict=True)],
+            axis=-1,
         )
         if order == 0:
             return (jnp.sum(jnp.where(wmask, ww * rows.value(U, auxb), 0.0)),)
@@ -120,14 +125,14 @@ def linear_predictor_objective(
             v, G, A = rows.value_grad_hess(U, auxb)
         val = jnp.sum(jnp.where(wmask, ww * v, 0.0))
         full = Xb.T @ jnp.where(wmask[:, None], ww[:, None] * G, 0.0)  # (d+1, m)
-        grad = jnp.concatenate([full[:wj, j] for j, wj in enumerate(widths)])
+        grad = jnp.concatenate([full[c, j] for j, c in enumerate(cols)])
         if order == 1:
             return val, grad
         Aw = jnp.where(wmask[:, None, None], ww[:, None, None] * A, 0.0)  # (rows, m, m)
         H = jnp.zeros((P, P), Xb.dtype)
         for j in range(m):
             for k in range(j, m):
-                B = (Xb[:, : widths[j]] * Aw[:, j, k][:, None]).T @ Xb[:, : widths[k]]
+                B = (Xb[:, cols[j]] * Aw[:, j, k][:, None]).T @ Xb[:, cols[k]]
                 sj = slice(offsets[j], offsets[j] + widths[j])
                 sk = slice(offsets[k], offsets[k] + widths[k])
                 H = H.at[sj, sk].set(B)

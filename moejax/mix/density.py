@@ -1,0 +1,163 @@
+"""Log-densities of the general mixture, written once in terms of per-row linear predictors.
+
+Every row of the model depends on x only through its linear predictors (the layout of `U`):
+
+    U = [g_1 .. g_m | z_{1,1} .. z_{1,R}, ..., z_{m,1} .. z_{m,R} | log nu_1 .. log nu_m]
+
+(gate logits, expert predictors eta_{j,r} . x, and, for regression, the log-variances; the last
+block is absent for categorical experts). `row_loglik` maps U, the observation y and the frozen
+expert's log-density of y to log p_G(y | x); the density functions and the estimator's objective
+both use it. All arithmetic is in log space (log-softmax, log-sigmoid, logsumexp).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from moejax.experts import Expert, resolve_activation
+from moejax.mix.spec import MixParams, MixSpec
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def n_predictors(spec: MixSpec) -> int:
+    """Width of U: m gate logits + m R expert predictors (+ m log-variances for regression)."""
+    return spec.m * (1 + spec.R + (1 if spec.regression else 0))
+
+
+def expert_mean(expert: Expert, z: jax.Array) -> jax.Array:
+    """Regression mean s a(z) + b for predictors z (...,)."""
+    mu = expert.scale * resolve_activation(expert.activation)(z)
+    return mu if expert.bias is None else mu + expert.bias[0]
+
+
+def regression_logpdf(lik: str, y: jax.Array, mean: jax.Array, log_nu: jax.Array) -> jax.Array:
+    """log N(y; mean, nu) or log Laplace(y; mean, variance nu), elementwise."""
+    r = y - mean
+    if lik == "gaussian":
+        return -0.5 * (_LOG_2PI + log_nu + r * r * jnp.exp(-log_nu))
+    # Laplace with variance nu: scale b = sqrt(nu / 2); log f = -log(2 b) - |r| / b.
+    log_b = 0.5 * (log_nu - math.log(2.0))
+    return -(math.log(2.0) + log_b) - jnp.abs(r) * jnp.exp(-log_b)
+
+
+def categorical_logpmf(expert: Expert, z: jax.Array, y: jax.Array) -> jax.Array:
+    """log softmax(h(z))_y for predictors z (..., R) and integer-valued labels y (...,)."""
+    lsm = jax.nn.log_softmax(expert.logits_from_z(z), axis=-1)
+    onehot = jax.nn.one_hot(y, lsm.shape[-1], dtype=lsm.dtype)
+    return jnp.sum(onehot * lsm, axis=-1)
+
+
+def gate_log_weights(gate: str, g: jax.Array) -> jax.Array:
+    """log w (..., m+1) from gate logits g (..., m): column 0 is the frozen expert."""
+    zero = jnp.zeros((*g.shape[:-1], 1), g.dtype)
+    if gate == "sigmoid":
+        lv = jnp.concatenate([zero + math.log(0.5), jax.nn.log_sigmoid(g)], axis=-1)
+        return lv - jax.nn.logsumexp(lv, axis=-1, keepdims=True)
+    return jax.nn.log_softmax(jnp.concatenate([zero, g], axis=-1), axis=-1)
+
+
+def split_predictors(spec: MixSpec, U: jax.Array):
+    """U (..., W) -> (g (..., m), Z (..., m, R), log_nu (..., m) or None)."""
+    m, R = spec.m, spec.R
+    g = U[..., :m]
+    Z = U[..., m : m + m * R].reshape(*U.shape[:-1], m, R)
+    log_nu = U[..., m + m * R :] if spec.regression else None
+    return g, Z, log_nu
+
+
+def adapter_logpdfs(spec: MixSpec, U: jax.Array, y: jax.Array) -> jax.Array:
+    """log f_j(y | x) of each adapter, (..., m)."""
+    _, Z, log_nu = split_predictors(spec, U)
+    if spec.regression:
+        return regression_logpdf(
+            spec.likelihood, y[..., None], expert_mean(spec.adapter, Z[..., 0]), log_nu
+        )
+    return categorical_logpmf(spec.adapter, Z, y[..., None])
+
+
+def component_logjoint(spec: MixSpec, U: jax.Array, y: jax.Array, lf0: jax.Array) -> jax.Array:
+    """log w_j(x) + log f_j(y | x) for the frozen expert (column 0) and each adapter, (..., m+1)."""
+    g, _, _ = split_predictors(spec, U)
+    lf = jnp.concatenate([lf0[..., None], adapter_logpdfs(spec, U, y)], axis=-1)
+    return gate_log_weights(spec.gate, g) + lf
+
+
+def row_loglik(spec: MixSpec, U: jax.Array, y: jax.Array, lf0: jax.Array) -> jax.Array:
+    """log p_G(y | x) from the predictors U (..., W), y (...,) and log f_0(y | x) (...,)."""
+    return jax.nn.logsumexp(component_logjoint(spec, U, y, lf0), axis=-1)
+
+
+def predictors(spec: MixSpec, params: MixParams, X: jax.Array) -> jax.Array:
+    """U (n, W) for covariates X (n, d)."""
+    X = jnp.asarray(X, jnp.float64)
+    beta = params.beta if spec.has_beta else jnp.zeros_like(params.beta)
+    g = X @ beta.T + params.tau
+    Z = jnp.einsum("nd,mrd->nmr", X, params.eta).reshape(X.shape[0], -1)
+    parts = [g, Z]
+    if spec.regression:
+        parts.append(jnp.broadcast_to(jnp.log(params.nu), (X.shape[0], spec.m)))
+    return jnp.concatenate(parts, axis=-1)
+
+
+def frozen_logpdf(spec: MixSpec, X: jax.Array, y: jax.Array) -> jax.Array:
+    """log f_0(y_i | x_i), (n,): the frozen expert with known eta0 (and nu0)."""
+    X = jnp.asarray(X, jnp.float64)
+    z0 = X @ spec.eta0_array().T  # (n, R)
+    if spec.regression:
+        mean = expert_mean(spec.frozen, z0[:, 0])
+        return regression_logpdf(spec.frozen_likelihood, y, mean, jnp.log(spec.nu0))
+    return categorical_logpmf(spec.frozen, z0, y)
+
+
+def _check(spec: MixSpec, params: MixParams, X, y=None) -> None:
+    spec.check_params(params)
+    xs = jnp.shape(X)
+    if len(xs) != 2 or xs[1] != spec.d:
+        raise ValueError(f"X: expected shape (n, {spec.d}), got {xs}")
+    if y is not None and jnp.shape(y) != (xs[0],):
+        raise ValueError(f"y: expected shape ({xs[0]},), got {jnp.shape(y)}")
+
+
+def log_density(spec: MixSpec, params: MixParams, X: jax.Array, y: jax.Array) -> jax.Array:
+    """log p_G(y_i | x_i), (n,). y: labels 0..K-1 (categorical) or real responses."""
+    _check(spec, params, X, y)
+    y = jnp.asarray(y, jnp.float64)
+    return row_loglik(spec, predictors(spec, params, X), y, frozen_logpdf(spec, X, y))
+
+
+def log_likelihood(
+    spec: MixSpec, params: MixParams, X: jax.Array, y: jax.Array, weights: jax.Array | None = None
+) -> jax.Array:
+    """sum_i w_i log p_G(y_i | x_i) (scalar); weight-0 rows contribute exactly 0."""
+    ld = log_density(spec, params, X, y)
+    if weights is None:
+        return jnp.sum(ld)
+    w = jnp.asarray(weights, jnp.float64)
+    return jnp.sum(jnp.where(w != 0, w * ld, 0.0))
+
+
+def log_class_probs(spec: MixSpec, params: MixParams, X: jax.Array) -> jax.Array:
+    """log p_G(y = k | x_i), (n, K), categorical experts only."""
+    if spec.regression:
+        raise ValueError("log_class_probs: only for categorical experts")
+    _check(spec, params, X)
+    U = predictors(spec, params, X)
+    labels = jnp.arange(spec.K, dtype=jnp.float64)
+
+    def per_label(k):
+        y = jnp.full((X.shape[0],), k)
+        return row_loglik(spec, U, y, frozen_logpdf(spec, X, y))
+
+    return jax.vmap(per_label, out_axes=1)(labels)
+
+
+def responsibilities(spec: MixSpec, params: MixParams, X: jax.Array, y: jax.Array) -> jax.Array:
+    """Posterior probability of each component given (x_i, y_i), (n, m+1); column 0 frozen."""
+    _check(spec, params, X, y)
+    y = jnp.asarray(y, jnp.float64)
+    lj = component_logjoint(spec, predictors(spec, params, X), y, frozen_logpdf(spec, X, y))
+    return jnp.exp(lj - jax.nn.logsumexp(lj, axis=-1, keepdims=True))

@@ -1,0 +1,194 @@
+"""The general contaminated mixture: a frozen expert, m >= 1 adapters, three gates, three
+expert likelihoods.
+
+    p_G(y | x) = w_0(x) f_0(y | x) + sum_{j=1..m} w_j(x) f_j(y | x; eta_j, nu_j)
+
+Gates (the frozen expert's gate logit is fixed at 0; g_j = beta_j . x + tau_j):
+  "softmax"     w = softmax(0, g_1, ..., g_m)             (m = 1: the sigmoid gate of the core)
+  "input_free"  w = softmax(0, tau_1, ..., tau_m)         (m = 1: lambda = sigmoid(tau); no beta)
+  "sigmoid"     w_j proportional to sigmoid(g_j), w_0 to sigmoid(0) = 1/2 (independent sigmoid
+                switches, normalised so that p_G is a density)
+Likelihoods of an expert with linear predictors z_r = eta_r . x (r < R):
+  "categorical" multinomial logistic, K classes, R = K - 1, logits s a(z_r) + b_r, class K-1 = 0
+  "gaussian"    N(y; s a(z) + b, nu), R = 1
+  "laplace"     Laplace with mean s a(z) + b and variance nu (scale sqrt(nu / 2)), R = 1
+The frozen expert has known (eta0, nu0) and may use another likelihood of the same kind
+(categorical with categorical, regression with regression).
+
+`MixSpec` is static and hashable (no pytree leaves); `MixParams` is a NamedTuple of float64
+arrays with a leading adapter axis: beta (m, d), tau (m,), eta (m, R, d), nu (m,). Entries that a
+model does not estimate (beta under the input-free gate, nu for categorical experts) are held at
+0 and ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from moejax.experts import Expert, resolve_activation
+from moejax.model import _check_finite_scalar, _check_int
+
+GATES = ("softmax", "input_free", "sigmoid")
+LIKELIHOODS = ("categorical", "gaussian", "laplace")
+REGRESSION = ("gaussian", "laplace")
+
+
+class MixParams(NamedTuple):
+    """Adapter parameters, leading axis m: beta (m, d), tau (m,), eta (m, R, d), nu (m,)."""
+
+    beta: jax.Array
+    tau: jax.Array
+    eta: jax.Array
+    nu: jax.Array
+
+
+def _check_bias(name: str, bias: Any, R: int) -> tuple[float, ...] | None:
+    if bias is None:
+        return None
+    b = np.atleast_1d(np.asarray(bias, dtype=np.float64))
+    if b.shape != (R,) or not np.all(np.isfinite(b)):
+        raise ValueError(f"{name}: expected {R} finite numbers, got {np.asarray(bias).tolist()}")
+    return tuple(float(v) for v in b)
+
+
+@dataclass(frozen=True)
+class MixSpec:
+    """Static description of the general model (hashable; pass it straight through jit/vmap).
+
+    Args:
+      d: covariate dimension. K: classes (categorical only; ignored for regression, R = 1).
+      frozen, adapter: activation names ("linear", "tanh", "sigmoid", "gelu", "relu") or pure
+        elementwise JAX functions a(z).
+      eta0: frozen weights (R, d). nu0: frozen variance (regression only, > 0).
+      adapters: m >= 1. gate: one of GATES. likelihood: the adapters' likelihood (LIKELIHOODS);
+        frozen_likelihood: the frozen expert's (defaults to ``likelihood``).
+      scale, frozen_scale, bias, frozen_bias: fixed output maps s a(z) + b (not estimated).
+    """
+
+    d: int
+    frozen: Any
+    adapter: Any
+    eta0: Any
+    K: int = 2
+    adapters: int = 1
+    gate: str = "softmax"
+    likelihood: str = "categorical"
+    frozen_likelihood: str | None = None
+    nu0: float = 1.0
+    scale: float = 1.0
+    frozen_scale: float | None = None
+    bias: Any = None
+    frozen_bias: Any = None
+    _eta0: tuple = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        d = _check_int("d", self.d, 1)
+        K = _check_int("K", self.K, 2)
+        m = _check_int("adapters", self.adapters, 1)
+        if self.gate not in GATES:
+            raise ValueError(f"gate: unknown gate {self.gate!r}; choose one of {', '.join(GATES)}")
+        lik = self.likelihood
+        flik = lik if self.frozen_likelihood is None else self.frozen_likelihood
+        for name, v in (("likelihood", lik), ("frozen_likelihood", flik)):
+            if v not in LIKELIHOODS:
+                raise ValueError(f"{name}: unknown {v!r}; choose one of {', '.join(LIKELIHOODS)}")
+        if (lik == "categorical") != (flik == "categorical"):
+            raise ValueError(
+                f"likelihood: adapter ({lik}) and frozen expert ({flik}) must both be "
+                "categorical or both be regression likelihoods"
+            )
+        R = K - 1 if lik == "categorical" else 1
+        nu0 = _check_finite_scalar("nu0", self.nu0)
+        if nu0 <= 0:
+            raise ValueError(f"nu0: must be > 0, got {nu0}")
+        scale = _check_finite_scalar("scale", self.scale)
+        fscale = scale if self.frozen_scale is None else self.frozen_scale
+        fscale = _check_finite_scalar("frozen_scale", fscale)
+        try:
+            eta0 = np.asarray(self.eta0, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"eta0: expected a numeric array, got {self.eta0!r}") from None
+        if eta0.shape != (R, d) or not np.all(np.isfinite(eta0)):
+            raise ValueError(f"eta0: expected finite values of shape (R, d) = ({R}, {d})")
+        for name, a in (("frozen", self.frozen), ("adapter", self.adapter)):
+            resolve_activation(a, name)
+        frozen = Expert(self.frozen, fscale, _check_bias("frozen_bias", self.frozen_bias, R))
+        adapter = Expert(self.adapter, scale, _check_bias("bias", self.bias, R))
+        eta0_t = tuple(tuple(float(v) for v in row) for row in eta0)
+        for name, value in (
+            ("d", d),
+            ("K", K),
+            ("adapters", m),
+            ("frozen_likelihood", flik),
+            ("nu0", nu0),
+            ("scale", scale),
+            ("frozen_scale", fscale),
+            ("frozen", frozen),
+            ("adapter", adapter),
+            ("eta0", eta0_t),
+            ("_eta0", eta0_t),
+        ):
+            object.__setattr__(self, name, value)
+
+    @property
+    def m(self) -> int:
+        return self.adapters
+
+    @property
+    def R(self) -> int:
+        """Linear predictors per expert: K - 1 (categorical) or 1 (regression)."""
+        return self.K - 1 if self.likelihood == "categorical" else 1
+
+    @property
+    def regression(self) -> bool:
+        return self.likelihood in REGRESSION
+
+    @property
+    def has_beta(self) -> bool:
+        return self.gate != "input_free"
+
+    def eta0_array(self) -> jax.Array:
+        return jnp.asarray(self._eta0, dtype=jnp.float64)
+
+    def check_params(self, p: MixParams) -> None:
+        """Raise ValueError if the shapes of ``p`` do not match this spec."""
+        m, R, d = self.m, self.R, self.d
+        want = {"beta": (m, d), "tau": (m,), "eta": (m, R, d), "nu": (m,)}
+        for name, shape in want.items():
+            got = jnp.shape(getattr(p, name))
+            if got != shape:
+                raise ValueError(f"params.{name}: expected shape {shape}, got {got}")
+
+    def params(self, beta: Any, tau: Any, eta: Any, nu: Any = None) -> MixParams:
+        """MixParams from array-likes, broadcast/validated to this spec's shapes (float64).
+        ``nu`` defaults to nu0 for regression and is 0 for categorical experts; ``beta`` may be
+        None under the input-free gate."""
+        m, R, d = self.m, self.R, self.d
+        if beta is None or not self.has_beta:
+            beta = np.zeros((m, d))
+        if nu is None or not self.regression:
+            nu = np.full((m,), self.nu0 if self.regression else 0.0)
+        out = []
+        for name, v, shape in (
+            ("beta", beta, (m, d)),
+            ("tau", tau, (m,)),
+            ("eta", eta, (m, R, d)),
+            ("nu", nu, (m,)),
+        ):
+            a = np.asarray(v, dtype=np.float64)
+            if a.size == int(np.prod(shape)):
+                a = a.reshape(shape)
+            if a.shape != shape or not np.all(np.isfinite(a)):
+                raise ValueError(f"{name}: expected finite values of shape {shape}, got {a.shape}")
+            out.append(jnp.asarray(a))
+        if self.regression and np.any(np.asarray(out[3]) <= 0):
+            raise ValueError("nu: variances must be > 0")
+        return MixParams(*out)
+
+
+jax.tree_util.register_static(MixSpec)
