@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.moejax-installed
 
-.PHONY: demo test lint paper ablation phase init-study clean
+.PHONY: demo test lint paper ablation phase init-study predecessor adapters gates clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,25 @@ init-study: $(STAMP)
 	for m in truth near_truth multistart; do \
 	  $(BIN)/moejax sweep sweeps/init/$$m.toml --out runs/init-$$m || exit 1; done
 	$(BIN)/moejax compare runs/init-truth runs/init-near_truth runs/init-multistart --out runs/init
+
+# The regression predecessor's three settings, side by side with its published slopes.
+predecessor: $(STAMP)
+	for s in distinguishable collapse_eta collapse_nu; do \
+	  $(BIN)/moejax sweep sweeps/predecessor/$$s.toml --out runs/predecessor-$$s || exit 1; done
+	$(BIN)/moejax predecessor --distinguishable runs/predecessor-distinguishable \
+	  --collapse-eta runs/predecessor-collapse_eta --collapse-nu runs/predecessor-collapse_nu \
+	  --out runs/predecessor
+
+# Two adapters (Voronoi loss).
+adapters: $(STAMP)
+	$(BIN)/moejax sweep sweeps/adapters/two.toml --out runs/adapters-two
+
+# Input-free vs softmax gate as the adapter's weight shrinks.
+GATE_RUNS := $(foreach g,softmax input_free,$(foreach l,50 25 10 05 02,$(g)-lam$(l)))
+gates: $(STAMP)
+	for r in $(GATE_RUNS); do \
+	  $(BIN)/moejax sweep sweeps/gates/$$r.toml --out runs/gates-$$r || exit 1; done
+	$(BIN)/moejax gates $(addprefix runs/gates-,$(GATE_RUNS)) --out runs/gates
 
 lint: $(STAMP)
 	$(BIN)/ruff check moejax tests benchmarks

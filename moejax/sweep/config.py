@@ -44,14 +44,21 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "bias": ("vector", None),
         "frozen_bias": ("vector", None),
         "radius": (float, None),
+        "adapters": (int, 1),
+        "gate": (str, "softmax"),
+        "likelihood": (str, "categorical"),
+        "frozen_likelihood": (str, None),
+        "nu0": (float, 1.0),
     },
     "truth": {
         "regime": (str, "heterogeneous"),
-        "beta": ("vector", "default"),
-        "tau": (float, 0.0),
-        "eta": ("matrix", "basis"),
-        "delta": ("matrix", "eta0"),
+        "beta": ("array", "default"),
+        "tau": ("array", 0.0),
+        "eta": ("array", "basis"),
+        "delta": ("array", "eta0"),
         "gamma": (float, 0.125),
+        "nu": ("array", None),
+        "nu_delta": ("array", None),
     },
     "sizes": {
         "list": ("sizes", None),
@@ -70,6 +77,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "beta": ("vector", [-5.0, 5.0]),
         "tau": ("vector", [-8.0, 8.0]),
         "eta": ("vector", [-5.0, 5.0]),
+        "nu": ("vector", [1e-5, 100.0]),
     },
     "init": {
         "mode": (str, "near_truth"),
@@ -90,6 +98,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
 }
 
 REGIMES = ("heterogeneous", "homogeneous")
+GATES = ("softmax", "input_free", "sigmoid")
+LIKELIHOODS = ("categorical", "gaussian", "laplace")
 METHODS = ("direct", "em")
 SOLVER_NAMES = ("newton", "optax_lbfgs", "jaxopt_bfgs")
 INIT_MODES = ("truth", "near_truth", "multistart")
@@ -127,6 +137,16 @@ def _coerce(field: str, kind: Any, v: Any) -> Any:
         if not isinstance(v, str):
             raise _err(field, v, "expected a string")
         return v
+    if kind == "array":
+        if isinstance(v, str):
+            return v
+        try:
+            a = np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise _err(field, v, "expected a number or a (nested) list of numbers") from None
+        if not np.all(np.isfinite(a)):
+            raise _err(field, v, "must be finite")
+        return a.tolist()
     if kind in ("matrix", "vector", "sizes"):
         if isinstance(v, str):
             return v
@@ -191,7 +211,11 @@ def _matrix(field: str, v: Any, shape: tuple[int, int], named: dict[str, Any]) -
         return named[v]
     a = np.asarray(v, dtype=np.float64)
     if a.shape != shape:
-        raise _err(field, v, f"expected shape {shape} (K-1 rows of d numbers), got {a.shape}")
+        raise _err(
+            field,
+            v,
+            f"expected shape {shape} (K-1 rows, 1 for regression; d columns), got {a.shape}",
+        )
     return a.tolist()
 
 
@@ -206,6 +230,98 @@ def log_spaced_sizes(lo: int, hi: int, count: int) -> list[int]:
 def _check_choice(field: str, v: str, choices: tuple[str, ...]) -> None:
     if v not in choices:
         raise _err(field, v, f"unknown value{_suggest(v, list(choices))}")
+
+
+def is_mix(cfg: dict[str, Any]) -> bool:
+    """True when the config needs the general model (`moejax.mix`): several adapters, another
+    gate, or regression experts; the core model (`moejax.model`) serves the rest."""
+    m = cfg["model"]
+    return m["adapters"] > 1 or m["gate"] != "softmax" or m["likelihood"] != "categorical"
+
+
+def _shaped(field: str, v: Any, shape: tuple[int, ...], what: str) -> Any:
+    a = np.asarray(v, dtype=np.float64)
+    if a.shape != shape:
+        raise _err(field, v, f"expected {what}, shape {shape}, got shape {a.shape}")
+    return a.tolist()
+
+
+def _per_adapter(field: str, v: Any, M: int, default: float) -> Any:
+    """A scalar per adapter: a number (broadcast) or a list of M numbers; a float when M = 1."""
+    a = np.asarray(default if v is None else v, dtype=np.float64)
+    if a.ndim == 0:
+        a = np.full((M,), float(a))
+    if a.shape != (M,):
+        raise _err(field, v, f"expected a number or {M} numbers (one per adapter)")
+    return float(a[0]) if M == 1 else a.tolist()
+
+
+def _resolve_truth(m: dict[str, Any], t: dict[str, Any], R: int, M: int) -> None:
+    """Shapes of the truth: beta (d,), tau, eta (R, d) for one adapter; (M, d), (M,),
+    (M, R, d) for M adapters; nu per adapter (regression)."""
+    d = m["d"]
+    categorical = m["likelihood"] == "categorical"
+    _check_choice("truth.regime", t["regime"], REGIMES)
+    if t["gamma"] < 0:
+        raise _err("truth.gamma", t["gamma"], "must be >= 0")
+    one = [1.0 / math.sqrt(d)] * d
+    if isinstance(t["beta"], str):
+        if t["beta"] != "default":
+            raise _err("truth.beta", t["beta"], "expected a list of d numbers or 'default'")
+        t["beta"] = one if M == 1 else [one] * M
+    elif M == 1:
+        if np.ndim(t["beta"]) != 1 or len(t["beta"]) != d:
+            raise _err("truth.beta", t["beta"], f"expected {d} numbers (d = {d})")
+    else:
+        t["beta"] = _shaped("truth.beta", t["beta"], (M, d), "one row of d numbers per adapter")
+    if isinstance(t["tau"], str):
+        raise _err("truth.tau", t["tau"], "expected a number")
+    t["tau"] = _per_adapter("truth.tau", t["tau"], M, 0.0)
+    eshape = (R, d) if M == 1 else (M, R, d)
+    stack = (lambda a: a) if M == 1 else (lambda a: [a] * M)
+    named = {
+        "basis": stack(_basis(R, d)),
+        "eta0": stack(m["eta0"]),
+        "basis_shifted": stack(_basis(R, d, start=R)),
+    }
+    what = "R rows of d numbers" + ("" if M == 1 else " per adapter")
+    for f in ("eta", "delta"):
+        v = t[f]
+        if isinstance(v, str):
+            if v not in named:
+                raise _err(f"truth.{f}", v, f"expected an array or one of {', '.join(named)}")
+            t[f] = named[v]
+        else:
+            t[f] = _shaped(f"truth.{f}", v, eshape, what)
+    if categorical:
+        t["nu"] = t["nu_delta"] = None
+    else:
+        t["nu"] = _per_adapter("truth.nu", t["nu"], M, m["nu0"])
+        t["nu_delta"] = _per_adapter("truth.nu_delta", t["nu_delta"], M, 0.0)
+        if np.any(np.asarray(t["nu"]) <= 0):
+            raise _err("truth.nu", t["nu"], "variances must be > 0")
+    if t["regime"] == "homogeneous":
+        t["eta"] = named["eta0"]
+        if not categorical:
+            t["nu"] = _per_adapter("truth.nu", None, M, m["nu0"])
+        if m["frozen"] != m["adapter"]:
+            raise _err(
+                "model.adapter",
+                m["adapter"],
+                f"homogeneous regime needs adapter == frozen (frozen is {m['frozen']!r})",
+            )
+        if m["likelihood"] != m["frozen_likelihood"]:
+            raise _err(
+                "model.likelihood",
+                m["likelihood"],
+                "homogeneous regime needs likelihood == frozen_likelihood "
+                f"(frozen is {m['frozen_likelihood']!r})",
+            )
+    else:
+        t["delta"] = np.zeros(eshape).tolist()
+        if not categorical:
+            t["nu_delta"] = _per_adapter("truth.nu_delta", None, M, 0.0)
+        t["gamma"] = 0.0
 
 
 def resolve(raw: dict[str, Any]) -> dict[str, Any]:
@@ -229,39 +345,32 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         raise _err("model.scale", 0.0, "must be non-zero")
     if m["frozen_scale"] is None:
         m["frozen_scale"] = m["scale"]
+    if m["adapters"] < 1:
+        raise _err("model.adapters", m["adapters"], "must be a positive integer")
+    _check_choice("model.gate", m["gate"], GATES)
+    _check_choice("model.likelihood", m["likelihood"], LIKELIHOODS)
+    if m["frozen_likelihood"] is None:
+        m["frozen_likelihood"] = m["likelihood"]
+    _check_choice("model.frozen_likelihood", m["frozen_likelihood"], LIKELIHOODS)
+    categorical = m["likelihood"] == "categorical"
+    if categorical != (m["frozen_likelihood"] == "categorical"):
+        raise _err(
+            "model.frozen_likelihood",
+            m["frozen_likelihood"],
+            f"must be categorical exactly when model.likelihood ({m['likelihood']!r}) is",
+        )
+    if m["nu0"] <= 0:
+        raise _err("model.nu0", m["nu0"], "must be > 0")
+    R = K - 1 if categorical else 1
+    M = m["adapters"]
     for f in ("bias", "frozen_bias"):
-        if m[f] is not None and len(m[f]) != K - 1:
-            raise _err(f"model.{f}", m[f], f"expected {K - 1} numbers (one per class but the last)")
+        if m[f] is not None and len(m[f]) != R:
+            what = "one per class but the last" if categorical else "regression experts"
+            raise _err(f"model.{f}", m[f], f"expected {R} numbers ({what})")
     if m["radius"] is not None and m["radius"] <= 0:
         raise _err("model.radius", m["radius"], "must be > 0")
-    m["eta0"] = _matrix("model.eta0", m["eta0"], (K - 1, d), {"basis": _basis(K - 1, d)})
-    _check_choice("truth.regime", t["regime"], REGIMES)
-    if t["gamma"] < 0:
-        raise _err("truth.gamma", t["gamma"], "must be >= 0")
-    if isinstance(t["beta"], str):
-        if t["beta"] != "default":
-            raise _err("truth.beta", t["beta"], "expected a list of d numbers or 'default'")
-        t["beta"] = [1.0 / math.sqrt(d)] * d
-    elif len(t["beta"]) != d:
-        raise _err("truth.beta", t["beta"], f"expected {d} numbers (d = {d})")
-    named = {
-        "basis": _basis(K - 1, d),
-        "eta0": m["eta0"],
-        "basis_shifted": _basis(K - 1, d, start=K - 1),
-    }
-    t["eta"] = _matrix("truth.eta", t["eta"], (K - 1, d), named)
-    t["delta"] = _matrix("truth.delta", t["delta"], (K - 1, d), named)
-    if t["regime"] == "homogeneous":
-        t["eta"] = m["eta0"]
-        if m["frozen"] != m["adapter"]:
-            raise _err(
-                "model.adapter",
-                m["adapter"],
-                f"homogeneous regime needs adapter == frozen (frozen is {m['frozen']!r})",
-            )
-    else:
-        t["delta"] = np.zeros((K - 1, d)).tolist()
-        t["gamma"] = 0.0
+    m["eta0"] = _matrix("model.eta0", m["eta0"], (R, d), {"basis": _basis(R, d)})
+    _resolve_truth(m, t, R, M)
     if s["list"] is not None:
         if isinstance(s["list"], str):
             raise _err("sizes.list", s["list"], "expected a list of integers")
@@ -298,12 +407,18 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         if not v[0] < v[1]:
             raise _err(f"bounds.{f}", v, "lower bound must be below upper bound")
     lo_hi = {k: tuple(v) for k, v in b.items()}
-    truth_blocks = {"beta": t["beta"], "tau": [t["tau"]], "eta": np.ravel(t["eta"]).tolist()}
-    if t["regime"] == "homogeneous":
-        smallest = min(sizes)
-        truth_blocks["eta"] = (
-            np.ravel(t["eta"]) + np.ravel(t["delta"]) * smallest ** (-t["gamma"])
-        ).tolist()
+    if lo_hi["nu"][0] <= 0:
+        raise _err("bounds.nu", list(lo_hi["nu"]), "the lower bound must be > 0 (a variance)")
+    smallest = min(sizes)
+    drift = smallest ** (-t["gamma"])
+    truth_blocks = {
+        "beta": np.ravel(t["beta"]).tolist() if m["gate"] != "input_free" else [],
+        "tau": np.ravel(t["tau"]).tolist(),
+        "eta": (np.ravel(t["eta"]) + np.ravel(t["delta"]) * drift).tolist(),
+        "nu": (np.ravel(t["nu"]) + np.ravel(t["nu_delta"]) * drift).tolist()
+        if not categorical
+        else [],
+    }
     for f, vals in truth_blocks.items():
         lo, hi = lo_hi[f]
         if any(not lo <= v <= hi for v in vals):
@@ -312,6 +427,11 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
                 list(lo_hi[f]),
                 f"the truth's {f} ({vals}) must lie inside the bounds",
             )
+    if is_mix(c):
+        if e["method"] != "direct":
+            raise _err("estimator.method", e["method"], "only 'direct' is available for this model")
+        if i["mode"] == "multistart":
+            raise _err("init.mode", i["mode"], "multistart is not available for this model yet")
     _check_choice("init.mode", i["mode"], INIT_MODES)
     for f in ("c_gate", "c_expert", "start_scale", "rho"):
         if i[f] < 0:

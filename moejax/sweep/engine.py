@@ -34,7 +34,7 @@ from moejax.losses import hellinger_distance, parameter_errors
 from moejax.model import ModelSpec
 from moejax.sampling import DATA_BLOCK, sample_block, sample_covariates
 from moejax.sweep import store
-from moejax.sweep.config import config_hash
+from moejax.sweep.config import config_hash, is_mix
 from moejax.truth import Truth, heterogeneous_truth, homogeneous_truth
 
 
@@ -49,6 +49,12 @@ class Problem:
 
 
 def build_problem(cfg: dict[str, Any]) -> Problem:
+    """The model, truth and box of a resolved config: the core model, or the general one
+    (`moejax.mix`) when the config asks for several adapters, another gate or regression."""
+    if is_mix(cfg):
+        from moejax.sweep.mixlane import build_mix
+
+        return Problem(*build_mix(cfg), cfg)
     m, t, b = cfg["model"], cfg["truth"], cfg["bounds"]
     spec = ModelSpec(
         d=m["d"],
@@ -118,6 +124,10 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
     B = choose_block(cfg["sizes"]["list"], run["block_rows"], run["max_padding"])
     if N % B:
         raise ValueError(f"N: buffer length {N} is not a multiple of the block size {B}")
+    if is_mix(cfg):
+        from moejax.sweep.mixlane import make_mix_lane_fn
+
+        return make_mix_lane_fn(cfg, spec, bounds, B, N)
     fit_kw = dict(
         method=e["method"],
         solver=e["solver"],
@@ -246,6 +256,17 @@ def _prepare_dir(out: Path, cfg: dict, digest: str, force: bool) -> None:
         store.clear_run(out)
 
 
+def adapter_weight(problem: Problem) -> float:
+    """E_X[gate weight of the adapter(s)] at the truth, by Monte Carlo (200000 draws)."""
+    radius = problem.cfg["model"]["radius"]
+    if is_mix(problem.cfg):
+        from moejax.sweep import mixlane
+
+        return mixlane.adapter_weight(problem.spec, problem.truth, radius)
+    X = sample_covariates(jax.random.key(20260101), problem.spec.d, 200_000, radius)
+    return float(jnp.mean(jax.nn.sigmoid(X @ problem.truth.beta + problem.truth.tau)))
+
+
 def _manifest(cfg, digest, status, extra) -> dict[str, Any]:
     return {
         "name": cfg["name"],
@@ -295,6 +316,7 @@ def run_sweep(
     ]
     ratio = sum(chunk_of[N] * -(-n // B) * B for n, _, N in plan) / (R * sum(sizes))
     layout = {
+        "adapter_weight": adapter_weight(problem),
         "buffer_rows": max(N for N, _ in classes),
         "block_rows": B,
         "chunk": max(chunk_of.values()),
