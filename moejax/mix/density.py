@@ -47,7 +47,8 @@ def regression_logpdf(lik: str, y: jax.Array, mean: jax.Array, log_nu: jax.Array
 def categorical_logpmf(expert: Expert, z: jax.Array, y: jax.Array) -> jax.Array:
     """log softmax(h(z))_y for predictors z (..., R) and integer-valued labels y (...,)."""
     lsm = jax.nn.log_softmax(expert.logits_from_z(z), axis=-1)
-    onehot = jax.nn.one_hot(y, lsm.shape[-1], dtype=lsm.dtype)
+    labels = jax.lax.stop_gradient(y).astype(jnp.int32)  # y holds integers in float64
+    onehot = jax.nn.one_hot(labels, lsm.shape[-1], dtype=lsm.dtype)
     return jnp.sum(onehot * lsm, axis=-1)
 
 
