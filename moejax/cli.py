@@ -1,4 +1,5 @@
-"""Command line: `moejax sweep CONFIG --out DIR`, `moejax report DIR`, `moejax compare ...`.
+"""Command line: `moejax sweep CONFIG --out DIR`, `moejax report DIR`, `moejax compare ...`,
+`moejax phase ...`, `moejax predecessor ...`, `moejax gates ...`.
 
 Bad input exits with status 2 and one line on stderr; a results directory that cannot be used
 exits with status 1 and one line; nothing is computed or written before the input is valid.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
 import sys
 from pathlib import Path
@@ -93,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("dirs", nargs="+")
     ph.add_argument("--out", required=True, help="output path stem (.csv, .png, .pdf)")
     ph.add_argument("--n-boot", type=_positive_int("--n-boot"), default=500)
+    pr = sub.add_parser(
+        "predecessor", help="our slopes beside the regression predecessor's published ones"
+    )
+    pr.add_argument("--distinguishable", metavar="DIR", help="run of the distinguishable setting")
+    pr.add_argument("--collapse-eta", metavar="DIR", help="run with eta* -> eta0 at n^(-1/8)")
+    pr.add_argument("--collapse-nu", metavar="DIR", help="run with nu* -> nu0 at n^(-1/8)")
+    pr.add_argument("--out", required=True, help="output path stem (.csv, .md, .png, .pdf)")
+    pr.add_argument("--n-boot", type=_positive_int("--n-boot"), default=1000)
+    g = sub.add_parser("gates", help="error against the adapter weight, input-free vs softmax gate")
+    g.add_argument("dirs", nargs="+", help="runs, each at one gate type and one truth tau*")
+    g.add_argument("--out", required=True, help="output path stem (.csv, .md, .png, .pdf)")
+    g.add_argument("--n-boot", type=_positive_int("--n-boot"), default=1000)
     return p
 
 
@@ -214,6 +228,89 @@ def cmd_phase(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out_stem(stem: str) -> str | None:
+    """None if files ``stem.*`` can be written (creating the parent directory), else why not."""
+    parent = Path(stem).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = parent / f".moejax-write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        return f"cannot write to {parent}: {exc.strerror or exc}"
+    return None
+
+
+def cmd_predecessor(args: argparse.Namespace) -> int:
+    given = {
+        "distinguishable": args.distinguishable,
+        "collapse_eta": args.collapse_eta,
+        "collapse_nu": args.collapse_nu,
+    }
+    runs = {k: Path(v) for k, v in given.items() if v is not None}
+    if not runs:
+        return _die(
+            "predecessor: give at least one of --distinguishable, --collapse-eta, --collapse-nu",
+            2,
+        )
+    for key, d in runs.items():
+        if not (d / "fits.csv").is_file():
+            return _die(f"--{key.replace('_', '-')} {d}: no fits.csv here", 2)
+    from moejax.report import read_fits_csv, read_manifest
+    from moejax.report.predecessor import write_predecessor
+
+    loaded: dict[str, Any] = {}
+    for key, d in runs.items():  # read everything before anything is written
+        try:
+            man = read_manifest(d / "manifest.json") if (d / "manifest.json").is_file() else {}
+            loaded[key] = {**man, "name": man.get("name") or d.name}
+            loaded[key]["fits"] = read_fits_csv(d / "fits.csv")
+        except (ValueError, OSError) as exc:
+            return _die(f"{d}: cannot read results: {exc}", 2)
+    why = _check_out_stem(args.out)
+    if why:
+        return _die(why, 1)
+    try:
+        res = write_predecessor(loaded, Path(args.out), n_boot=args.n_boot)
+    except ValueError as exc:
+        return _die(f"cannot compare with the predecessor: {exc}", 2)
+    except OSError as exc:
+        return _die(f"cannot write {args.out}.*: {exc.strerror or exc}", 1)
+    print(Path(res["paths"]["md"]).read_text(), end="")
+    print("wrote " + ", ".join(str(p) for p in res["paths"].values()))
+    return 0
+
+
+def cmd_gates(args: argparse.Namespace) -> int:
+    dirs = [Path(x) for x in args.dirs]
+    for d in dirs:
+        if not (d / "fits.csv").is_file() or not (d / "manifest.json").is_file():
+            return _die(f"{d}: no fits.csv and manifest.json here", 2)
+    from moejax.report.gates import load_gate_run, write_gates
+
+    try:  # read and check every run before anything is written
+        runs = [load_gate_run(d) for d in dirs]
+    except (ValueError, OSError) as exc:
+        return _die(f"cannot build the gate comparison: {exc}", 2)
+    why = _check_out_stem(args.out)
+    if why:
+        return _die(why, 1)
+    try:
+        res = write_gates(runs, args.out, n_boot=args.n_boot)
+    except ValueError as exc:
+        return _die(f"cannot build the gate comparison: {exc}", 2)
+    except OSError as exc:
+        return _die(f"cannot write {args.out}.*: {exc.strerror or exc}", 1)
+    for e in res["exponents"]:
+        ci = ""
+        if math.isfinite(e["ci_low"]) and math.isfinite(e["ci_high"]):
+            ci = f" [{e['ci_low']:+.3f}, {e['ci_high']:+.3f}]"
+        b = f"{e['exponent']:+.3f}" if math.isfinite(e["exponent"]) else "undefined"
+        print(f"{e['gate']:<10} {e['block']:<8} b = {b}{ci} ({e['n_runs']} runs)")
+    print("wrote " + ", ".join(str(p) for p in res["paths"].values()))
+    return 0
+
+
 ACCELERATOR_PLUGINS = (
     "jax_cuda12_plugin",
     "jax_cuda13_plugin",
@@ -254,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         "report": cmd_report,
         "compare": cmd_compare,
         "phase": cmd_phase,
+        "predecessor": cmd_predecessor,
+        "gates": cmd_gates,
     }
     return commands[args.command](args)
 

@@ -306,7 +306,7 @@ def test_theory_values():
     with pytest.raises(ValueError):
         theory_slope("eta", "homogeneous", None)
     with pytest.raises(ValueError):
-        theory_slope("nu", "heterogeneous", None)
+        theory_slope("xi", "heterogeneous", None)  # "nu" is a known block since err_nu exists
     with pytest.raises(ValueError):
         theory_slope("beta", "collapsed", 0.1)
 

@@ -4,12 +4,16 @@ One homogeneous sweep per gamma; each contributes its log-median slope and boots
 The figure draws them against gamma beside the two working hypotheses of MODEL.md section 2:
 uniform (beta, eta: -1/2 + gamma; exp_tau: -1/2 + 2 gamma) and pointwise (beta, exp_tau:
 -1/2 + gamma; eta: -1/2).
+
+Blocks: beta, exp_tau, eta, and nu / voronoi when a run has them (a panel per block present in
+some run; density rows go to the CSV only). A block with no finite error in a run (beta under an
+input-free gate) contributes no row for that run.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +23,12 @@ from matplotlib.figure import Figure
 from .plots import BLOCK_COLORS, BLOCK_LABELS, _save
 from .slopes import compute_slopes, main_rows
 from .table import read_fits_csv, read_manifest, write_csv_atomic
-from .theory import theory_slope
+from .theory import theory_or_nan
 
-PHASE_BLOCKS = ("beta", "exp_tau", "eta")
+#: Blocks drawn in the phase figure, in panel order (those without any row are left out).
+PHASE_BLOCKS = ("beta", "exp_tau", "eta", "nu", "voronoi")
+#: Blocks always requested from every run (optional blocks are appended when present).
+_REQUESTED = ("beta", "exp_tau", "eta")
 
 
 def phase_rows(
@@ -30,7 +37,9 @@ def phase_rows(
     n_boot: int = 500,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """One row per (run, block): gamma, slope, CI, both theories, fit counts."""
+    """One row per (run, block reported for that run): keys ``run, gamma, parameter, aggregate,
+    slope, ci_low, ci_high, uniform, pointwise, n_fits, n_failed, n_at_bound``. ``gamma`` is the
+    manifest's (0 when null); the theories are the homogeneous hypotheses at that gamma."""
     rows = []
     for d in run_dirs:
         d = Path(d)
@@ -39,18 +48,21 @@ def phase_rows(
         if gamma is None:
             gamma = 0.0
         fits = read_fits_csv(d / "fits.csv")
+        config = man.get("config")
+        model = config.get("model") if isinstance(config, Mapping) else None
         slopes = main_rows(
             compute_slopes(
                 fits,
-                parameters=PHASE_BLOCKS,
+                parameters=_REQUESTED,
                 aggregates=(aggregate,),
                 n_boot=n_boot,
                 seed=seed,
                 drop_smallest=(0,),
+                model=model,
             )
         )
         for r in slopes:
-            th = theory_slope(r["parameter"], "homogeneous", gamma)
+            th = theory_or_nan(r["parameter"], "homogeneous", gamma)
             rows.append(
                 {
                     "run": d.name,
@@ -73,12 +85,15 @@ def phase_rows(
 def plot_phase(
     rows: Sequence[dict[str, Any]], out_stem: str | os.PathLike[str]
 ) -> tuple[Path, Path]:
-    """Exponent against gamma, one panel per block, with the hypothesised lines."""
-    fig = Figure(figsize=(12, 4.2), constrained_layout=True)
-    axes = fig.subplots(1, len(PHASE_BLOCKS), sharey=True)
+    """Exponent against gamma, one panel per block of :data:`PHASE_BLOCKS` that has a row, with
+    the hypothesised lines (none where there is no hypothesis); writes ``.png`` and ``.pdf``."""
+    blocks = [b for b in PHASE_BLOCKS if any(r["parameter"] == b for r in rows)]
+    blocks = blocks or list(PHASE_BLOCKS[:3])
+    fig = Figure(figsize=(4 * len(blocks), 4.2), constrained_layout=True)
+    axes = fig.subplots(1, len(blocks), sharey=True, squeeze=False)[0]
     gammas = sorted({r["gamma"] for r in rows})
     g = np.linspace(0.0, max([*gammas, 0.25]) * 1.05, 50)
-    for ax, block in zip(axes, PHASE_BLOCKS, strict=True):
+    for ax, block in zip(axes, blocks, strict=True):
         pts = sorted((r for r in rows if r["parameter"] == block), key=lambda r: r["gamma"])
         x = np.array([r["gamma"] for r in pts])
         y = np.array([r["slope"] for r in pts])
@@ -93,10 +108,13 @@ def plot_phase(
             capsize=3,
             label="empirical (log-median, 95% CI)",
         )
-        uni = [theory_slope(block, "homogeneous", v)["uniform"] for v in g]
-        pw = [theory_slope(block, "homogeneous", v)["pointwise"] for v in g]
-        ax.plot(g, uni, "--", color="black", label="uniform hypothesis")
-        ax.plot(g, pw, ":", color="gray", label="pointwise hypothesis")
+        uni = np.array([theory_or_nan(block, "homogeneous", v)["uniform"] for v in g])
+        pw = np.array([theory_or_nan(block, "homogeneous", v)["pointwise"] for v in g])
+        if np.isfinite(uni).any():
+            ax.plot(g, uni, "--", color="black", label="uniform hypothesis")
+            ax.plot(g, pw, ":", color="gray", label="pointwise hypothesis")
+        else:
+            ax.text(0.5, 0.95, "no hypothesis", transform=ax.transAxes, ha="center", va="top")
         ax.axhline(-0.5, color="lightgray", lw=0.8)
         for r in pts:
             if r["n_failed"] or r["n_at_bound"]:
@@ -111,7 +129,7 @@ def plot_phase(
         ax.set_xlabel(r"drift exponent $\gamma$  ($\eta^*(n)=\eta_0+\Delta n^{-\gamma}$)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("empirical rate exponent")
-    handles, labels = axes[0].get_legend_handles_labels()
+    handles, labels = max((ax.get_legend_handles_labels() for ax in axes), key=lambda h: len(h[0]))
     fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
     fig.suptitle("Homogeneous regime: rate exponent against gamma")
     return _save(fig, out_stem)

@@ -31,12 +31,16 @@ BLOCK_LABELS: dict[str, str] = {
     "exp_tau": r"$|e^{\hat\tau}-e^{\tau^*}|$",
     "eta": r"$\|\hat\eta-\eta^*\|_F$",
     "density": "density distance",
+    "nu": r"$|\hat\nu-\nu^*|$",
+    "voronoi": "Voronoi loss",
 }
 BLOCK_COLORS: dict[str, str] = {
     "beta": "tab:blue",
     "exp_tau": "tab:red",
     "eta": "tab:green",
     "density": "tab:purple",
+    "nu": "tab:orange",
+    "voronoi": "tab:brown",
 }
 BAND_QUANTILES: tuple[float, float] = (0.1, 0.9)
 
@@ -188,7 +192,7 @@ def plot_comparison(
     runs: Sequence[Any],
     labels: Sequence[str] | None,
     out_stem: str | os.PathLike[str],
-    parameters: Sequence[str] = ("beta", "exp_tau", "eta"),
+    parameters: Sequence[str] = ("beta", "exp_tau", "eta", "nu", "voronoi"),
     n_boot: int = 200,
     seed: int = 0,
 ) -> tuple[Path, Path]:
@@ -203,7 +207,8 @@ def plot_comparison(
             fits column dict, or ``{"fits": fits, "regime": str, "gamma": float | None}``.
         labels: ``R`` panel titles, or None for ``"<name>: <regime>, gamma=<gamma>"``.
         out_stem: output path without extension (writes ``.png`` and ``.pdf``).
-        parameters: blocks to draw (those missing from a run are skipped).
+        parameters: blocks to draw (those missing from a run, or NaN in every row of it, such
+            as beta under an input-free gate, are skipped; see ``resolve_parameters``).
         n_boot, seed: bootstrap settings for the slope CIs shown in the legends.
 
     Returns:
@@ -214,6 +219,8 @@ def plot_comparison(
     axes = fig.subplots(1, max(len(loaded), 1), squeeze=False, sharey=True)[0]
     for i, (ax, (fits, meta)) in enumerate(zip(axes, loaded, strict=False)):
         regime, gamma = meta.get("regime"), meta.get("gamma")
+        config = meta.get("config")
+        model = config.get("model") if isinstance(config, Mapping) else None
         params = [p for p in parameters if f"err_{p}" in fits]
         rows = compute_slopes(
             fits,
@@ -222,6 +229,7 @@ def plot_comparison(
             n_boot=n_boot,
             seed=seed,
             drop_smallest=(0,),
+            model=model,
         )
         fitted = {r["parameter"]: r for r in rows if r["parameter"] in params}
         ax.set_xscale("log")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .plots import plot_rates
-from .slopes import AGGREGATES, compute_slopes
+from .slopes import AGGREGATES, DEFAULT_PARAMETERS, compute_slopes, skipped_parameters
 from .table import read_fits_csv, read_manifest
 from .tables import (
     SENSITIVITY_COLUMNS,
@@ -35,6 +35,11 @@ def _status_summary(fits: Mapping[str, np.ndarray]) -> str:
     if "at_bound" in fits:
         parts.append(f"at bound {int(np.sum(np.asarray(fits['at_bound']) == 1))}")
     return "; ".join(parts)
+
+
+def _skipped_text(skipped: Sequence[str]) -> str:
+    cols = ", ".join(f"err_{p}" for p in skipped)
+    return f"not reported (no finite value in {cols}: not estimated in this model)"
 
 
 def make_report(
@@ -62,6 +67,9 @@ def make_report(
     manifest = read_manifest(manifest_path) if manifest_path.exists() else {}
     regime, gamma = manifest.get("regime"), manifest.get("gamma")
     name = manifest.get("name", run.name)
+    config = manifest.get("config")
+    model = config.get("model") if isinstance(config, Mapping) else None
+    skipped = skipped_parameters(fits, DEFAULT_PARAMETERS, model)
 
     slope_rows = compute_slopes(
         fits,
@@ -71,6 +79,7 @@ def make_report(
         seed=seed,
         drop_smallest=drop_smallest,
         exclude_at_bound=exclude_at_bound,
+        model=model,
     )
     rows = build_export_rows(slope_rows, regime, gamma)
     sensitivity = build_sensitivity_rows(slope_rows, regime, gamma)
@@ -87,6 +96,7 @@ def make_report(
         "in theory_pointwise; agree = yes if the CI contains the uniform exponent, else slope "
         "minus theory",
         "fits_summary": _status_summary(fits),
+        "skipped_blocks": skipped,
     }
     paths = write_tables(run, rows, sensitivity, metadata)
     g = f", gamma = {gamma:g}" if isinstance(gamma, int | float) else ""
@@ -104,6 +114,8 @@ def make_report(
     lines = [f"run {name} ({regime or 'regime unknown'}{g})", _status_summary(fits)]
     if not manifest:
         lines.append("WARNING: no manifest.json; theory columns are nan")
+    if skipped:
+        lines.append(_skipped_text(skipped))
     lines += [
         "",
         format_terminal(rows),

@@ -30,6 +30,13 @@ from typing import Any
 import numpy as np
 
 DEFAULT_PARAMETERS: tuple[str, ...] = ("beta", "exp_tau", "eta")
+#: Blocks appended automatically when their column holds at least one finite value.
+OPTIONAL_PARAMETERS: tuple[str, ...] = ("nu", "voronoi", "density")
+#: Blocks every model estimates: reported whenever their column exists, even if no error in it
+#: is finite (then every fit counts as failed and the slope is NaN with a note).
+CORE_PARAMETERS: tuple[str, ...] = ("exp_tau", "eta")
+#: Every block name the report knows (an unknown requested block without a column is an error).
+KNOWN_PARAMETERS: tuple[str, ...] = ("beta", "exp_tau", "eta", "nu", "voronoi", "density")
 AGGREGATES: tuple[str, ...] = ("log_mean", "mean_log", "log_median")
 #: A valid fit is counted as an outlier (reported, never excluded) when its log error is more than
 #: OUTLIER_Z robust standard deviations (1.4826 * MAD of the log errors at that n) from the median.
@@ -194,15 +201,68 @@ def _rng_for(seed: int, parameter: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(parameter.encode())])
 
 
+def model_has_beta(model: Mapping[str, Any] | None) -> bool | None:
+    """Whether the model config (``manifest["config"]["model"]``) has a gate slope beta.
+
+    Returns ``False`` for ``gate = "input_free"``, ``True`` for any other gate (a config without
+    a ``gate`` key is the original softmax gate), ``None`` when there is no model config.
+    """
+    if not isinstance(model, Mapping):
+        return None
+    return model.get("gate", "softmax") != "input_free"
+
+
+def _has_finite(fits: Mapping[str, np.ndarray], parameter: str) -> bool:
+    column = fits.get(f"err_{parameter}")
+    return column is not None and bool(np.isfinite(np.asarray(column, dtype=np.float64)).any())
+
+
+def _keep_block(
+    fits: Mapping[str, np.ndarray], parameter: str, model: Mapping[str, Any] | None
+) -> bool:
+    if f"err_{parameter}" not in fits:
+        if parameter not in KNOWN_PARAMETERS:
+            raise KeyError(f"fits table has no column 'err_{parameter}'")
+        return False
+    if parameter in CORE_PARAMETERS or _has_finite(fits, parameter):
+        return True
+    # A column without any finite value: the block is not estimated in this model (beta under an
+    # input-free gate, nu for classification experts), unless the config says it is (then the
+    # block is kept so that its failures show).
+    return parameter == "beta" and bool(model_has_beta(model))
+
+
 def resolve_parameters(
-    fits: Mapping[str, np.ndarray], parameters: Sequence[str] = DEFAULT_PARAMETERS
+    fits: Mapping[str, np.ndarray],
+    parameters: Sequence[str] = DEFAULT_PARAMETERS,
+    model: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """The requested blocks, plus ``density`` if ``err_density`` exists and is finite somewhere."""
-    out = list(parameters)
-    dens = fits.get("err_density")
-    if "density" not in out and dens is not None and np.isfinite(np.asarray(dens)).any():
-        out.append("density")
+    """The blocks to report, in order: the requested ones, then :data:`OPTIONAL_PARAMETERS`.
+
+    A requested block is dropped when its column is absent, or when no value in it is finite and
+    the block is not in :data:`CORE_PARAMETERS` (``beta`` under an input-free gate is NaN in every
+    row); ``beta`` is kept anyway when ``model`` (the manifest's ``config["model"]``) says the gate
+    has a slope, so that a dead beta block is reported as failed rather than hidden. Optional
+    blocks (``nu``, ``voronoi``, ``density``) are appended when their column has a finite value.
+
+    Raises:
+        KeyError: a requested block that is not a known block name has no column.
+    """
+    out = [p for p in parameters if _keep_block(fits, p, model)]
+    out += [p for p in OPTIONAL_PARAMETERS if p not in out and _has_finite(fits, p)]
     return out
+
+
+def skipped_parameters(
+    fits: Mapping[str, np.ndarray],
+    parameters: Sequence[str] = DEFAULT_PARAMETERS,
+    model: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Blocks whose ``err_<block>`` column exists but is left out by :func:`resolve_parameters`
+    (no finite value in it), in the order requested blocks, then optional blocks."""
+    kept = set(resolve_parameters(fits, parameters, model))
+    names = dict.fromkeys([*parameters, *OPTIONAL_PARAMETERS])
+    return [p for p in names if f"err_{p}" in fits and p not in kept]
 
 
 def _row(parameter: str, agg: str, k: int, **values: Any) -> dict[str, Any]:
@@ -291,20 +351,26 @@ def compute_slopes(
     seed: int = 0,
     drop_smallest: Sequence[int] = (0, 1, 2, 3),
     exclude_at_bound: bool = False,
+    model: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Log-log rate slopes with bootstrap CIs, per parameter block, aggregate and drop_k.
 
     Args:
         fits: column dict (arrays of shape ``(N,)``) from :func:`read_fits_csv`; needs ``n`` and
             ``err_<p>`` for every requested block ``p``.
-        parameters: blocks to fit; ``"density"`` is appended automatically when the table has an
-            ``err_density`` column with at least one finite value.
+        parameters: blocks to fit; ``"nu"``, ``"voronoi"`` and ``"density"`` are appended
+            automatically when the table has that ``err_`` column with at least one finite value;
+            a block whose column is absent or NaN in every row is left out (no row), except
+            ``exp_tau``/``eta``, and ``beta`` when ``model`` has a gate slope (see
+            :func:`resolve_parameters`).
         aggregates: subset of ``("log_mean", "mean_log", "log_median")``.
         n_boot: bootstrap draws; 0 disables the CI (``ci_low = ci_high = nan``).
         ci: confidence level of the percentile interval, in (0, 1).
         seed: seed of the bootstrap Generator (results are reproducible).
         drop_smallest: values of ``drop_k`` to report; 0 (the main table) is always included.
         exclude_at_bound: also exclude fits flagged ``at_bound == 1``.
+        model: the run's model config (``manifest["config"]["model"]``) or None; only used to
+            decide whether an all-NaN ``err_beta`` is a missing block or a dead one.
 
     Returns:
         One dict per (parameter, drop_k, aggregate), keys :data:`ROW_KEYS`: ``slope``,
@@ -325,7 +391,7 @@ def compute_slopes(
     if drops[0] < 0:
         raise ValueError("drop_smallest values must be >= 0")
     rows: list[dict[str, Any]] = []
-    for p in resolve_parameters(fits, parameters):
+    for p in resolve_parameters(fits, parameters, model):
         data = block_data(fits, p, exclude_at_bound)
         rows.extend(_block_rows(data, p, aggregates, int(n_boot), ci, seed, drops))
     return rows

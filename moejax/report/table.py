@@ -28,6 +28,7 @@ INT_COLUMNS: tuple[str, ...] = (
     "inner_steps",
     "converged",
     "at_bound",
+    "n_empty_cells",
 )
 #: Float columns; empty cells become NaN.
 FLOAT_COLUMNS: tuple[str, ...] = (
@@ -35,6 +36,8 @@ FLOAT_COLUMNS: tuple[str, ...] = (
     "err_exp_tau",
     "err_eta",
     "err_density",
+    "err_nu",
+    "err_voronoi",
     "loglik",
 )
 STR_COLUMNS: tuple[str, ...] = ("status",)
@@ -82,11 +85,13 @@ def read_fits_csv(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
     Returns:
         Dict mapping each known column present in the file to an array of shape ``(N,)``:
-        ``n, replicate, n_iter, inner_steps, converged, at_bound`` as int64 (a missing optional
-        integer is ``MISSING_INT = -1``); ``err_beta, err_exp_tau, err_eta, err_density, loglik``
-        as float64 (``nan``/``inf`` kept as such, empty cells become NaN); ``status`` as a str
-        array. Unknown columns are ignored. If ``converged`` is absent but ``status`` is present,
-        ``converged`` is derived as ``status == "converged"``.
+        ``n, replicate, n_iter, inner_steps, converged, at_bound, n_empty_cells`` as int64 (a
+        missing optional integer is ``MISSING_INT = -1``); ``err_beta, err_exp_tau, err_eta,
+        err_density, err_nu, err_voronoi, loglik`` as float64 (``nan``/``inf`` kept as such, empty
+        cells become NaN; ``err_beta`` is NaN in every row under an input-free gate, ``err_density``
+        under regression experts); ``status`` as a str array. Unknown columns are ignored. If
+        ``converged`` is absent but ``status`` is present, ``converged`` is derived as
+        ``status == "converged"``.
 
     Raises:
         ValueError: if a required column (``n``, ``replicate``) is missing or unparseable.

@@ -239,8 +239,16 @@ def _markdown_header(metadata: Mapping[str, Any]) -> str:
         "`theory` is the uniform (minimax) exponent, `theory_pointwise` the pointwise one; "
         "`agree` is `yes` when the CI contains the uniform exponent, else slope minus theory. "
         "`n_failed` counts non-converged fits and fits with nan/inf/non-positive error; "
-        "they are excluded, never averaged.\n\n"
+        "they are excluded, never averaged.\n\n" + _skipped_markdown(metadata)
     )
+
+
+def _skipped_markdown(metadata: Mapping[str, Any]) -> str:
+    skipped = metadata.get("skipped_blocks") or []
+    if not skipped:
+        return ""
+    cols = ", ".join(f"`err_{p}`" for p in skipped)
+    return f"Not reported: {cols} (no finite value: the block is not estimated in this model).\n\n"
 
 
 def _sensitivity_markdown(rows: Sequence[Mapping[str, Any]]) -> str:

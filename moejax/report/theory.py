@@ -13,13 +13,21 @@ Two working hypotheses for the exponent ``a`` in ``error ~ n^a``:
 
 Density estimation (Hellinger / total variation) is ``-1/2`` in both regimes under both hypotheses.
 At ``gamma = 1/4`` the uniform exp_tau exponent is 0: no convergence.
+
+Blocks of the generalised models (regression experts, several adapters):
+
+``nu`` (``|nu_hat - nu*|``, expert variance of regression experts)
+    heterogeneous -1/2; homogeneous: uniform ``-1/2 + gamma`` (like eta), pointwise ``-1/2``.
+
+``voronoi`` (Voronoi loss of ``m > 1`` adapters)
+    heterogeneous -1/2; homogeneous: no hypothesis (NaN for both, so ``agree`` is ``n/a``).
 """
 
 from __future__ import annotations
 
 import math
 
-PARAMETERS: tuple[str, ...] = ("beta", "exp_tau", "eta", "density")
+PARAMETERS: tuple[str, ...] = ("beta", "exp_tau", "eta", "density", "nu", "voronoi")
 REGIMES: tuple[str, ...] = ("heterogeneous", "homogeneous")
 _ALIASES = {"tau": "exp_tau", "exptau": "exp_tau"}
 
@@ -35,13 +43,15 @@ def theory_slope(parameter: str, regime: str, gamma: float | None) -> dict[str, 
     """Predicted log-log slope of the error of one parameter block.
 
     Args:
-        parameter: ``"beta"``, ``"exp_tau"`` (alias ``"tau"``), ``"eta"`` or ``"density"``.
+        parameter: ``"beta"``, ``"exp_tau"`` (alias ``"tau"``), ``"eta"``, ``"density"``,
+            ``"nu"`` or ``"voronoi"``.
         regime: ``"heterogeneous"`` or ``"homogeneous"``.
         gamma: drift exponent of ``eta*(n) = eta0 + Delta n^(-gamma)``; ignored in the
             heterogeneous regime, required in the homogeneous one.
 
     Returns:
-        ``{"uniform": a_u, "pointwise": a_p}``, both floats.
+        ``{"uniform": a_u, "pointwise": a_p}``, both floats; both NaN for ``voronoi`` in the
+        homogeneous regime (no hypothesis is stated there).
 
     Raises:
         ValueError: unknown parameter or regime, or homogeneous regime without a finite gamma.
@@ -51,11 +61,13 @@ def theory_slope(parameter: str, regime: str, gamma: float | None) -> dict[str, 
         raise ValueError(f"unknown regime {regime!r}; expected one of {REGIMES}")
     if regime == "heterogeneous" or name == "density":
         return {"uniform": -0.5, "pointwise": -0.5}
+    if name == "voronoi":
+        return {"uniform": math.nan, "pointwise": math.nan}
     if gamma is None or not math.isfinite(float(gamma)):
         raise ValueError("the homogeneous regime needs a finite gamma")
     g = float(gamma)
-    uniform = {"exp_tau": -0.5 + 2.0 * g, "beta": -0.5 + g, "eta": -0.5 + g}[name]
-    pointwise = {"exp_tau": -0.5 + g, "beta": -0.5 + g, "eta": -0.5}[name]
+    uniform = {"exp_tau": -0.5 + 2.0 * g, "beta": -0.5 + g, "eta": -0.5 + g, "nu": -0.5 + g}[name]
+    pointwise = {"exp_tau": -0.5 + g, "beta": -0.5 + g, "eta": -0.5, "nu": -0.5}[name]
     return {"uniform": uniform, "pointwise": pointwise}
 
 

@@ -192,6 +192,9 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
             "err_exp_tau": err.exp_tau,
             "err_eta": err.eta,
             "err_density": dens,
+            "err_nu": jnp.nan,  # the core model has no variance and one adapter
+            "err_voronoi": jnp.nan,
+            "n_empty_cells": jnp.int32(0),
             "loglik": res.loglik,
             "n_iter": res.n_iter,
             "inner_steps": res.inner_steps,

@@ -25,15 +25,18 @@ FIT_COLUMNS = (
     "err_exp_tau",
     "err_eta",
     "err_density",
+    "err_nu",
+    "err_voronoi",
     "loglik",
     "n_iter",
     "inner_steps",
     "converged",
     "at_bound",
+    "n_empty_cells",
     "status",
     "grad_norm",
 )
-INT_COLUMNS = {"n", "replicate", "n_iter", "inner_steps", "converged", "at_bound"}
+INT_COLUMNS = {"n", "replicate", "n_iter", "inner_steps", "converged", "at_bound", "n_empty_cells"}
 
 
 class StoreError(RuntimeError):
