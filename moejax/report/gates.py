@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter
 
 from .plots import BLOCK_LABELS, _save
 from .slopes import _bootstrap_aggregates, block_data, ols_slope, resolve_parameters
@@ -419,9 +419,9 @@ def plot_gates(
                 label=label,
             )
         xs = np.array([p["adapter_weight"] for p in ok])
-        ticks = np.unique(xs)
-        ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        # Log ticks at 1, 2, 5 x 10^k: the runs' own weights (e.g. 0.25 and 0.286) would overlap.
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(_minor_label))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
         top = xs.max()
