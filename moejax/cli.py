@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--distinguishable", metavar="DIR", help="run of the distinguishable setting")
     pr.add_argument("--collapse-eta", metavar="DIR", help="run with eta* -> eta0 at n^(-1/8)")
     pr.add_argument("--collapse-nu", metavar="DIR", help="run with nu* -> nu0 at n^(-1/8)")
+    pr.add_argument("--collapse-eta-weak", metavar="DIR", help="collapse eta*, 10x smaller drift")
+    pr.add_argument("--collapse-nu-weak", metavar="DIR", help="collapse nu*, 10x smaller drift")
     pr.add_argument("--out", required=True, help="output path stem (.csv, .md, .png, .pdf)")
     pr.add_argument("--n-boot", type=_positive_int("--n-boot"), default=1000)
     g = sub.add_parser("gates", help="error against the adapter weight, input-free vs softmax gate")
@@ -246,6 +248,8 @@ def cmd_predecessor(args: argparse.Namespace) -> int:
         "distinguishable": args.distinguishable,
         "collapse_eta": args.collapse_eta,
         "collapse_nu": args.collapse_nu,
+        "collapse_eta_weak": args.collapse_eta_weak,
+        "collapse_nu_weak": args.collapse_nu_weak,
     }
     runs = {k: Path(v) for k, v in given.items() if v is not None}
     if not runs:

@@ -133,12 +133,17 @@ def log_density(spec: MixSpec, params: MixParams, X: jax.Array, y: jax.Array) ->
 def log_likelihood(
     spec: MixSpec, params: MixParams, X: jax.Array, y: jax.Array, weights: jax.Array | None = None
 ) -> jax.Array:
-    """sum_i w_i log p_G(y_i | x_i) (scalar); weight-0 rows contribute exactly 0."""
-    ld = log_density(spec, params, X, y)
+    """sum_i w_i log p_G(y_i | x_i) (scalar); weight-0 rows change nothing, neither the value
+    nor any derivative, whatever they hold (they are replaced by zeros before use)."""
     if weights is None:
-        return jnp.sum(ld)
+        return jnp.sum(log_density(spec, params, X, y))
     w = jnp.asarray(weights, jnp.float64)
-    return jnp.sum(jnp.where(w != 0, w * ld, 0.0))
+    if w.shape != (jnp.shape(X)[0],):
+        raise ValueError(f"weights: expected shape ({jnp.shape(X)[0]},), got {w.shape}")
+    keep = w != 0
+    X = jnp.where(keep[:, None], jnp.asarray(X, jnp.float64), 0.0)
+    y = jnp.where(keep, jnp.asarray(y, jnp.float64), 0.0)
+    return jnp.sum(jnp.where(keep, w * log_density(spec, params, X, y), 0.0))
 
 
 def log_class_probs(spec: MixSpec, params: MixParams, X: jax.Array) -> jax.Array:

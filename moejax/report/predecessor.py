@@ -30,11 +30,21 @@ from .table import write_csv_atomic, write_text_atomic
 from .theory import theory_or_nan
 
 #: Settings of the predecessor's table, in order.
-SETTINGS: tuple[str, ...] = ("distinguishable", "collapse_eta", "collapse_nu")
+#: The ``_weak`` settings are our variants with a 10x smaller drift, compared with the same
+#: published row (the published drift size is not known to us).
+SETTINGS: tuple[str, ...] = (
+    "distinguishable",
+    "collapse_eta",
+    "collapse_nu",
+    "collapse_eta_weak",
+    "collapse_nu_weak",
+)
 SETTING_LABELS: dict[str, str] = {
     "distinguishable": "distinguishable",
     "collapse_eta": "collapse eta* -> eta0 at n^(-1/8)",
     "collapse_nu": "collapse nu* -> nu0 at n^(-1/8)",
+    "collapse_eta_weak": "collapse eta*, drift / 10",
+    "collapse_nu_weak": "collapse nu*, drift / 10",
 }
 #: Blocks with a published slope, in table order.
 PREDECESSOR_BLOCKS: tuple[str, ...] = ("beta", "exp_tau", "eta", "nu")
@@ -45,6 +55,8 @@ PUBLISHED_SLOPES: dict[str, dict[str, float]] = {
     "collapse_eta": {"beta": -0.37, "exp_tau": -0.23, "eta": -0.39, "nu": -0.35},
     "collapse_nu": {"beta": -0.39, "exp_tau": -0.22, "eta": -0.37, "nu": -0.39},
 }
+PUBLISHED_SLOPES["collapse_eta_weak"] = PUBLISHED_SLOPES["collapse_eta"]
+PUBLISHED_SLOPES["collapse_nu_weak"] = PUBLISHED_SLOPES["collapse_nu"]
 #: (setting, block) pairs whose published value is for tau, not exp(tau).
 PUBLISHED_FOR_TAU: frozenset[tuple[str, str]] = frozenset({("distinguishable", "exp_tau")})
 #: Regime and gamma used for the hypotheses when a run's manifest does not give them.
@@ -52,6 +64,8 @@ DEFAULT_THEORY: dict[str, tuple[str, float | None]] = {
     "distinguishable": ("heterogeneous", None),
     "collapse_eta": ("homogeneous", 0.125),
     "collapse_nu": ("homogeneous", 0.125),
+    "collapse_eta_weak": ("homogeneous", 0.125),
+    "collapse_nu_weak": ("homogeneous", 0.125),
 }
 COLUMNS: tuple[str, ...] = (
     "setting",
