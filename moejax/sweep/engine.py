@@ -106,6 +106,43 @@ def buffer_classes(sizes: list[int], block: int, ratio: float) -> list[tuple[int
     return [(-(-max(g) // block) * block, g) for _, g in classes]
 
 
+def fill_blocked(
+    draw: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    frozen: Callable[[jax.Array, jax.Array], jax.Array],
+    n: jax.Array,
+    N: int,
+    blocks: Blocks,
+    d: int,
+    y_dtype: Any,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """A lane's data buffers, filled over the active blocks only.
+
+    ``draw(j)`` gives data block j, (X (DATA_BLOCK, d), y (DATA_BLOCK,)); ``frozen(X, y)`` the
+    frozen expert's log-density of each row. Returns X1 (N, d+1) with a ones column, y (N,),
+    w (N,) (1 for the first n rows, else 0) and the frozen log-densities (N,); rows past n hold
+    zeros."""
+    B = blocks.size
+
+    def fill(b, bufs):
+        X1, y, w, lf0 = bufs
+        sub = jnp.arange(B // DATA_BLOCK) + b * (B // DATA_BLOCK)
+        Xb, yb = jax.vmap(draw)(sub)
+        Xb, yb = Xb.reshape(B, d), yb.reshape(B)
+        keep = (b * B + jnp.arange(B)) < n
+        Xb = jnp.where(keep[:, None], Xb, 0.0)
+        yb = jnp.where(keep, yb, 0).astype(y_dtype)
+        put = lambda buf, v: jax.lax.dynamic_update_slice_in_dim(buf, v, b * B, axis=0)
+        return (
+            put(X1, jnp.concatenate([Xb, jnp.ones((B, 1), Xb.dtype)], axis=1)),
+            put(y, yb),
+            put(w, keep.astype(w.dtype)),
+            put(lf0, frozen(Xb, yb)),
+        )
+
+    zeros = (jnp.zeros((N, d + 1)), jnp.zeros((N,), y_dtype), jnp.zeros((N,)), jnp.zeros((N,)))
+    return jax.lax.fori_loop(0, blocks.count, fill, zeros)
+
+
 def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
     """The per-lane function ``lane(n, r, seed, truth)`` for a buffer of N rows (pure; vmap it
     over n and r). N must be a multiple of the block size (run.block_rows).
@@ -145,29 +182,15 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
         tp = truth.at(n)
         blocks = Blocks(B, (n + B - 1) // B)
 
-        def fill(b, bufs):
-            X1, y, w, lp0y = bufs
-            sub = jnp.arange(B // DATA_BLOCK) + b * (B // DATA_BLOCK)
-            Xb, yb = jax.vmap(lambda j: sample_block(k_data, j, spec, tp, DATA_BLOCK, radius))(sub)
-            Xb, yb = Xb.reshape(B, d), yb.reshape(B)
-            keep = (b * B + jnp.arange(B)) < n
-            Xb = jnp.where(keep[:, None], Xb, 0.0)
-            yb = jnp.where(keep, yb, 0)
-            put = lambda buf, v: jax.lax.dynamic_update_slice_in_dim(buf, v, b * B, axis=0)
-            return (
-                put(X1, jnp.concatenate([Xb, jnp.ones((B, 1), Xb.dtype)], axis=1)),
-                put(y, yb),
-                put(w, keep.astype(w.dtype)),
-                put(lp0y, frozen_log_prob(spec, Xb, yb)),
-            )
-
-        zeros = (
-            jnp.zeros((N, d + 1)),
-            jnp.zeros((N,), jnp.int32),
-            jnp.zeros((N,)),
-            jnp.zeros((N,)),
+        X1, y, w, lp0y = fill_blocked(
+            lambda j: sample_block(k_data, j, spec, tp, DATA_BLOCK, radius),
+            lambda Xb, yb: frozen_log_prob(spec, Xb, yb),
+            n,
+            N,
+            blocks,
+            d,
+            jnp.int32,
         )
-        X1, y, w, lp0y = jax.lax.fori_loop(0, blocks.count, fill, zeros)
         data = FitData(X1, y, w, jnp.asarray(n, jnp.float64), lp0y)
         if ini["mode"] == "multistart":
             starts = random_inits(k_init, spec, ini["n_starts"], bounds, ini["start_scale"])

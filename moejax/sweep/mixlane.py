@@ -21,6 +21,7 @@ from moejax.mix.sampling import sample_block
 from moejax.mix.spec import MixSpec
 from moejax.mix.truth import MixTruth, drifting_truth
 from moejax.sampling import DATA_BLOCK, sample_covariates
+from moejax.sweep.engine import fill_blocked
 from moejax.voronoi import voronoi_errors
 
 
@@ -71,24 +72,15 @@ def make_mix_lane_fn(
         tp = truth.at(n)
         blocks = Blocks(B, (n + B - 1) // B)
 
-        def fill(b, bufs):
-            X1, y, w, lf0 = bufs
-            sub = jnp.arange(B // DATA_BLOCK) + b * (B // DATA_BLOCK)
-            Xb, yb = jax.vmap(lambda j: sample_block(k_data, j, spec, tp, DATA_BLOCK, radius))(sub)
-            Xb, yb = Xb.reshape(B, d), yb.reshape(B)
-            keep = (b * B + jnp.arange(B)) < n
-            Xb = jnp.where(keep[:, None], Xb, 0.0)
-            yb = jnp.where(keep, yb, 0.0)
-            put = lambda buf, v: jax.lax.dynamic_update_slice_in_dim(buf, v, b * B, axis=0)
-            return (
-                put(X1, jnp.concatenate([Xb, jnp.ones((B, 1), Xb.dtype)], axis=1)),
-                put(y, yb),
-                put(w, keep.astype(w.dtype)),
-                put(lf0, frozen_logpdf(spec, Xb, yb)),
-            )
-
-        zeros = (jnp.zeros((N, d + 1)), jnp.zeros((N,)), jnp.zeros((N,)), jnp.zeros((N,)))
-        X1, y, w, lf0 = jax.lax.fori_loop(0, blocks.count, fill, zeros)
+        X1, y, w, lf0 = fill_blocked(
+            lambda j: sample_block(k_data, j, spec, tp, DATA_BLOCK, radius),
+            lambda Xb, yb: frozen_logpdf(spec, Xb, yb),
+            n,
+            N,
+            blocks,
+            d,
+            jnp.float64,
+        )
         data = MixData(X1, y, w, jnp.asarray(n, jnp.float64), lf0)
         init = (
             tp
