@@ -45,15 +45,18 @@ init-study: $(STAMP)
 
 # The regression predecessor's three settings, side by side with its published slopes.
 predecessor: $(STAMP)
-	for s in distinguishable collapse_eta collapse_nu; do \
+	for s in distinguishable collapse_eta collapse_nu collapse_eta_weak collapse_nu_weak; do \
 	  $(BIN)/moejax sweep sweeps/predecessor/$$s.toml --out runs/predecessor-$$s || exit 1; done
 	$(BIN)/moejax predecessor --distinguishable runs/predecessor-distinguishable \
 	  --collapse-eta runs/predecessor-collapse_eta --collapse-nu runs/predecessor-collapse_nu \
-	  --out runs/predecessor
+	  --collapse-eta-weak runs/predecessor-collapse_eta_weak \
+	  --collapse-nu-weak runs/predecessor-collapse_nu_weak --out runs/predecessor
 
-# Two adapters (Voronoi loss).
+# Two adapters (Voronoi loss), under a softmax gate and under independent sigmoid gates.
 adapters: $(STAMP)
 	$(BIN)/moejax sweep sweeps/adapters/two.toml --out runs/adapters-two
+	$(BIN)/moejax sweep sweeps/adapters/two-sigmoid.toml --out runs/adapters-two-sigmoid
+	$(BIN)/moejax compare runs/adapters-two runs/adapters-two-sigmoid --out runs/adapters
 
 # Input-free vs softmax gate as the adapter's weight shrinks.
 GATE_RUNS := $(foreach g,softmax input_free,$(foreach l,50 25 10 05 02,$(g)-lam$(l)))
