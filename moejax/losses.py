@@ -29,7 +29,12 @@ def parameter_errors(est: Params, truth: Params) -> Errors:
 
 def hellinger_distance(spec: ModelSpec, est: Params, truth: Params, X: jax.Array) -> jax.Array:
     """Mean over rows of X (m, d) of the Hellinger distance between p_est(.|x) and p_true(.|x)."""
-    ra = jnp.exp(0.5 * log_class_probs(spec, est, X))
-    rb = jnp.exp(0.5 * log_class_probs(spec, truth, X))
+    return mean_hellinger(log_class_probs(spec, est, X), log_class_probs(spec, truth, X))
+
+
+def mean_hellinger(log_p: jax.Array, log_q: jax.Array) -> jax.Array:
+    """Mean over rows of the Hellinger distance between class distributions given as log
+    probabilities (m, K) each (any model: the core's or the general one's)."""
+    ra, rb = jnp.exp(0.5 * log_p), jnp.exp(0.5 * log_q)
     # H = sqrt(sum (sqrt p - sqrt q)^2 / 2): exactly 0 for equal laws, no cancellation.
     return jnp.mean(jnp.sqrt(0.5 * jnp.sum((ra - rb) ** 2, axis=-1)))

@@ -134,12 +134,16 @@ def _expert_objective(
     )
 
 
-def _summarise(spec, data, theta, f, g, lo, hi, converged, status, n_iter, inner):
+def fit_result(params, total, theta, f, g, lo, hi, converged, status, n_iter, inner) -> FitResult:
+    """The `FitResult` of a solve that ended at ``theta`` (P,) with mean objective f and gradient
+    g, ``params`` being theta unpacked and ``total`` the sum of the weights: NaN/inf anywhere
+    gives status nonfinite and converged False; at_bound and the KKT residual are taken on the box
+    (lo, hi). Shared by the core and the general model's estimators."""
     finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(theta))
     status = jnp.where(finite, status, NONFINITE).astype(jnp.int32)
     return FitResult(
-        params=unpack(spec, theta),
-        loglik=-f * data.total,
+        params=params,
+        loglik=-f * total,
         converged=converged & finite,
         status=status,
         n_iter=n_iter.astype(jnp.int32),
@@ -151,9 +155,9 @@ def _summarise(spec, data, theta, f, g, lo, hi, converged, status, n_iter, inner
 
 def _fit_direct(spec, data, theta0, lo, hi, solver, blocks):
     res = solver.minimize(_full_objective(spec, data, blocks), theta0, lo, hi)
-    return _summarise(
-        spec,
-        data,
+    return fit_result(
+        unpack(spec, res.x),
+        data.total,
         res.x,
         res.value,
         res.grad,
@@ -216,7 +220,9 @@ def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, tol, blocks):
     converged = done & finite
     status = jnp.where(~finite, NONFINITE, jnp.where(converged, CONVERGED, MAX_ITER))
     f, g = full.value_and_grad(theta)
-    return _summarise(spec, data, theta, f, g, lo, hi, converged, status, it, inner)
+    return fit_result(
+        unpack(spec, theta), data.total, theta, f, g, lo, hi, converged, status, it, inner
+    )
 
 
 def prepare_data(

@@ -16,10 +16,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from moejax.fit.bounds import at_bound
-from moejax.fit.estimators import FitResult
+from moejax.fit.estimators import FitResult, fit_result
 from moejax.fit.objective import Blocks, Objective, linear_predictor_objective
-from moejax.fit.solvers import NONFINITE, get_solver, projected_grad_norm
+from moejax.fit.solvers import get_solver
 from moejax.mix.density import frozen_logpdf, row_loglik
 from moejax.mix.spec import MixParams, MixSpec
 
@@ -145,16 +144,18 @@ def fit_data(
     lo, hi = box(spec, bounds)
     s = get_solver(solver, max_iter=max_iter) if isinstance(solver, str) else solver
     res = s.minimize(objective(spec, data, blocks), pack(spec, init), lo, hi)
-    finite = jnp.isfinite(res.value) & jnp.all(jnp.isfinite(res.x))
-    return FitResult(
-        params=unpack(spec, res.x),
-        loglik=-res.value * data.total,
-        converged=res.converged & finite,
-        status=jnp.where(finite, res.status, NONFINITE).astype(jnp.int32),
-        n_iter=res.n_iter.astype(jnp.int32),
-        inner_steps=res.n_iter.astype(jnp.int32),
-        at_bound=at_bound(res.x, lo, hi),
-        grad_norm=projected_grad_norm(res.x, res.grad, lo, hi),
+    return fit_result(
+        unpack(spec, res.x),
+        data.total,
+        res.x,
+        res.value,
+        res.grad,
+        lo,
+        hi,
+        res.converged,
+        res.status,
+        res.n_iter,
+        res.n_iter,
     )
 
 

@@ -204,18 +204,17 @@ def _basis(rows: int, d: int, start: int = 0) -> list[list[float]]:
     return m.tolist()
 
 
-def _matrix(field: str, v: Any, shape: tuple[int, int], named: dict[str, Any]) -> list:
+def _array(
+    field: str, v: Any, shape: tuple[int, ...], what: str, named: dict[str, Any] | None = None
+) -> Any:
+    """An array of exactly ``shape`` (as nested lists), or one of the ``named`` ones."""
     if isinstance(v, str):
-        if v not in named:
-            raise _err(field, v, f"expected a matrix or one of {', '.join(named)}")
+        if not named or v not in named:
+            raise _err(field, v, f"expected {what} or one of {', '.join(named or {})}")
         return named[v]
     a = np.asarray(v, dtype=np.float64)
     if a.shape != shape:
-        raise _err(
-            field,
-            v,
-            f"expected shape {shape} (K-1 rows, 1 for regression; d columns), got {a.shape}",
-        )
+        raise _err(field, v, f"expected {what}, shape {shape}, got shape {a.shape}")
     return a.tolist()
 
 
@@ -237,13 +236,6 @@ def is_mix(cfg: dict[str, Any]) -> bool:
     gate, or regression experts; the core model (`moejax.model`) serves the rest."""
     m = cfg["model"]
     return m["adapters"] > 1 or m["gate"] != "softmax" or m["likelihood"] != "categorical"
-
-
-def _shaped(field: str, v: Any, shape: tuple[int, ...], what: str) -> Any:
-    a = np.asarray(v, dtype=np.float64)
-    if a.shape != shape:
-        raise _err(field, v, f"expected {what}, shape {shape}, got shape {a.shape}")
-    return a.tolist()
 
 
 def _per_adapter(field: str, v: Any, M: int, default: float) -> Any:
@@ -273,7 +265,7 @@ def _resolve_truth(m: dict[str, Any], t: dict[str, Any], R: int, M: int) -> None
         if np.ndim(t["beta"]) != 1 or len(t["beta"]) != d:
             raise _err("truth.beta", t["beta"], f"expected {d} numbers (d = {d})")
     else:
-        t["beta"] = _shaped("truth.beta", t["beta"], (M, d), "one row of d numbers per adapter")
+        t["beta"] = _array("truth.beta", t["beta"], (M, d), "one row of d numbers per adapter")
     if isinstance(t["tau"], str):
         raise _err("truth.tau", t["tau"], "expected a number")
     t["tau"] = _per_adapter("truth.tau", t["tau"], M, 0.0)
@@ -286,13 +278,7 @@ def _resolve_truth(m: dict[str, Any], t: dict[str, Any], R: int, M: int) -> None
     }
     what = "R rows of d numbers" + ("" if M == 1 else " per adapter")
     for f in ("eta", "delta"):
-        v = t[f]
-        if isinstance(v, str):
-            if v not in named:
-                raise _err(f"truth.{f}", v, f"expected an array or one of {', '.join(named)}")
-            t[f] = named[v]
-        else:
-            t[f] = _shaped(f"truth.{f}", v, eshape, what)
+        t[f] = _array(f"truth.{f}", t[f], eshape, what, named)
     if categorical:
         t["nu"] = t["nu_delta"] = None
     else:
@@ -369,7 +355,10 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
             raise _err(f"model.{f}", m[f], f"expected {R} numbers ({what})")
     if m["radius"] is not None and m["radius"] <= 0:
         raise _err("model.radius", m["radius"], "must be > 0")
-    m["eta0"] = _matrix("model.eta0", m["eta0"], (R, d), {"basis": _basis(R, d)})
+    rows = "K-1 rows" if categorical else "1 row"
+    m["eta0"] = _array(
+        "model.eta0", m["eta0"], (R, d), f"{rows} of d numbers", {"basis": _basis(R, d)}
+    )
     _resolve_truth(m, t, R, M)
     if s["list"] is not None:
         if isinstance(s["list"], str):

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -106,26 +106,50 @@ def buffer_classes(sizes: list[int], block: int, ratio: float) -> list[tuple[int
     return [(-(-max(g) // block) * block, g) for _, g in classes]
 
 
-def fill_blocked(
-    draw: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
-    frozen: Callable[[jax.Array, jax.Array], jax.Array],
-    n: jax.Array,
-    N: int,
-    blocks: Blocks,
-    d: int,
-    y_dtype: Any,
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """A lane's data buffers, filled over the active blocks only.
+class LaneData(NamedTuple):
+    """What every lane starts from: the truth at n, the active row blocks, the keys left for
+    the initialisation and the density error, and the data buffers (see `lane_data`)."""
 
-    ``draw(j)`` gives data block j, (X (DATA_BLOCK, d), y (DATA_BLOCK,)); ``frozen(X, y)`` the
-    frozen expert's log-density of each row. Returns X1 (N, d+1) with a ones column, y (N,),
-    w (N,) (1 for the first n rows, else 0) and the frozen log-densities (N,); rows past n hold
-    zeros."""
-    B = blocks.size
+    tp: Any
+    blocks: Blocks
+    k_init: jax.Array
+    k_dens: jax.Array
+    X1: jax.Array
+    y: jax.Array
+    w: jax.Array
+    lf0: jax.Array
+
+
+def lane_data(
+    sample_block_fn: Callable[..., tuple[jax.Array, jax.Array]],
+    frozen_fn: Callable[[Any, jax.Array, jax.Array], jax.Array],
+    spec: Any,
+    truth: Any,
+    seed: jax.Array,
+    n: jax.Array,
+    r: jax.Array,
+    N: int,
+    B: int,
+    radius: float | None,
+    y_dtype: Any,
+) -> LaneData:
+    """Keys folded from (seed, n, r) alone, the truth at n, and the lane's data drawn into
+    buffers of N rows block by block over the ceil(n / B) active blocks only.
+
+    ``sample_block_fn(key, j, spec, params, DATA_BLOCK, radius)`` gives data block j (X, y) and
+    ``frozen_fn(spec, X, y)`` the frozen expert's log-density of each row (the core model's or
+    the general one's). Buffers: X1 (N, d+1) with a ones column, y (N,) of ``y_dtype``, w (N,)
+    (1 for the first n rows, else 0) and lf0 (N,); rows past n hold zeros."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), n), r)
+    k_data, k_init, k_dens = jax.random.split(key, 3)
+    tp = truth.at(n)
+    blocks = Blocks(B, (n + B - 1) // B)
+    d = spec.d
 
     def fill(b, bufs):
         X1, y, w, lf0 = bufs
         sub = jnp.arange(B // DATA_BLOCK) + b * (B // DATA_BLOCK)
+        draw = lambda j: sample_block_fn(k_data, j, spec, tp, DATA_BLOCK, radius)
         Xb, yb = jax.vmap(draw)(sub)
         Xb, yb = Xb.reshape(B, d), yb.reshape(B)
         keep = (b * B + jnp.arange(B)) < n
@@ -136,11 +160,12 @@ def fill_blocked(
             put(X1, jnp.concatenate([Xb, jnp.ones((B, 1), Xb.dtype)], axis=1)),
             put(y, yb),
             put(w, keep.astype(w.dtype)),
-            put(lf0, frozen(Xb, yb)),
+            put(lf0, frozen_fn(spec, Xb, yb)),
         )
 
     zeros = (jnp.zeros((N, d + 1)), jnp.zeros((N,), y_dtype), jnp.zeros((N,)), jnp.zeros((N,)))
-    return jax.lax.fori_loop(0, blocks.count, fill, zeros)
+    bufs = jax.lax.fori_loop(0, blocks.count, fill, zeros)
+    return LaneData(tp, blocks, k_init, k_dens, *bufs)
 
 
 def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
@@ -174,24 +199,13 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
         inner_max_iter=e["inner_max_iter"],
     )
     m_dens = run["density_points"]
-    d = spec.d
 
     def lane(n, r, seed, truth):
-        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), n), r)
-        k_data, k_init, k_dens = jax.random.split(key, 3)
-        tp = truth.at(n)
-        blocks = Blocks(B, (n + B - 1) // B)
-
-        X1, y, w, lp0y = fill_blocked(
-            lambda j: sample_block(k_data, j, spec, tp, DATA_BLOCK, radius),
-            lambda Xb, yb: frozen_log_prob(spec, Xb, yb),
-            n,
-            N,
-            blocks,
-            d,
-            jnp.int32,
+        ld = lane_data(
+            sample_block, frozen_log_prob, spec, truth, seed, n, r, N, B, radius, jnp.int32
         )
-        data = FitData(X1, y, w, jnp.asarray(n, jnp.float64), lp0y)
+        tp, blocks, k_init, k_dens = ld.tp, ld.blocks, ld.k_init, ld.k_dens
+        data = FitData(ld.X1, ld.y, ld.w, jnp.asarray(n, jnp.float64), ld.lf0)
         if ini["mode"] == "multistart":
             starts = random_inits(k_init, spec, ini["n_starts"], bounds, ini["start_scale"])
             res = best_fit(

@@ -14,14 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from moejax.fit.objective import Blocks
+from moejax.losses import mean_hellinger
 from moejax.mix.density import frozen_logpdf, gate_log_weights, log_class_probs, predictors
 from moejax.mix.fit import MixBounds, MixData, fit_data, init_near_truth
 from moejax.mix.sampling import sample_block
 from moejax.mix.spec import MixSpec
 from moejax.mix.truth import MixTruth, drifting_truth
-from moejax.sampling import DATA_BLOCK, sample_covariates
-from moejax.sweep.engine import fill_blocked
+from moejax.sampling import sample_covariates
+from moejax.sweep.engine import lane_data
 from moejax.voronoi import voronoi_errors
 
 
@@ -67,21 +67,11 @@ def make_mix_lane_fn(
     d, m_dens = spec.d, run["density_points"]
 
     def lane(n, r, seed, truth):
-        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), n), r)
-        k_data, k_init, k_dens = jax.random.split(key, 3)
-        tp = truth.at(n)
-        blocks = Blocks(B, (n + B - 1) // B)
-
-        X1, y, w, lf0 = fill_blocked(
-            lambda j: sample_block(k_data, j, spec, tp, DATA_BLOCK, radius),
-            lambda Xb, yb: frozen_logpdf(spec, Xb, yb),
-            n,
-            N,
-            blocks,
-            d,
-            jnp.float64,
+        ld = lane_data(
+            sample_block, frozen_logpdf, spec, truth, seed, n, r, N, B, radius, jnp.float64
         )
-        data = MixData(X1, y, w, jnp.asarray(n, jnp.float64), lf0)
+        tp, blocks, k_init, k_dens = ld.tp, ld.blocks, ld.k_init, ld.k_dens
+        data = MixData(ld.X1, ld.y, ld.w, jnp.asarray(n, jnp.float64), ld.lf0)
         init = (
             tp
             if ini["mode"] == "truth"
@@ -92,9 +82,7 @@ def make_mix_lane_fn(
         err = voronoi_errors(est.beta, est.tau, est.eta, est.nu, tp.beta, tp.tau, tp.eta, tp.nu)
         if m_dens > 0 and not spec.regression:
             Xh = sample_covariates(k_dens, d, m_dens, radius)
-            ra = jnp.exp(0.5 * log_class_probs(spec, est, Xh))
-            rb = jnp.exp(0.5 * log_class_probs(spec, tp, Xh))
-            dens = jnp.mean(jnp.sqrt(0.5 * jnp.sum((ra - rb) ** 2, axis=-1)))
+            dens = mean_hellinger(log_class_probs(spec, est, Xh), log_class_probs(spec, tp, Xh))
         else:
             dens = jnp.nan  # regression: no closed-form Hellinger distance (not reported)
         many = spec.m > 1

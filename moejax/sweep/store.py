@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from moejax.report.table import INT_COLUMNS as _READER_INT_COLUMNS
 from moejax.report.table import write_bytes_atomic, write_text_atomic
 
 FIT_COLUMNS = (
@@ -36,7 +37,7 @@ FIT_COLUMNS = (
     "status",
     "grad_norm",
 )
-INT_COLUMNS = {"n", "replicate", "n_iter", "inner_steps", "converged", "at_bound", "n_empty_cells"}
+INT_COLUMNS = frozenset(_READER_INT_COLUMNS)  # one list, shared with the fits.csv reader
 
 
 class StoreError(RuntimeError):
