@@ -153,11 +153,12 @@ def fit_result(params, total, theta, f, g, lo, hi, converged, status, n_iter, in
     )
 
 
-def _fit_direct(spec, data, theta0, lo, hi, solver, blocks):
-    res = solver.minimize(_full_objective(spec, data, blocks), theta0, lo, hi)
+def direct_result(params, total, res, lo, hi) -> FitResult:
+    """`fit_result` of one direct solve (a solver's SolveResult ``res``; ``params`` = res.x
+    unpacked): its iterations are also its inner steps."""
     return fit_result(
-        unpack(spec, res.x),
-        data.total,
+        params,
+        total,
         res.x,
         res.value,
         res.grad,
@@ -168,6 +169,11 @@ def _fit_direct(spec, data, theta0, lo, hi, solver, blocks):
         res.n_iter,
         res.n_iter,
     )
+
+
+def _fit_direct(spec, data, theta0, lo, hi, solver, blocks):
+    res = solver.minimize(_full_objective(spec, data, blocks), theta0, lo, hi)
+    return direct_result(unpack(spec, res.x), data.total, res, lo, hi)
 
 
 def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, tol, blocks):

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from moejax.fit.estimators import FitResult, fit_result
+from moejax.fit.estimators import FitResult, direct_result
 from moejax.fit.objective import Blocks, Objective, linear_predictor_objective
 from moejax.fit.solvers import get_solver
 from moejax.mix.density import frozen_logpdf, row_loglik
@@ -144,19 +144,7 @@ def fit_data(
     lo, hi = box(spec, bounds)
     s = get_solver(solver, max_iter=max_iter) if isinstance(solver, str) else solver
     res = s.minimize(objective(spec, data, blocks), pack(spec, init), lo, hi)
-    return fit_result(
-        unpack(spec, res.x),
-        data.total,
-        res.x,
-        res.value,
-        res.grad,
-        lo,
-        hi,
-        res.converged,
-        res.status,
-        res.n_iter,
-        res.n_iter,
-    )
+    return direct_result(unpack(spec, res.x), data.total, res, lo, hi)
 
 
 @partial(jax.jit, static_argnames=("spec", "solver", "bounds", "max_iter"))

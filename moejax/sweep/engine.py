@@ -232,16 +232,23 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
             "err_nu": jnp.nan,  # the core model has no variance and one adapter
             "err_voronoi": jnp.nan,
             "n_empty_cells": jnp.int32(0),
-            "loglik": res.loglik,
-            "n_iter": res.n_iter,
-            "inner_steps": res.inner_steps,
-            "converged": res.converged.astype(jnp.int32),
-            "at_bound": res.at_bound.astype(jnp.int32),
-            "status_code": res.status,
-            "grad_norm": res.grad_norm,
+            **fit_columns(res),
         }
 
     return lane
+
+
+def fit_columns(res: Any) -> dict[str, jax.Array]:
+    """The fits.csv columns that describe a fit's outcome (a `FitResult`, either model)."""
+    return {
+        "loglik": res.loglik,
+        "n_iter": res.n_iter,
+        "inner_steps": res.inner_steps,
+        "converged": res.converged.astype(jnp.int32),
+        "at_bound": res.at_bound.astype(jnp.int32),
+        "status_code": res.status,
+        "grad_norm": res.grad_norm,
+    }
 
 
 def auto_chunk(problem: Problem, N: int, n_devices: int) -> int:

@@ -21,7 +21,7 @@ from moejax.mix.sampling import sample_block
 from moejax.mix.spec import MixSpec
 from moejax.mix.truth import MixTruth, drifting_truth
 from moejax.sampling import sample_covariates
-from moejax.sweep.engine import lane_data
+from moejax.sweep.engine import fit_columns, lane_data
 from moejax.voronoi import voronoi_errors
 
 
@@ -94,13 +94,7 @@ def make_mix_lane_fn(
             "err_voronoi": err.total if many else jnp.nan,
             "n_empty_cells": err.n_empty.astype(jnp.int32) if many else jnp.int32(0),
             "err_density": dens,
-            "loglik": res.loglik,
-            "n_iter": res.n_iter,
-            "inner_steps": res.inner_steps,
-            "converged": res.converged.astype(jnp.int32),
-            "at_bound": res.at_bound.astype(jnp.int32),
-            "status_code": res.status,
-            "grad_norm": res.grad_norm,
+            **fit_columns(res),
         }
 
     return lane
