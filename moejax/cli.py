@@ -215,11 +215,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_phase(args: argparse.Namespace) -> int:
-    dirs = [Path(x) for x in args.dirs]
+def _not_a_run(dirs: list[Path]) -> Path | None:
+    """The first directory lacking fits.csv or manifest.json, or None."""
     for d in dirs:
         if not (d / "fits.csv").is_file() or not (d / "manifest.json").is_file():
-            return _die(f"{d}: no fits.csv and manifest.json here", 2)
+            return d
+    return None
+
+
+def cmd_phase(args: argparse.Namespace) -> int:
+    dirs = [Path(x) for x in args.dirs]
+    if (missing := _not_a_run(dirs)) is not None:
+        return _die(f"{missing}: no fits.csv and manifest.json here", 2)
     from moejax.report.phase import write_phase
 
     try:
@@ -287,9 +294,8 @@ def cmd_predecessor(args: argparse.Namespace) -> int:
 
 def cmd_gates(args: argparse.Namespace) -> int:
     dirs = [Path(x) for x in args.dirs]
-    for d in dirs:
-        if not (d / "fits.csv").is_file() or not (d / "manifest.json").is_file():
-            return _die(f"{d}: no fits.csv and manifest.json here", 2)
+    if (missing := _not_a_run(dirs)) is not None:
+        return _die(f"{missing}: no fits.csv and manifest.json here", 2)
     from moejax.report.gates import load_gate_run, write_gates
 
     try:  # read and check every run before anything is written
