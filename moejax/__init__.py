@@ -1,21 +1,27 @@
 """moejax: estimation-rate studies for contaminated mixtures of multinomial logistic experts.
 
 Importing moejax turns on float64 in JAX (``jax_enable_x64``): every estimate is float64.
+
+Two faces of one model family: the paper's model (`ModelSpec`, `Params`, `sample`,
+`log_likelihood`, `class_probs`, `fit`, ...) and the general mixture `moejax.mix` (m adapters,
+three gates, categorical / Gaussian / Laplace experts), over the same code.
 """
 
 import jax
 
 jax.config.update("jax_enable_x64", True)
 
+from moejax import mix  # noqa: E402
+from moejax.estimate import fit, fit_multistart, init_near_truth, random_inits  # noqa: E402
 from moejax.experts import BUILTIN_ACTIVATIONS, Expert  # noqa: E402
-from moejax.fit import (  # noqa: E402
-    Bounds,
-    FitResult,
-    fit,
-    fit_multistart,
-    init_near_truth,
-    init_truth,
-    random_inits,
+from moejax.fit.bounds import Bounds  # noqa: E402
+from moejax.fit.estimators import FitResult, status_name  # noqa: E402
+from moejax.fit.solvers import (  # noqa: E402
+    CONVERGED,
+    MAX_ITER,
+    NONFINITE,
+    STALLED,
+    STATUS_NAMES,
 )
 from moejax.losses import Errors, hellinger_distance, parameter_errors  # noqa: E402
 from moejax.model import (  # noqa: E402
@@ -41,6 +47,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BUILTIN_ACTIVATIONS",
+    "CONVERGED",
+    "MAX_ITER",
+    "NONFINITE",
+    "STALLED",
+    "STATUS_NAMES",
     "Bounds",
     "Errors",
     "Expert",
@@ -57,10 +68,10 @@ __all__ = [
     "heterogeneous_truth",
     "homogeneous_truth",
     "init_near_truth",
-    "init_truth",
     "log_class_probs",
     "log_density",
     "log_likelihood",
+    "mix",
     "parameter_errors",
     "random_inits",
     "sample",
@@ -68,5 +79,6 @@ __all__ = [
     "sample_blocked",
     "sample_covariates",
     "sample_labels",
+    "status_name",
     "truth_at",
 ]

@@ -1,4 +1,4 @@
-"""Parameter errors per block (MODEL.md section 1)."""
+"""Parameter errors per block (MODEL.md section 1) and the Hellinger density error."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from moejax.model import ModelSpec, Params, log_class_probs
+from moejax.mix.spec import MixSpec
+from moejax.model import Params, log_class_probs, to_mix
+from moejax.voronoi import voronoi_errors
 
 
 class Errors(NamedTuple):
@@ -19,22 +21,21 @@ class Errors(NamedTuple):
 
 
 def parameter_errors(est: Params, truth: Params) -> Errors:
-    """Block errors of an estimate against the truth."""
-    return Errors(
-        beta=jnp.linalg.norm(est.beta - truth.beta),
-        exp_tau=jnp.abs(jnp.exp(est.tau) - jnp.exp(truth.tau)),
-        eta=jnp.linalg.norm(est.eta - truth.eta),
-    )
+    """Block errors of an estimate against the truth (the Voronoi loss of one adapter, which
+    reduces to the plain block errors)."""
+    e, t = to_mix(est), to_mix(truth)
+    v = voronoi_errors(e.beta, e.tau, e.eta, e.nu, t.beta, t.tau, t.eta, t.nu)
+    return Errors(beta=v.beta, exp_tau=v.exp_tau, eta=v.eta)
 
 
-def hellinger_distance(spec: ModelSpec, est: Params, truth: Params, X: jax.Array) -> jax.Array:
+def hellinger_distance(spec: MixSpec, est: Params, truth: Params, X: jax.Array) -> jax.Array:
     """Mean over rows of X (m, d) of the Hellinger distance between p_est(.|x) and p_true(.|x)."""
     return mean_hellinger(log_class_probs(spec, est, X), log_class_probs(spec, truth, X))
 
 
 def mean_hellinger(log_p: jax.Array, log_q: jax.Array) -> jax.Array:
     """Mean over rows of the Hellinger distance between class distributions given as log
-    probabilities (m, K) each (any model: the core's or the general one's)."""
+    probabilities (m, K) each (any categorical model of the family)."""
     ra, rb = jnp.exp(0.5 * log_p), jnp.exp(0.5 * log_q)
     # H = sqrt(sum (sqrt p - sqrt q)^2 / 2): exactly 0 for equal laws, no cancellation.
     return jnp.mean(jnp.sqrt(0.5 * jnp.sum((ra - rb) ** 2, axis=-1)))

@@ -1,80 +1,64 @@
-"""Ground-truth schedules G*(n) for the two regimes.
+"""Ground-truth schedules G*(n) of the paper's model (the face of `moejax.mix.truth`).
 
-A `Truth` is a pytree: ``eta*(n) = eta + delta * n ** (-gamma)``, with ``beta`` and ``tau``
-fixed. Heterogeneous truths have ``delta = 0`` (the truth does not move); homogeneous truths start
-at the frozen expert's ``eta0`` and drift toward it as n grows.
+``eta*(n) = eta + delta * n ** (-gamma)`` with ``beta`` and ``tau`` fixed. Heterogeneous truths
+have ``delta = 0`` (the truth does not move); homogeneous truths start at the frozen expert's
+``eta0`` and drift toward it as n grows. A `Truth` is the general `MixTruth` (leaves with the
+adapter axis: beta (1, d), tau (1,), eta and delta (1, K-1, d)) whose ``at(n)`` gives `Params`.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from moejax.model import ModelSpec, Params
+from moejax.mix.spec import MixSpec
+from moejax.mix.truth import MixTruth, drifting_truth
+from moejax.model import Params, from_mix, to_mix
 
 
-class Truth(NamedTuple):
-    """Ground-truth schedule; ``at(n)`` gives G*(n).
-
-    Attributes:
-      beta: (d,) gate slope.
-      tau: () gate intercept.
-      eta: (K-1, d) limit of the adapter's weights as n -> infinity.
-      delta: (K-1, d) drift direction (zeros for a fixed truth).
-      gamma: () drift exponent.
-    """
-
-    beta: jax.Array
-    tau: jax.Array
-    eta: jax.Array
-    delta: jax.Array
-    gamma: jax.Array
+class Truth(MixTruth):
+    """A `MixTruth` of one categorical adapter; ``at(n)`` gives G*(n) as `Params`."""
 
     def at(self, n: jax.Array | float) -> Params:
-        """G*(n) as `Params`; ``n`` may be a traced scalar."""
-        return truth_at(self, n)
+        """G*(n) as `Params`; n > 0 (a concrete n <= 0 is refused; n may be traced)."""
+        return from_mix(MixTruth.at(self, n))
 
 
-def truth_at(truth: Truth, n: jax.Array | float) -> Params:
-    """G*(n): eta*(n) = eta + delta * n^(-gamma); beta and tau fixed."""
-    n = jnp.asarray(n, jnp.float64)
-    eta = truth.eta + truth.delta * n ** (-truth.gamma)
-    return Params._unchecked(truth.beta, truth.tau, eta)
+def truth_at(truth: MixTruth, n: jax.Array | float) -> Params:
+    """G*(n) of a paper-model truth as `Params`."""
+    return from_mix(MixTruth.at(truth, n))
 
 
-def _arr(name: str, v: Any, shape: tuple[int, ...]) -> jax.Array:
-    a = np.asarray(v, dtype=np.float64)
+def _arr(name: str, v: Any, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        a = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a numeric array, got {v!r}") from None
     if a.shape != shape:
         raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name}: must be finite")
-    return jnp.asarray(a)
+    return a
 
 
-def heterogeneous_truth(spec: ModelSpec, beta: Any, tau: Any, eta: Any) -> Truth:
+def _truth(spec: MixSpec, beta, tau, eta, delta, gamma) -> Truth:
+    K1, d = spec.K - 1, spec.d
+    p = to_mix(Params(_arr("beta", beta, (d,)), _arr("tau", tau, ()), _arr("eta", eta, (K1, d))))
+    t = drifting_truth(p, jnp.asarray(_arr("delta", delta, (K1, d)))[None], jnp.zeros(1), gamma)
+    return Truth(*t)
+
+
+def heterogeneous_truth(spec: MixSpec, beta: Any, tau: Any, eta: Any) -> Truth:
     """A fixed truth G* = (beta, tau, eta) for every n."""
-    K1, d = spec.K - 1, spec.d
-    return Truth(
-        _arr("beta", beta, (d,)),
-        _arr("tau", tau, ()),
-        _arr("eta", eta, (K1, d)),
-        jnp.zeros((K1, d)),
-        jnp.asarray(0.0),
-    )
+    return _truth(spec, beta, tau, eta, np.zeros((spec.K - 1, spec.d)), 0.0)
 
 
-def homogeneous_truth(spec: ModelSpec, beta: Any, tau: Any, delta: Any, gamma: float) -> Truth:
+def homogeneous_truth(spec: MixSpec, beta: Any, tau: Any, delta: Any, gamma: float) -> Truth:
     """eta*(n) = eta0 + delta * n^(-gamma): the adapter drifts toward the frozen expert."""
-    if not np.isfinite(gamma) or gamma < 0:
-        raise ValueError(f"gamma: must be a finite number >= 0, got {gamma!r}")
-    K1, d = spec.K - 1, spec.d
-    return Truth(
-        _arr("beta", beta, (d,)),
-        _arr("tau", tau, ()),
-        spec.eta0_array(),
-        _arr("delta", delta, (K1, d)),
-        jnp.asarray(float(gamma)),
-    )
+    return _truth(spec, beta, tau, np.asarray(spec.eta0_array()), delta, gamma)
+
+
+__all__ = ["Truth", "heterogeneous_truth", "homogeneous_truth", "truth_at"]

@@ -1,10 +1,26 @@
-"""Estimators: EM and direct MLE on a box, pluggable solvers, initialisation."""
+"""Estimators for every model of the family: EM and direct MLE on a box, multi-start,
+pluggable solvers, initialisation. (The paper-model face `moejax.fit` is the function of
+`moejax.estimate`; import this package as `moejax.fit` submodules or `from moejax.fit import`.)"""
 
 from moejax.fit.bounds import Bounds, at_bound, pack, unpack
-from moejax.fit.estimators import METHODS, FitResult, fit, status_name
-from moejax.fit.init import INIT_MODES, fit_multistart, init_near_truth, init_truth, random_inits
+from moejax.fit.estimators import (
+    METHODS,
+    FitData,
+    FitResult,
+    best_fit,
+    fit,
+    fit_data,
+    fit_multistart,
+    prepare_data,
+    status_name,
+)
+from moejax.fit.init import INIT_MODES, init_near_truth, random_inits
 from moejax.fit.solvers import (
+    CONVERGED,
+    MAX_ITER,
+    NONFINITE,
     SOLVERS,
+    STALLED,
     STATUS_NAMES,
     JaxoptBFGS,
     OptaxLBFGS,
@@ -14,23 +30,30 @@ from moejax.fit.solvers import (
 )
 
 __all__ = [
+    "CONVERGED",
     "INIT_MODES",
+    "MAX_ITER",
     "METHODS",
+    "NONFINITE",
     "SOLVERS",
+    "STALLED",
     "STATUS_NAMES",
     "Bounds",
+    "FitData",
     "FitResult",
     "JaxoptBFGS",
     "OptaxLBFGS",
     "ProjectedNewton",
     "SolveResult",
     "at_bound",
+    "best_fit",
     "fit",
+    "fit_data",
     "fit_multistart",
     "get_solver",
     "init_near_truth",
-    "init_truth",
     "pack",
+    "prepare_data",
     "random_inits",
     "status_name",
     "unpack",

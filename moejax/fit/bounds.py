@@ -1,4 +1,10 @@
-"""The compact parameter set: box bounds on beta, tau and eta, and flat packing of Params."""
+"""The compact parameter set and the flat parameter vector of every model of the family.
+
+The flat vector follows the predictor layout of `moejax.mix.density`: the m gate predictors
+([beta_j, tau_j], or [tau_j] under the input-free gate), then the m R expert predictors
+eta_{j,r} (adapter-major, row-major), then (regression only) the m log-variances log nu_j. For
+the paper's model (m = 1, softmax, categorical) that is [beta (d), tau, eta ((K-1) d)].
+"""
 
 from __future__ import annotations
 
@@ -8,54 +14,88 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from moejax.model import ModelSpec, Params
+from moejax.mix.spec import MixParams, MixSpec
 
 
 class Bounds(NamedTuple):
     """Box bounds (lower, upper) applied to every coordinate of each block.
 
-    Defaults: beta in [-5, 5]^d, tau in [-8, 8], eta in [-5, 5]^{(K-1) x d}. They hold every
-    shipped design's truth with a wide margin, and keep the homogeneous regime's likelihood
-    (maximised at infinity by a saturating gate) on a compact set.
+    Defaults: beta in [-5, 5]^d, tau in [-8, 8], eta in [-5, 5]^{R x d}, nu in [1e-5, 100]
+    (regression variances, estimated on the log scale; both ends > 0). They hold every shipped
+    design's truth with a wide margin, and keep the homogeneous regime's likelihood (maximised
+    at infinity by a saturating gate) on a compact set.
     """
 
     beta: tuple[float, float] = (-5.0, 5.0)
     tau: tuple[float, float] = (-8.0, 8.0)
     eta: tuple[float, float] = (-5.0, 5.0)
+    nu: tuple[float, float] = (1e-5, 100.0)
 
     def validate(self) -> Bounds:
+        """The bounds as floats; ValueError naming the block if an interval is not finite and
+        increasing (or nu's lower end is not > 0)."""
+        out = []
         for name in self._fields:
-            lo, hi = getattr(self, name)
+            try:
+                lo, hi = (float(v) for v in getattr(self, name))
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"bounds.{name}: expected (lower, upper), got {getattr(self, name)!r}"
+                ) from None
             if not (math.isfinite(lo) and math.isfinite(hi)):
                 raise ValueError(f"bounds.{name}: must be finite, got ({lo}, {hi})")
             if not lo < hi:
                 raise ValueError(f"bounds.{name}: lower {lo} must be below upper {hi}")
-        return Bounds(*(tuple(float(v) for v in getattr(self, f)) for f in self._fields))
+            out.append((lo, hi))
+        if out[3][0] <= 0:
+            raise ValueError(f"bounds.nu: the lower bound must be > 0, got {out[3][0]}")
+        return Bounds(*out)
 
-    def arrays(self, spec: ModelSpec) -> tuple[jax.Array, jax.Array]:
-        """Flat (lower, upper), each (P,) in the packing order of `pack`."""
-        sizes = (spec.d, 1, (spec.K - 1) * spec.d)
-        lo = jnp.concatenate([jnp.full(s, b[0]) for s, b in zip(sizes, self, strict=True)])
-        hi = jnp.concatenate([jnp.full(s, b[1]) for s, b in zip(sizes, self, strict=True)])
-        return lo, hi
-
-    def contains(self, spec: ModelSpec, params: Params) -> jax.Array:
-        lo, hi = self.arrays(spec)
-        x = pack(params)
-        return jnp.all((x >= lo) & (x <= hi))
-
-
-def pack(params: Params) -> jax.Array:
-    """Params -> flat vector (P,) = [beta (d), tau (1), eta row-major ((K-1) d)]."""
-    return jnp.concatenate(
-        [jnp.ravel(params.beta), jnp.reshape(params.tau, (1,)), jnp.ravel(params.eta)]
-    )
+    def arrays(self, spec: MixSpec) -> tuple[jax.Array, jax.Array]:
+        """Flat (lower, upper), each (P,), in the layout of `pack`."""
+        b = self.validate()
+        d, m, R = spec.d, spec.m, spec.R
+        gate = [b.beta] * d + [b.tau] if spec.has_beta else [b.tau]
+        per = gate * m + [b.eta] * (m * R * d)
+        if spec.regression:
+            per += [(math.log(b.nu[0]), math.log(b.nu[1]))] * m
+        return jnp.asarray([lo for lo, _ in per]), jnp.asarray([hi for _, hi in per])
 
 
-def unpack(spec: ModelSpec, theta: jax.Array) -> Params:
-    """Flat vector (P,) -> Params with shapes (d,), (), (K-1, d)."""
-    d, K = spec.d, spec.K
-    return Params._unchecked(theta[:d], theta[d], theta[d + 1 :].reshape(K - 1, d))
+def layout(spec: MixSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(widths, starts) of the predictors in X1 = [x, 1] (see `linear_predictor_objective`):
+    the coefficient slice of each predictor in the flat vector, in the order of `pack`."""
+    d, m, R = spec.d, spec.m, spec.R
+    gate = (d + 1, 0) if spec.has_beta else (1, d)
+    preds = [gate] * m + [(d, 0)] * (m * R) + ([(1, d)] * m if spec.regression else [])
+    return tuple(w for w, _ in preds), tuple(s for _, s in preds)
+
+
+def n_gate_params(spec: MixSpec) -> int:
+    """Length of the gate part of the flat vector (its first coordinates)."""
+    return spec.m * (spec.d + 1 if spec.has_beta else 1)
+
+
+def pack(spec: MixSpec, p: MixParams) -> jax.Array:
+    """MixParams -> flat (P,) in the predictor layout (log nu for regression)."""
+    gates = jnp.concatenate([p.beta, p.tau[:, None]], axis=1) if spec.has_beta else p.tau[:, None]
+    parts = [gates.reshape(-1), p.eta.reshape(-1)]
+    if spec.regression:
+        parts.append(jnp.log(p.nu).reshape(spec.m))
+    return jnp.concatenate(parts)
+
+
+def unpack(spec: MixSpec, theta: jax.Array) -> MixParams:
+    """Flat (P,) -> MixParams (entries a model does not estimate are 0)."""
+    d, m, R = spec.d, spec.m, spec.R
+    gw = d + 1 if spec.has_beta else 1
+    gates = theta[: m * gw].reshape(m, gw)
+    beta = gates[:, :d] if spec.has_beta else jnp.zeros((m, d), theta.dtype)
+    tau = gates[:, -1]
+    o = m * gw
+    eta = theta[o : o + m * R * d].reshape(m, R, d)
+    nu = jnp.exp(theta[o + m * R * d :]) if spec.regression else jnp.zeros((m,), theta.dtype)
+    return MixParams(beta, tau, eta, nu)
 
 
 def at_bound(theta: jax.Array, lower: jax.Array, upper: jax.Array, rtol: float = 1e-6) -> jax.Array:

@@ -1,41 +1,54 @@
-"""Maximum-likelihood estimators: EM with numerical M-steps, and direct MLE.
+"""Maximum-likelihood estimators for every model of the family: direct MLE, EM with numerical
+M-steps, and multi-start.
 
-Both minimise the mean negative log-likelihood over the compact parameter set (`Bounds`), with
-weights (weight-0 rows are padding and change nothing). Both are pure and vmap-regular: every
-loop is a `lax.while_loop` with an explicit cap, and per-lane counts are returned.
+All minimise the mean negative log-likelihood over the compact parameter set (`Bounds`), with
+row weights (weight-0 rows are padding and change nothing). Everything under `fit_data` is pure
+and vmap-regular: every loop is a `lax.while_loop` with an explicit cap, and per-lane counts are
+returned. The public `fit` is a thin Python wrapper that normalises its arguments before one
+jitted call, so that passing a default explicitly, giving ``init`` by keyword, or changing
+``tol`` / ``max_iter`` never recompiles (caps and tolerances are traced arrays).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from moejax.fit.bounds import Bounds, at_bound, pack, unpack
+from moejax.fit.bounds import Bounds, at_bound, layout, n_gate_params, pack, unpack
 from moejax.fit.objective import Blocks, Objective, linear_predictor_objective, map_rows
-from moejax.fit.rows import mixture_rows
 from moejax.fit.solvers import (
     CONVERGED,
     MAX_ITER,
     NONFINITE,
+    STALLED,
+    STATUS_NAMES,
     get_solver,
     projected_grad_norm,
 )
-from moejax.model import ModelSpec, Params, _take, mask_padding
+from moejax.mix.density import as_labels, frozen_logpdf, predictors
+from moejax.mix.emrows import em_row_fns
+from moejax.mix.rows import mixture_row_fns, posteriors
+from moejax.mix.spec import MixParams, MixSpec
 
 METHODS = ("direct", "em")
+DEFAULT_MAX_ITER = 500  # solver iterations (direct) or EM iterations (em)
+DEFAULT_INNER_MAX_ITER = 50  # cap on each EM M-step solve
 
 
 class FitResult(NamedTuple):
     """Per-fit outcome (a pytree; under vmap every leaf gains a leading batch axis).
 
     Attributes:
-      params: the estimate (Params).
+      params: the estimate (MixParams; `Params` from the paper-model face `moejax.fit`).
       loglik: () sum_i w_i log p(y_i | x_i) at the estimate.
       converged: () bool.
-      status: () int32, 0 converged, 1 max_iter, 2 nonfinite (see STATUS_NAMES).
+      status: () int32 code, see `STATUS_NAMES` (0 converged, 1 max_iter, 2 nonfinite,
+        3 stalled).
       n_iter: () int32, EM iterations (method "em") or solver iterations (method "direct").
       inner_steps: () int32, total inner-solver iterations (EM M-steps; equals n_iter for direct).
       at_bound: () bool, some coordinate of the estimate lies on its box bound.
@@ -43,7 +56,7 @@ class FitResult(NamedTuple):
         estimate (0 at an exact box-KKT point).
     """
 
-    params: Params
+    params: Any
     loglik: jax.Array
     converged: jax.Array
     status: jax.Array
@@ -53,112 +66,88 @@ class FitResult(NamedTuple):
     grad_norm: jax.Array
 
 
-def _weights(X: jax.Array, weights: jax.Array | None) -> jax.Array:
-    n = X.shape[0]
-    if weights is None:
-        return jnp.ones((n,), jnp.float64)
-    w = jnp.asarray(weights, jnp.float64)
-    if w.shape != (n,):
-        raise ValueError(f"weights: expected shape ({n},), got {w.shape}")
-    return w
-
-
-def _wmean(w: jax.Array, v: jax.Array, total: jax.Array) -> jax.Array:
-    return jnp.sum(jnp.where(w != 0, w * v, 0.0)) / total
-
-
-def _lsm_at(logits: jax.Array, y: jax.Array) -> jax.Array:
-    return jnp.take(jax.nn.log_softmax(logits), y)
-
-
 class FitData(NamedTuple):
     """A dataset prepared for the estimators (row-aligned arrays, padding rows masked).
 
     Attributes:
       X1: (n, d+1) covariates with a trailing column of ones.
-      y: (n,) int32 labels.
+      y: (n,) int32 labels (categorical) or float64 responses (regression).
       w: (n,) row weights, 0 for padding.
       total: () sum of the weights (the log-likelihood is normalised by it).
-      lp0y: (n,) the frozen expert's log-probability of each observed label.
+      lf0: (n,) the frozen expert's log-density of each observation (it never changes).
     """
 
     X1: jax.Array
     y: jax.Array
     w: jax.Array
     total: jax.Array
-    lp0y: jax.Array
+    lf0: jax.Array
 
 
-def frozen_log_prob(spec: ModelSpec, X: jax.Array, y: jax.Array) -> jax.Array:
-    """log softmax(h0(x_i; eta0))_{y_i}, (n,): the frozen expert never changes during a fit."""
-    return _take(spec.frozen.log_probs(spec.eta0_array(), X), y)
+def prepare_data(
+    spec: MixSpec, X: jax.Array, y: jax.Array, weights: jax.Array | None = None
+) -> FitData:
+    """Check shapes and prepare (X (n, d), y (n,), weights (n,)) for `fit_data`."""
+    spec.check_data(X, y)
+    X = jnp.asarray(X, jnp.float64)
+    y = as_labels(spec, y)
+    if weights is None:
+        w = jnp.ones((X.shape[0],), jnp.float64)
+    else:
+        w = jnp.asarray(weights, jnp.float64)
+        if w.shape != (X.shape[0],):
+            raise ValueError(f"weights: expected shape ({X.shape[0]},), got {w.shape}")
+    keep = w != 0
+    X = jnp.where(keep[:, None], X, 0.0)
+    y = jnp.where(keep, y, jnp.zeros((), y.dtype))
+    return FitData(
+        X1=jnp.concatenate([X, jnp.ones((X.shape[0], 1), X.dtype)], axis=1),
+        y=y,
+        w=w,
+        total=jnp.maximum(jnp.sum(jnp.where(keep, w, 0.0)), 1e-300),
+        lf0=frozen_logpdf(spec, X, y),
+    )
 
 
-def _full_objective(spec: ModelSpec, data: FitData, blocks: Blocks | None = None) -> Objective:
-    """Mean negative log-likelihood as a function of the flat parameter vector."""
-    widths = (spec.d + 1,) + (spec.d,) * (spec.K - 1)
+def objective(spec: MixSpec, data: FitData, blocks: Blocks | None = None) -> Objective:
+    """Mean negative log-likelihood of the flat parameter vector (closed-form row
+    derivatives, one pass over the data for value, gradient and Hessian)."""
+    widths, starts = layout(spec)
     return linear_predictor_objective(
-        mixture_rows(spec.adapter),
+        mixture_row_fns(spec),
         data.X1,
-        (data.y, data.lp0y),
+        (data.y, data.lf0),
         data.w,
         data.total,
         widths,
         blocks,
-    )
-
-
-def _gate_objective(
-    spec: ModelSpec, data: FitData, r: jax.Array, blocks: Blocks | None = None
-) -> Objective:
-    """EM M-step for the gate: weighted logistic regression with soft targets r."""
-
-    def phi(u, ri):
-        return -(ri * jax.nn.log_sigmoid(u[0]) + (1 - ri) * jax.nn.log_sigmoid(-u[0]))
-
-    return linear_predictor_objective(phi, data.X1, r, data.w, data.total, (spec.d + 1,), blocks)
-
-
-def _expert_objective(
-    spec: ModelSpec, data: FitData, r: jax.Array, blocks: Blocks | None = None
-) -> Objective:
-    """EM M-step for the adapter: multinomial logistic regression weighted by r."""
-    adapter = spec.adapter
-
-    def phi(u, a):
-        y, ri = a
-        return -ri * _lsm_at(adapter.logits_from_z(u), y)
-
-    return linear_predictor_objective(
-        phi, data.X1, (data.y, r), data.w, data.total, (spec.d,) * (spec.K - 1), blocks
+        starts,
     )
 
 
 def fit_result(params, total, theta, f, g, lo, hi, converged, status, n_iter, inner) -> FitResult:
     """The `FitResult` of a solve that ended at ``theta`` (P,) with mean objective f and gradient
-    g, ``params`` being theta unpacked and ``total`` the sum of the weights: NaN/inf anywhere
-    gives status nonfinite and converged False; at_bound and the KKT residual are taken on the box
-    (lo, hi). Shared by the core and the general model's estimators."""
-    finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(theta))
+    g: NaN/inf anywhere gives status nonfinite and converged False; at_bound and the KKT
+    residual are taken on the box (lo, hi)."""
+    finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(theta)) & jnp.all(jnp.isfinite(g))
     status = jnp.where(finite, status, NONFINITE).astype(jnp.int32)
     return FitResult(
         params=params,
         loglik=-f * total,
         converged=converged & finite,
         status=status,
-        n_iter=n_iter.astype(jnp.int32),
-        inner_steps=inner.astype(jnp.int32),
+        n_iter=jnp.asarray(n_iter).astype(jnp.int32),
+        inner_steps=jnp.asarray(inner).astype(jnp.int32),
         at_bound=at_bound(theta, lo, hi),
         grad_norm=projected_grad_norm(theta, g, lo, hi),
     )
 
 
-def direct_result(params, total, res, lo, hi) -> FitResult:
-    """`fit_result` of one direct solve (a solver's SolveResult ``res``; ``params`` = res.x
-    unpacked): its iterations are also its inner steps."""
+def _fit_direct(spec, data, theta0, lo, hi, solver, max_iter, blocks) -> FitResult:
+    res = solver.minimize(objective(spec, data, blocks), theta0, lo, hi, max_iter=max_iter)
     return fit_result(
-        params,
-        total,
+        unpack(spec, res.x),
+        data.total,
         res.x,
         res.value,
         res.grad,
@@ -171,32 +160,36 @@ def direct_result(params, total, res, lo, hi) -> FitResult:
     )
 
 
-def _fit_direct(spec, data, theta0, lo, hi, solver, blocks):
-    res = solver.minimize(_full_objective(spec, data, blocks), theta0, lo, hi)
-    return direct_result(unpack(spec, res.x), data.total, res, lo, hi)
-
-
-def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, tol, blocks):
-    d = spec.d
-    full = _full_objective(spec, data, blocks)
+def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, inner_max_iter, tol, blocks):
+    """EM: E-step posteriors r (n, m+1); M-step: the gate problem (a weighted multinomial /
+    sigmoid-switch regression with soft targets r) and the experts' problem (each adapter's
+    likelihood weighted by its r_j), each solved by ``solver`` warm-started and capped by
+    ``inner_max_iter``; stop when the relative change of the log-likelihood falls below
+    ``tol`` or after ``max_iter`` iterations."""
+    d, m = spec.d, spec.m
+    full = objective(spec, data, blocks)
+    widths, starts = layout(spec)
+    ng = n_gate_params(spec)
+    gate_rows, expert_rows = em_row_fns(spec)
 
     def posterior(theta):
         p = unpack(spec, theta)
 
-        def rows(X1, y, lp0y):
-            X = X1[:, :d]
-            g = X @ p.beta + p.tau
-            l1 = jax.nn.log_sigmoid(g) + _take(spec.adapter.log_probs(p.eta, X), y)
-            return jax.nn.sigmoid(l1 - (jax.nn.log_sigmoid(-g) + lp0y))
+        def rows(X1, y, lf0):
+            return posteriors(spec, predictors(spec, p, X1[:, :d]), y, lf0)
 
-        return map_rows(rows, (data.X1, data.y, data.lp0y), blocks)
+        return map_rows(rows, (data.X1, data.y, data.lf0), blocks, (m + 1,))
 
     def m_step(theta, r):
-        gate = _gate_objective(spec, data, r, blocks)
-        expert = _expert_objective(spec, data, r, blocks)
-        gt0, et0 = theta[: d + 1], theta[d + 1 :]
-        rg = solver.minimize(gate, gt0, lo[: d + 1], hi[: d + 1])
-        re = solver.minimize(expert, et0, lo[d + 1 :], hi[d + 1 :])
+        gate = linear_predictor_objective(
+            gate_rows, data.X1, r, data.w, data.total, widths[:m], blocks, starts[:m]
+        )
+        expert = linear_predictor_objective(
+            expert_rows, data.X1, (data.y, r), data.w, data.total, widths[m:], blocks, starts[m:]
+        )
+        gt0, et0 = theta[:ng], theta[ng:]
+        rg = solver.minimize(gate, gt0, lo[:ng], hi[:ng], max_iter=inner_max_iter)
+        re = solver.minimize(expert, et0, lo[ng:], hi[ng:], max_iter=inner_max_iter)
         # Generalised EM: keep the old block if its solver did not improve Q.
         gt = jnp.where(jnp.isfinite(rg.value) & (rg.value <= gate.value(gt0)), rg.x, gt0)
         et = jnp.where(jnp.isfinite(re.value) & (re.value <= expert.value(et0)), re.x, et0)
@@ -231,88 +224,94 @@ def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, tol, blocks):
     )
 
 
-def prepare_data(
-    spec: ModelSpec, X: jax.Array, y: jax.Array, weights: jax.Array | None = None
-) -> FitData:
-    """Validate and prepare (X (n, d), y (n,), weights (n,)) for `fit_data`."""
-    spec.check_data(X, y)
-    X = jnp.asarray(X, jnp.float64)
-    y = jnp.asarray(y, jnp.int32)
-    w = _weights(X, weights)
-    X, y = mask_padding(X, y, w)
-    return FitData(
-        X1=jnp.concatenate([X, jnp.ones((X.shape[0], 1), X.dtype)], axis=1),
-        y=y,
-        w=w,
-        total=jnp.maximum(jnp.sum(jnp.where(w != 0, w, 0.0)), 1e-300),
-        lp0y=frozen_log_prob(spec, X, y),
-    )
-
-
 def fit_data(
-    spec: ModelSpec,
+    spec: MixSpec,
     data: FitData,
-    init: Params,
+    init: MixParams,
     method: str = "direct",
-    solver="newton",
+    solver: Any = "newton",
     bounds: Bounds = Bounds(),
-    max_iter: int = 500,
-    tol: float = 1e-12,
-    inner_max_iter: int = 50,
+    max_iter: jax.Array | int | None = None,
+    tol: jax.Array | float = 1e-12,
+    inner_max_iter: jax.Array | int | None = None,
     blocks: Blocks | None = None,
 ) -> FitResult:
     """`fit` on a prepared dataset, optionally summing rows blockwise (`Blocks`), so that the
-    work follows the active rows of a long padded buffer. Arguments as in `fit`."""
+    work follows the active rows of a long padded buffer. Pure: use it inside your own
+    jit/vmap. ``max_iter``, ``inner_max_iter`` and ``tol`` may be traced. Arguments as in
+    `fit`."""
     if method not in METHODS:
         raise ValueError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
     spec.check_params(init)
-    bounds = Bounds(*bounds).validate()
-    lo, hi = bounds.arrays(spec)
-    theta0 = jnp.asarray(pack(init), jnp.float64)
+    s, max_iter, inner_max_iter = resolve_solver(solver, method, max_iter, inner_max_iter)
+    lo, hi = Bounds(*bounds).arrays(spec)
+    theta0 = jnp.asarray(pack(spec, init), jnp.float64)
     if method == "direct":
-        s = get_solver(solver, max_iter=max_iter) if isinstance(solver, str) else solver
-        return _fit_direct(spec, data, theta0, lo, hi, get_solver(s), blocks)
-    s = get_solver(solver, max_iter=inner_max_iter) if isinstance(solver, str) else solver
-    return _fit_em(spec, data, theta0, lo, hi, get_solver(s), max_iter, tol, blocks)
+        return _fit_direct(spec, data, theta0, lo, hi, s, max_iter, blocks)
+    return _fit_em(spec, data, theta0, lo, hi, s, max_iter, inner_max_iter, tol, blocks)
 
 
-@partial(
-    jax.jit,
-    static_argnames=("spec", "method", "solver", "bounds", "max_iter", "tol", "inner_max_iter"),
-)
-def fit(
-    spec: ModelSpec,
-    X: jax.Array,
-    y: jax.Array,
-    init: Params,
-    weights: jax.Array | None = None,
-    method: str = "direct",
-    solver="newton",
-    bounds: Bounds = Bounds(),
-    max_iter: int = 500,
-    tol: float = 1e-12,
-    inner_max_iter: int = 50,
-) -> FitResult:
-    """Maximum-likelihood estimate of G = (beta, tau, eta) on a box.
+def resolve_solver(
+    solver: Any, method: str, max_iter: Any, inner_max_iter: Any
+) -> tuple[Any, Any, Any]:
+    """(solver object, max_iter, inner_max_iter) with the defaults filled in.
 
-    Args:
-      spec: the model.
-      X: (n, d) covariates. y: (n,) integer labels in 0..K-1.
-      init: starting Params (clipped into the box).
-      weights: optional (n,) non-negative row weights; weight-0 rows are padding.
-      method: "direct" (the solver on the full log-likelihood) or "em" (EM: E-step
-        responsibilities, M-step = weighted logistic gate problem + weighted multinomial
-        adapter problem, each solved by the solver, warm-started).
-      solver: "newton" (projected Newton, default), "optax_lbfgs", "jaxopt_bfgs", or a solver
-        object (see `moejax.fit.solvers`).
-      bounds: the compact parameter set.
-      max_iter: cap on EM iterations ("em") or on solver iterations ("direct").
-      tol: EM stops when the relative change of the log-likelihood falls below tol.
-      inner_max_iter: cap on each M-step solve (EM only).
+    The solver's own ``max_iter`` is the cap of each solve it runs: the whole fit (direct) or
+    each M-step (EM). A solver object whose ``max_iter`` disagrees with an explicit
+    ``max_iter`` (direct) or ``inner_max_iter`` (EM) is refused rather than silently
+    overridden."""
+    if method not in METHODS:
+        raise ValueError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    given = not isinstance(solver, str)
+    s = get_solver(solver)
+    own = getattr(s, "max_iter", None) if given else None
+    solve_cap = max_iter if method == "direct" else inner_max_iter
+    arg = "max_iter" if method == "direct" else "inner_max_iter"
+    traced = isinstance(solve_cap, jax.core.Tracer)
+    if own is not None and solve_cap is not None and not traced and _concrete(solve_cap) != own:
+        raise ValueError(
+            f"{arg}: fit({arg}={_concrete(solve_cap)}) disagrees with the solver object's "
+            f"max_iter={own}; set one of them"
+        )
+    default_solve = DEFAULT_MAX_ITER if method == "direct" else DEFAULT_INNER_MAX_ITER
+    if solve_cap is None:
+        solve_cap = own if own is not None else default_solve
+    if method == "direct":
+        return s, solve_cap, None
+    return s, (DEFAULT_MAX_ITER if max_iter is None else max_iter), solve_cap
 
-    Returns:
-      FitResult. NaN/inf anywhere gives converged=False and status 2 (nonfinite).
-    """
+
+def _concrete(v: Any) -> Any:
+    if isinstance(v, jax.core.Tracer):
+        return v
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def _static_solver(s: Any) -> Any:
+    """The solver with its cap stripped to the class default, so that the compiled fit does
+    not depend on it (the cap is passed as a traced argument)."""
+    if dataclasses.is_dataclass(s) and hasattr(s, "max_iter"):
+        default = {f.name: f.default for f in dataclasses.fields(s)}.get("max_iter")
+        return dataclasses.replace(s, max_iter=default)
+    return s
+
+
+def _check_solver_interface(s: Any) -> None:
+    try:
+        params = inspect.signature(s.minimize).parameters
+    except (TypeError, ValueError):
+        return
+    if "max_iter" not in params and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        raise ValueError(
+            "solver: its minimize(fun, x0, lower, upper, max_iter=None) must take max_iter"
+        )
+
+
+@partial(jax.jit, static_argnums=(0, 5, 6, 7))
+def _fit_jit(spec, X, y, init, weights, method, solver, bounds, max_iter, tol, inner_max_iter):
     return fit_data(
         spec,
         prepare_data(spec, X, y, weights),
@@ -326,11 +325,126 @@ def fit(
     )
 
 
+def normalize_fit_args(
+    spec: MixSpec,
+    method: str,
+    solver: Any,
+    bounds: Any,
+    max_iter: Any,
+    tol: Any,
+    inner_max_iter: Any,
+) -> tuple[str, Any, Bounds, jax.Array, jax.Array, jax.Array]:
+    """Validate `fit`'s options before anything is compiled: (method, static solver, bounds,
+    max_iter, tol, inner_max_iter), the numbers as arrays (traced inside, so changing them
+    never recompiles)."""
+    if not isinstance(spec, MixSpec):
+        raise ValueError(f"spec: expected a MixSpec or ModelSpec, got {type(spec).__name__}")
+    s, mi, imi = resolve_solver(solver, method, max_iter, inner_max_iter)
+    _check_solver_interface(s)
+    for name, v in (("max_iter", mi), ("inner_max_iter", imi)):
+        if v is not None and not isinstance(v, jax.core.Tracer) and not int(v) >= 0:
+            raise ValueError(f"{name}: must be a non-negative integer, got {v!r}")
+    if not isinstance(tol, jax.core.Tracer) and not float(tol) >= 0:
+        raise ValueError(f"tol: must be >= 0, got {tol!r}")
+    b = Bounds(*(Bounds() if bounds is None else bounds)).validate()
+    imi = DEFAULT_INNER_MAX_ITER if imi is None else imi
+    return (
+        method,
+        _static_solver(s),
+        b,
+        jnp.asarray(mi, jnp.int32),
+        jnp.asarray(tol, jnp.float64),
+        jnp.asarray(imi, jnp.int32),
+    )
+
+
+def fit(
+    spec: MixSpec,
+    X: jax.Array,
+    y: jax.Array,
+    init: MixParams,
+    weights: jax.Array | None = None,
+    *,
+    method: str = "direct",
+    solver: Any = "newton",
+    bounds: Bounds | None = None,
+    max_iter: int | None = None,
+    tol: float = 1e-12,
+    inner_max_iter: int | None = None,
+) -> FitResult:
+    """Maximum-likelihood estimate of every adapter's (beta, tau, eta, nu) on a box.
+
+    Args:
+      spec: the model (`MixSpec`).
+      X: (n, d) covariates. y: (n,) integer labels 0..K-1 (categorical) or real responses.
+      init: starting MixParams (clipped into the box).
+      weights: optional (n,) non-negative row weights; weight-0 rows are padding.
+      method: "direct" (the solver on the full log-likelihood) or "em" (E-step posteriors,
+        then the gate and the experts' M-steps, each solved by the solver, warm-started).
+      solver: "newton" (projected Newton, default), "optax_lbfgs", "jaxopt_bfgs", or a solver
+        object (`moejax.fit.solvers`); its ``max_iter`` caps each solve.
+      bounds: the compact parameter set (`Bounds`; default `Bounds()`).
+      max_iter: cap on solver iterations ("direct", default 500 or the solver object's cap)
+        or on EM iterations ("em", default 500).
+      tol: EM stops when the relative change of the log-likelihood falls below tol.
+      inner_max_iter: cap on each M-step solve (EM only; default 50 or the solver object's).
+
+    Returns:
+      `FitResult` with MixParams. NaN/inf anywhere gives converged=False and status nonfinite.
+
+    jit and vmap: `fit` can be called inside a user's `jax.jit`/`jax.vmap` (caps and tol may
+    then be traced); it is not differentiable (a while-loop solver; no implicit
+    differentiation at the optimum).
+    """
+    spec.check_params(init)
+    spec.check_data(X, y)
+    args = normalize_fit_args(spec, method, solver, bounds, max_iter, tol, inner_max_iter)
+    method, s, b, mi, tl, imi = args
+    return _fit_jit(spec, X, y, init, weights, method, s, b, mi, tl, imi)
+
+
+def best_fit(results: FitResult) -> FitResult:
+    """The fit with the highest finite log-likelihood among stacked results (leading axis S)."""
+    score = jnp.where(jnp.isfinite(results.loglik), results.loglik, -jnp.inf)
+    best = jnp.argmax(score)
+    return jax.tree_util.tree_map(lambda a: a[best], results)
+
+
+@partial(jax.jit, static_argnums=(0, 5, 6, 7))
+def _multistart_jit(spec, X, y, inits, weights, method, solver, bounds, max_iter, tol, imi):
+    data = prepare_data(spec, X, y, weights)
+    one = lambda p: fit_data(spec, data, p, method, solver, bounds, max_iter, tol, imi)
+    return best_fit(jax.vmap(one)(inits))
+
+
+def fit_multistart(
+    spec: MixSpec,
+    X: jax.Array,
+    y: jax.Array,
+    inits: MixParams,
+    weights: jax.Array | None = None,
+    *,
+    method: str = "direct",
+    solver: Any = "newton",
+    bounds: Bounds | None = None,
+    max_iter: int | None = None,
+    tol: float = 1e-12,
+    inner_max_iter: int | None = None,
+) -> FitResult:
+    """Fit from every start in ``inits`` (MixParams whose leaves have a leading axis S) and
+    keep the best finite log-likelihood. Options as in `fit`."""
+    spec.check_data(X, y)
+    if jnp.ndim(inits.tau) != 2:
+        raise ValueError("inits: expected MixParams with a leading start axis (S, m, ...)")
+    spec.check_params(jax.tree_util.tree_map(lambda a: a[0], inits))
+    args = normalize_fit_args(spec, method, solver, bounds, max_iter, tol, inner_max_iter)
+    return _multistart_jit(spec, X, y, inits, weights, *args)
+
+
 def status_name(code: int) -> str:
     """Human name of a status code."""
-    from moejax.fit.solvers import STATUS_NAMES
-
-    return STATUS_NAMES[int(code)] if 0 <= int(code) < len(STATUS_NAMES) else f"status_{code}"
+    c = int(code)
+    return STATUS_NAMES[c] if 0 <= c < len(STATUS_NAMES) else f"status_{c}"
 
 
 __all__ = [
@@ -338,11 +452,15 @@ __all__ = [
     "MAX_ITER",
     "METHODS",
     "NONFINITE",
+    "STALLED",
+    "STATUS_NAMES",
     "FitData",
     "FitResult",
+    "best_fit",
     "fit",
     "fit_data",
-    "frozen_log_prob",
+    "fit_multistart",
+    "objective",
     "prepare_data",
     "status_name",
 ]

@@ -1,86 +1,68 @@
-"""Initialisation: truth (diagnostic), near-truth noise c n^(-rho), truth-free multi-start."""
+"""Initialisation for every model: truth (diagnostic), near-truth noise c n^(-rho), and
+truth-free random starts for multi-start."""
 
 from __future__ import annotations
-
-from functools import partial
 
 import jax
 import jax.numpy as jnp
 
-from moejax.fit.bounds import Bounds, pack, unpack
-from moejax.fit.estimators import FitResult, fit
-from moejax.model import ModelSpec, Params
+from moejax.fit.bounds import Bounds, unpack
+from moejax.mix.spec import MixParams, MixSpec
 
 INIT_MODES = ("truth", "near_truth", "multistart")
 
 
-def init_truth(truth: Params) -> Params:
-    """Start at the truth (a diagnostic: it measures the estimator, not the search)."""
-    return truth
-
-
 def init_near_truth(
     key: jax.Array,
-    truth: Params,
+    spec: MixSpec,
+    truth: MixParams,
     n: jax.Array | float,
     c_gate: float = 0.005,
     c_expert: float = 0.05,
     rho: float = 0.083,
-) -> Params:
-    """Truth plus Gaussian noise of scale c * n^(-rho) (gate blocks c_gate, expert c_expert).
+) -> MixParams:
+    """Truth plus Gaussian noise of scale c n^(-rho): c_gate on beta and tau, c_expert on eta,
+    and (regression) a multiplicative factor exp(c_expert n^(-rho) N(0, 1)) on nu, which keeps
+    it positive. The defaults are the regression predecessor's (c = 0.005 gate, 0.05 experts,
+    rho = 0.083)."""
+    return perturb(key, truth, n, c_gate, c_expert, rho, spec.regression)
 
-    The defaults are the regression predecessor's (c = 0.005 gate, 0.05 experts, rho = 0.083).
-    """
-    kb, kt, ke = jax.random.split(key, 3)
+
+def perturb(
+    key: jax.Array,
+    truth: MixParams,
+    n: jax.Array | float,
+    c_gate: float,
+    c_expert: float,
+    rho: float,
+    with_nu: bool,
+) -> MixParams:
+    """`init_near_truth`'s noise; the key is split in 3 subkeys (beta, tau, eta), or 4 when
+    the variances nu are estimated too (``with_nu``)."""
+    keys = jax.random.split(key, 4 if with_nu else 3)
     s = jnp.asarray(n, jnp.float64) ** (-rho)
-    return Params._unchecked(
-        truth.beta + c_gate * s * jax.random.normal(kb, jnp.shape(truth.beta), jnp.float64),
-        truth.tau + c_gate * s * jax.random.normal(kt, (), jnp.float64),
-        truth.eta + c_expert * s * jax.random.normal(ke, jnp.shape(truth.eta), jnp.float64),
+    nrm = lambda k, a: jax.random.normal(k, jnp.shape(a), jnp.float64)
+    nu = truth.nu * jnp.exp(c_expert * s * nrm(keys[3], truth.nu)) if with_nu else truth.nu
+    return MixParams(
+        truth.beta + c_gate * s * nrm(keys[0], truth.beta),
+        truth.tau + c_gate * s * nrm(keys[1], truth.tau),
+        truth.eta + c_expert * s * nrm(keys[2], truth.eta),
+        nu,
     )
 
 
 def random_inits(
-    key: jax.Array, spec: ModelSpec, n_starts: int, bounds: Bounds = Bounds(), scale: float = 1.0
-) -> Params:
-    """Truth-free starts: N(0, scale^2) entries clipped into the box; leaves gain axis (S,)."""
-    lo, hi = Bounds(*bounds).validate().arrays(spec)
+    key: jax.Array,
+    spec: MixSpec,
+    n_starts: int,
+    bounds: Bounds = Bounds(),
+    scale: float = 1.0,
+) -> MixParams:
+    """Truth-free starts: every coordinate of the flat vector (log nu for variances) drawn
+    N(0, scale^2) and clipped into the box; leaves gain a leading axis (n_starts,)."""
+    lo, hi = Bounds(*bounds).arrays(spec)
     z = scale * jax.random.normal(key, (n_starts, spec.n_params), jnp.float64)
     return jax.vmap(lambda t: unpack(spec, t))(jnp.clip(z, lo, hi))
 
 
-@partial(jax.jit, static_argnames=("spec", "fit_kwargs_items"))
-def _multistart(spec, X, y, inits, weights, fit_kwargs_items):
-    kw = dict(fit_kwargs_items)
-    return best_fit(jax.vmap(lambda p: fit(spec, X, y, p, weights, **kw))(inits))
-
-
-def best_fit(results: FitResult) -> FitResult:
-    """The fit with the highest finite log-likelihood among stacked results (leading axis S)."""
-    score = jnp.where(jnp.isfinite(results.loglik), results.loglik, -jnp.inf)
-    best = jnp.argmax(score)
-    return jax.tree_util.tree_map(lambda a: a[best], results)
-
-
-def fit_multistart(
-    spec: ModelSpec,
-    X: jax.Array,
-    y: jax.Array,
-    inits: Params,
-    weights: jax.Array | None = None,
-    **fit_kwargs,
-) -> FitResult:
-    """Fit from every start in ``inits`` (leaves with a leading axis S) and keep the best
-    finite log-likelihood. ``fit_kwargs`` are passed to `fit` (method, solver, bounds, ...)."""
-    return _multistart(spec, X, y, inits, weights, tuple(sorted(fit_kwargs.items())))
-
-
-__all__ = [
-    "INIT_MODES",
-    "best_fit",
-    "fit_multistart",
-    "init_near_truth",
-    "init_truth",
-    "pack",
-    "random_inits",
-]
+__all__ = ["INIT_MODES", "init_near_truth", "perturb", "random_inits"]

@@ -166,10 +166,13 @@ def linear_predictor_objective(
 
 
 def map_rows(
-    fn: Callable[..., jax.Array], arrays: tuple[jax.Array, ...], blocks: Blocks | None = None
+    fn: Callable[..., jax.Array],
+    arrays: tuple[jax.Array, ...],
+    blocks: Blocks | None = None,
+    tail: tuple[int, ...] = (),
 ) -> jax.Array:
-    """fn applied to row-aligned arrays (leading axis n) -> (n,), blockwise when ``blocks`` is
-    given (rows past the last active block are left 0)."""
+    """fn applied to row-aligned arrays (leading axis n) -> (n, *tail), blockwise when
+    ``blocks`` is given (rows past the last active block are left 0)."""
     if blocks is None:
         return fn(*arrays)
     size = blocks.size
@@ -179,4 +182,5 @@ def map_rows(
         sl = lambda a: jax.lax.dynamic_slice_in_dim(a, b * size, size, axis=0)
         return jax.lax.dynamic_update_slice_in_dim(out, fn(*map(sl, arrays)), b * size, axis=0)
 
-    return jax.lax.fori_loop(0, blocks.count, body, jnp.zeros((n,), arrays[0].dtype))
+    zeros = jnp.zeros((n, *tail), arrays[0].dtype)
+    return jax.lax.fori_loop(0, blocks.count, body, zeros)

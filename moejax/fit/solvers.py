@@ -2,12 +2,13 @@
 
 A solver is a static, hashable object with a method
 
-    minimize(fun, x0, lower, upper) -> SolveResult
+    minimize(fun, x0, lower, upper, max_iter=None) -> SolveResult
 
 where ``fun`` is an `Objective` (value, gradient, Hessian; see `moejax.fit.objective`) or any
 function mapping a flat float64 vector (P,) to a scalar (derivatives then come from autodiff),
-``x0`` (P,) is the start and ``lower``, ``upper`` (P,) are box bounds. Every solver is a pure
-function of its inputs, jit- and vmap-compatible, caps its iterations and reports its own step
+``x0`` (P,) is the start and ``lower``, ``upper`` (P,) are box bounds; ``max_iter``, when
+given, overrides the object's cap and may be a traced integer (changing it never recompiles).
+Every solver is a pure function of its inputs, jit- and vmap-compatible, caps its iterations and reports its own step
 count, convergence and status, so that lanes of a vmapped batch each say how they ended.
 
 - `ProjectedNewton` (maintained, default): projected Newton (Bertsekas 1982) with the exact
@@ -94,9 +95,15 @@ class ProjectedNewton:
     name: str = "newton"
 
     def minimize(
-        self, fun: ObjectiveLike, x0: jax.Array, lower: jax.Array, upper: jax.Array
+        self,
+        fun: ObjectiveLike,
+        x0: jax.Array,
+        lower: jax.Array,
+        upper: jax.Array,
+        max_iter: jax.Array | int | None = None,
     ) -> SolveResult:
         obj = as_objective(fun)
+        cap = self.max_iter if max_iter is None else max_iter
         x0 = jnp.clip(x0, lower, upper)
         P = x0.shape[0]
         dt = x0.dtype
@@ -138,7 +145,7 @@ class ProjectedNewton:
             ok: jax.Array
 
         def cond(s):
-            return (~s.done) & (s.it < self.max_iter)
+            return (~s.done) & (s.it < cap)
 
         def body(s):
             fc, gc, Hc = obj.value_grad_hess(s.xc)
@@ -208,7 +215,7 @@ def _finish_reparam(
     lower: jax.Array,
     upper: jax.Array,
     kkt_tol: float,
-    max_iter: int,
+    max_iter: jax.Array | int,
     snap_rtol: float = 1e-6,
 ) -> SolveResult:
     """Verdict of a solver that ran on x = lower + (upper - lower) sigmoid(u).
@@ -254,11 +261,17 @@ class OptaxLBFGS:
     name: str = "optax_lbfgs"
 
     def minimize(
-        self, fun: ObjectiveLike, x0: jax.Array, lower: jax.Array, upper: jax.Array
+        self,
+        fun: ObjectiveLike,
+        x0: jax.Array,
+        lower: jax.Array,
+        upper: jax.Array,
+        max_iter: jax.Array | int | None = None,
     ) -> SolveResult:
         import optax
 
         obj = as_objective(fun)
+        cap = self.max_iter if max_iter is None else max_iter
         fu = lambda u: obj.value(_to_box(u, lower, upper))
         opt = optax.lbfgs(memory_size=self.history)
         vg = optax.value_and_grad_from_state(fu)
@@ -271,7 +284,7 @@ class OptaxLBFGS:
 
         def cond(c):
             u, st, it, done = c
-            return (~done) & (it < self.max_iter)
+            return (~done) & (it < cap)
 
         def body(c):
             u, st, it, _ = c
@@ -287,9 +300,7 @@ class OptaxLBFGS:
 
         st0 = opt.init(u0)
         u, st, it, done = jax.lax.while_loop(cond, body, (u0, st0, jnp.int32(0), False))
-        return _finish_reparam(
-            obj, _to_box(u, lower, upper), it, lower, upper, self.kkt_tol, self.max_iter
-        )
+        return _finish_reparam(obj, _to_box(u, lower, upper), it, lower, upper, self.kkt_tol, cap)
 
 
 @dataclass(frozen=True)
@@ -302,18 +313,24 @@ class JaxoptBFGS:
     name: str = "jaxopt_bfgs"
 
     def minimize(
-        self, fun: ObjectiveLike, x0: jax.Array, lower: jax.Array, upper: jax.Array
+        self,
+        fun: ObjectiveLike,
+        x0: jax.Array,
+        lower: jax.Array,
+        upper: jax.Array,
+        max_iter: jax.Array | int | None = None,
     ) -> SolveResult:
         import jaxopt
 
         obj = as_objective(fun)
+        cap = self.max_iter if max_iter is None else max_iter
 
         def fu(u):
             s = jax.nn.sigmoid(u)
             f, gx = obj.value_and_grad(lower + (upper - lower) * s)
             return f, gx * (upper - lower) * s * (1 - s)
 
-        solver = jaxopt.BFGS(fun=fu, value_and_grad=True, maxiter=self.max_iter, tol=self.gtol)
+        solver = jaxopt.BFGS(fun=fu, value_and_grad=True, maxiter=cap, tol=self.gtol)
         u, state = solver.run(_from_box(x0, lower, upper))
         return _finish_reparam(
             obj,
@@ -322,7 +339,7 @@ class JaxoptBFGS:
             lower,
             upper,
             self.kkt_tol,
-            self.max_iter,
+            cap,
         )
 
 

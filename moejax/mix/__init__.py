@@ -1,6 +1,10 @@
-"""The general contaminated mixture: m adapters, softmax / input-free / sigmoid gates,
-categorical / Gaussian / Laplace experts (see `moejax.mix.spec`)."""
+"""The model family: a frozen expert plus m >= 1 adapters; softmax / input-free / sigmoid
+gates; categorical / Gaussian / Laplace experts (see `moejax.mix.spec`). The paper's model
+(`moejax.ModelSpec`) is its m = 1, softmax, categorical member."""
 
+from moejax.fit.bounds import Bounds, pack, unpack
+from moejax.fit.estimators import FitData, FitResult, fit, fit_data, fit_multistart, prepare_data
+from moejax.fit.init import init_near_truth, random_inits
 from moejax.mix.density import (
     frozen_logpdf,
     log_class_probs,
@@ -10,7 +14,6 @@ from moejax.mix.density import (
     responsibilities,
     row_loglik,
 )
-from moejax.mix.fit import MixBounds, MixData, fit, fit_data, init_near_truth, pack, prepare, unpack
 from moejax.mix.sampling import sample, sample_block, sample_responses
 from moejax.mix.spec import GATES, LIKELIHOODS, MixParams, MixSpec
 from moejax.mix.truth import MixTruth, drifting_truth, fixed_truth
@@ -18,14 +21,16 @@ from moejax.mix.truth import MixTruth, drifting_truth, fixed_truth
 __all__ = [
     "GATES",
     "LIKELIHOODS",
-    "MixBounds",
-    "MixData",
+    "Bounds",
+    "FitData",
+    "FitResult",
     "MixParams",
     "MixSpec",
     "MixTruth",
     "drifting_truth",
     "fit",
     "fit_data",
+    "fit_multistart",
     "fixed_truth",
     "frozen_logpdf",
     "init_near_truth",
@@ -34,7 +39,8 @@ __all__ = [
     "log_likelihood",
     "pack",
     "predictors",
-    "prepare",
+    "prepare_data",
+    "random_inits",
     "responsibilities",
     "row_loglik",
     "sample",

@@ -13,6 +13,7 @@ both use it. All arithmetic is in log space (log-softmax, log-sigmoid, logsumexp
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -45,9 +46,9 @@ def regression_logpdf(lik: str, y: jax.Array, mean: jax.Array, log_nu: jax.Array
 
 
 def categorical_logpmf(expert: Expert, z: jax.Array, y: jax.Array) -> jax.Array:
-    """log softmax(h(z))_y for predictors z (..., R) and integer-valued labels y (...,)."""
+    """log softmax(h(z))_y for predictors z (..., R) and integer labels y (...,)."""
     lsm = jax.nn.log_softmax(expert.logits_from_z(z), axis=-1)
-    labels = jax.lax.stop_gradient(y).astype(jnp.int32)  # y holds integers in float64
+    labels = jnp.asarray(y).astype(jnp.int32)
     onehot = jax.nn.one_hot(labels, lsm.shape[-1], dtype=lsm.dtype)
     return jnp.sum(onehot * lsm, axis=-1)
 
@@ -114,19 +115,20 @@ def frozen_logpdf(spec: MixSpec, X: jax.Array, y: jax.Array) -> jax.Array:
     return categorical_logpmf(spec.frozen, z0, y)
 
 
+def as_labels(spec: MixSpec, y: Any) -> jax.Array:
+    """y as the model's label type: int32 classes (categorical) or float64 responses."""
+    return jnp.asarray(y, spec.y_dtype)
+
+
 def _check(spec: MixSpec, params: MixParams, X, y=None) -> None:
     spec.check_params(params)
-    xs = jnp.shape(X)
-    if len(xs) != 2 or xs[1] != spec.d:
-        raise ValueError(f"X: expected shape (n, {spec.d}), got {xs}")
-    if y is not None and jnp.shape(y) != (xs[0],):
-        raise ValueError(f"y: expected shape ({xs[0]},), got {jnp.shape(y)}")
+    spec.check_data(X, y)
 
 
 def log_density(spec: MixSpec, params: MixParams, X: jax.Array, y: jax.Array) -> jax.Array:
     """log p_G(y_i | x_i), (n,). y: labels 0..K-1 (categorical) or real responses."""
     _check(spec, params, X, y)
-    y = jnp.asarray(y, jnp.float64)
+    y = as_labels(spec, y)
     return row_loglik(spec, predictors(spec, params, X), y, frozen_logpdf(spec, X, y))
 
 
@@ -142,28 +144,33 @@ def log_likelihood(
         raise ValueError(f"weights: expected shape ({jnp.shape(X)[0]},), got {w.shape}")
     keep = w != 0
     X = jnp.where(keep[:, None], jnp.asarray(X, jnp.float64), 0.0)
-    y = jnp.where(keep, jnp.asarray(y, jnp.float64), 0.0)
+    y = jnp.where(keep, as_labels(spec, y), 0)
     return jnp.sum(jnp.where(keep, w * log_density(spec, params, X, y), 0.0))
 
 
 def log_class_probs(spec: MixSpec, params: MixParams, X: jax.Array) -> jax.Array:
-    """log p_G(y = k | x_i), (n, K), categorical experts only."""
+    """log p_G(y = k | x_i), (n, K), categorical experts only:
+    logsumexp_j [log w_j(x) + log softmax(h_j(x))_k] over the frozen expert and the adapters."""
     if spec.regression:
         raise ValueError("log_class_probs: only for categorical experts")
     _check(spec, params, X)
-    U = predictors(spec, params, X)
-    labels = jnp.arange(spec.K, dtype=jnp.float64)
-
-    def per_label(k):
-        y = jnp.full((X.shape[0],), k)
-        return row_loglik(spec, U, y, frozen_logpdf(spec, X, y))
-
-    return jax.vmap(per_label, out_axes=1)(labels)
+    X = jnp.asarray(X, jnp.float64)
+    g, Z, _ = split_predictors(spec, predictors(spec, params, X))
+    lw = gate_log_weights(spec.gate, g)  # (n, m+1)
+    z0 = X @ spec.eta0_array().T
+    lp = jnp.concatenate(
+        [
+            jax.nn.log_softmax(spec.frozen.logits_from_z(z0), axis=-1)[:, None, :],
+            jax.nn.log_softmax(spec.adapter.logits_from_z(Z), axis=-1),
+        ],
+        axis=1,
+    )  # (n, m+1, K)
+    return jax.nn.logsumexp(lw[:, :, None] + lp, axis=1)
 
 
 def responsibilities(spec: MixSpec, params: MixParams, X: jax.Array, y: jax.Array) -> jax.Array:
     """Posterior probability of each component given (x_i, y_i), (n, m+1); column 0 frozen."""
     _check(spec, params, X, y)
-    y = jnp.asarray(y, jnp.float64)
+    y = as_labels(spec, y)
     lj = component_logjoint(spec, predictors(spec, params, X), y, frozen_logpdf(spec, X, y))
     return jnp.exp(lj - jax.nn.logsumexp(lj, axis=-1, keepdims=True))

@@ -1,14 +1,65 @@
-"""Data from the general mixture, from an explicit key, block by block (as in the core)."""
+"""Data from the mixture, from an explicit key: covariates, then responses, block by block.
+
+Categorical labels are drawn by inverse CDF of one uniform per row against the mixture's class
+probabilities p_G(. | x); regression responses by drawing a component from the gate, then the
+response from that component. Rows are prefix-stable: with JAX's (default) partitionable
+Threefry, a blocked dataset of n rows is the first n rows of any longer one with the same key.
+"""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.special import gammainc
 
-from moejax.mix.density import expert_mean, gate_log_weights, predictors, split_predictors
+from moejax.mix.density import (
+    expert_mean,
+    gate_log_weights,
+    log_class_probs,
+    predictors,
+    split_predictors,
+)
 from moejax.mix.spec import MixParams, MixSpec
-from moejax.sampling import DATA_BLOCK, sample_covariates
+
+DATA_BLOCK = 64  # rows per independently keyed block of a blocked dataset
+
+
+def _truncated_chi(u: jax.Array, d: int, radius: float, iters: int = 60) -> jax.Array:
+    """Inverse CDF of the chi_d law truncated to [0, radius], by bisection. u: (n,) in (0, 1)."""
+    a = 0.5 * d
+    target = u * gammainc(a, 0.5 * radius**2)
+
+    def body(_, lohi):
+        lo, hi = lohi
+        mid = 0.5 * (lo + hi)
+        below = gammainc(a, 0.5 * mid**2) < target
+        return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
+
+    lo, hi = jax.lax.fori_loop(0, iters, body, (jnp.zeros_like(u), jnp.full_like(u, radius)))
+    return 0.5 * (lo + hi)
+
+
+def sample_covariates(key: jax.Array, d: int, n: int, radius: float | None = None) -> jax.Array:
+    """X ~ N(0, I_d), shape (n, d); with ``radius``, N(0, I_d) conditioned on ||x|| <= radius."""
+    z = jax.random.normal(key, (n, d), dtype=jnp.float64)
+    if radius is None:
+        return z
+    if radius <= 0:
+        raise ValueError(f"radius: must be > 0, got {radius}")
+    kr = jax.random.fold_in(key, 1)
+    u = jax.random.uniform(kr, (n,), dtype=jnp.float64, minval=1e-300)
+    norm = jnp.linalg.norm(z, axis=1)
+    r = _truncated_chi(u, d, float(radius))
+    return z * (r / jnp.where(norm > 0, norm, 1.0))[:, None]
+
+
+def sample_labels(key: jax.Array, probs: jax.Array) -> jax.Array:
+    """y_i by inverse CDF of one uniform per row; probs (n, K) -> y (n,) int32 in 0..K-1."""
+    u = jax.random.uniform(key, probs.shape[:1], dtype=probs.dtype)
+    cdf = jnp.cumsum(probs, axis=-1)
+    y = jnp.sum(cdf < u[:, None], axis=-1)
+    return jnp.minimum(y, probs.shape[-1] - 1).astype(jnp.int32)
 
 
 def _noise(key: jax.Array, lik: str, shape: tuple[int, ...]) -> jax.Array:
@@ -19,30 +70,41 @@ def _noise(key: jax.Array, lik: str, shape: tuple[int, ...]) -> jax.Array:
 
 
 def sample_responses(key: jax.Array, spec: MixSpec, params: MixParams, X: jax.Array) -> jax.Array:
-    """y (n,) ~ p_G(. | x_i) for X (n, d): a component is drawn from the gate, then y from it.
-    Categorical labels are returned as float64 integers 0..K-1."""
+    """y (n,) ~ p_G(. | x_i) for X (n, d): int32 labels 0..K-1 by inverse CDF (categorical), or
+    float64 responses drawn component first (regression)."""
+    if not spec.regression:
+        return sample_labels(key, jnp.exp(log_class_probs(spec, params, X)))
     kc, ky = jax.random.split(key)
     U = predictors(spec, params, X)
     g, Z, log_nu = split_predictors(spec, U)
     comp = jax.random.categorical(kc, gate_log_weights(spec.gate, g), axis=-1)  # (n,)
     z0 = X @ spec.eta0_array().T  # (n, R)
-    if spec.regression:
-        means = jnp.concatenate(
-            [expert_mean(spec.frozen, z0[:, :1]), expert_mean(spec.adapter, Z[..., 0])], axis=-1
-        )
-        sds = jnp.concatenate(
-            [jnp.full((X.shape[0], 1), jnp.sqrt(spec.nu0)), jnp.exp(0.5 * log_nu)], axis=-1
-        )
-        k0, k1 = jax.random.split(ky)
-        e0 = _noise(k0, spec.frozen_likelihood, (X.shape[0],))
-        e1 = _noise(k1, spec.likelihood, (X.shape[0],))
-        pick = lambda a: jnp.take_along_axis(a, comp[:, None], axis=-1)[:, 0]
-        return pick(means) + pick(sds) * jnp.where(comp == 0, e0, e1)
-    logits = jnp.concatenate(
-        [spec.frozen.logits_from_z(z0)[:, None, :], spec.adapter.logits_from_z(Z)], axis=1
-    )  # (n, m+1, K)
-    chosen = jnp.take_along_axis(logits, comp[:, None, None], axis=1)[:, 0, :]
-    return jax.random.categorical(ky, chosen, axis=-1).astype(jnp.float64)
+    means = jnp.concatenate(
+        [expert_mean(spec.frozen, z0[:, :1]), expert_mean(spec.adapter, Z[..., 0])], axis=-1
+    )
+    sds = jnp.concatenate(
+        [jnp.full((X.shape[0], 1), jnp.sqrt(spec.nu0)), jnp.exp(0.5 * log_nu)], axis=-1
+    )
+    k0, k1 = jax.random.split(ky)
+    e0 = _noise(k0, spec.frozen_likelihood, (X.shape[0],))
+    e1 = _noise(k1, spec.likelihood, (X.shape[0],))
+    pick = lambda a: jnp.take_along_axis(a, comp[:, None], axis=-1)[:, 0]
+    return pick(means) + pick(sds) * jnp.where(comp == 0, e0, e1)
+
+
+def _check_n(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"n: expected a positive integer, got {n!r}")
+    return int(n)
+
+
+def sample_rows(
+    key: jax.Array, spec: MixSpec, params: MixParams, n: int, radius: float | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """(X (n, d), y (n,)) from one key: X from the key's first half, y from its second."""
+    kx, ky = jax.random.split(key)
+    X = sample_covariates(kx, spec.d, n, radius)
+    return X, sample_responses(ky, spec, params, X)
 
 
 def sample_block(
@@ -53,10 +115,11 @@ def sample_block(
     block: int = DATA_BLOCK,
     radius: float | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Block ``b`` of a blocked dataset, drawn from fold_in(key, b): X (block, d), y (block,)."""
-    kx, ky = jax.random.split(jax.random.fold_in(key, b))
-    X = sample_covariates(kx, spec.d, block, radius)
-    return X, sample_responses(ky, spec, params, X)
+    """Block ``b`` of a blocked dataset, drawn from fold_in(key, b): X (block, d), y (block,).
+
+    A blocked dataset of n rows is the first n rows of blocks 0, 1, ..., so its rows do not
+    depend on how long a padded buffer holding it is, nor on the other blocks."""
+    return sample_rows(jax.random.fold_in(key, b), spec, params, block, radius)
 
 
 def sample(
@@ -67,9 +130,10 @@ def sample(
     radius: float | None = None,
     block: int = DATA_BLOCK,
 ) -> tuple[jax.Array, jax.Array]:
-    """(X (n, d), y (n,)): exactly the data the sweep engine fits for this key and n."""
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"n: expected a positive integer, got {n!r}")
-    nb = -(-int(n) // block)
+    """(X (n, d), y (n,)) block by block: exactly the data the sweep engine fits for a lane
+    with this key and sample size."""
+    n = _check_n(n)
+    spec.check_params(params)
+    nb = -(-n // block)
     X, y = jax.vmap(lambda b: sample_block(key, b, spec, params, block, radius))(jnp.arange(nb))
     return X.reshape(-1, spec.d)[:n], y.reshape(-1)[:n]

@@ -23,6 +23,7 @@ model does not estimate (beta under the input-free gate, nu for categorical expe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -31,7 +32,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from moejax.experts import Expert, resolve_activation
-from moejax.model import _check_finite_scalar, _check_int
 
 GATES = ("softmax", "input_free", "sigmoid")
 LIKELIHOODS = ("categorical", "gaussian", "laplace")
@@ -47,13 +47,59 @@ class MixParams(NamedTuple):
     nu: jax.Array
 
 
+def check_int(name: str, v: Any, minimum: int) -> int:
+    """``v`` as an int >= minimum, or ValueError naming ``name``."""
+    if isinstance(v, bool) or not isinstance(v, int | np.integer):
+        raise ValueError(f"{name}: expected an integer, got {v!r}")
+    if v < minimum:
+        raise ValueError(f"{name}: must be >= {minimum}, got {v}")
+    return int(v)
+
+
+def check_finite_scalar(name: str, v: Any) -> float:
+    """``v`` as a finite float, or ValueError naming ``name``."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a number, got {v!r}") from None
+    if not math.isfinite(f):
+        raise ValueError(f"{name}: must be finite, got {v!r}")
+    return f
+
+
 def _check_bias(name: str, bias: Any, R: int) -> tuple[float, ...] | None:
+    """A fixed per-predictor bias: R finite numbers (one per non-reference class), or None."""
     if bias is None:
         return None
-    b = np.atleast_1d(np.asarray(bias, dtype=np.float64))
-    if b.shape != (R,) or not np.all(np.isfinite(b)):
-        raise ValueError(f"{name}: expected {R} finite numbers, got {np.asarray(bias).tolist()}")
+    try:
+        b = np.atleast_1d(np.asarray(bias, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected {R} numbers, got {bias!r}") from None
+    if b.shape != (R,):
+        raise ValueError(
+            f"{name}: expected shape ({R},) (one bias per non-reference class), got {b.shape}"
+        )
+    if not np.all(np.isfinite(b)):
+        raise ValueError(f"{name}: must be finite, got {b.tolist()}")
     return tuple(float(v) for v in b)
+
+
+def _as_expert(e: Any, argname: str, scale: float, bias: Any, R: int) -> Expert:
+    """An `Expert` from an activation (name or callable) with the spec's scale and bias, or
+    an `Expert` given whole (its own scale and bias are validated)."""
+    if isinstance(e, Expert):
+        resolve_activation(e.activation, argname)
+        return Expert(
+            activation=e.activation,
+            scale=check_finite_scalar(f"{argname}.scale", e.scale),
+            bias=_check_bias(f"{argname}.bias", e.bias, R),
+        )
+    resolve_activation(e, argname)
+    return Expert(
+        activation=e,
+        scale=scale,
+        bias=_check_bias("bias" if argname == "adapter" else "frozen_bias", bias, R),
+    )
 
 
 @dataclass(frozen=True)
@@ -87,9 +133,9 @@ class MixSpec:
     _eta0: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        d = _check_int("d", self.d, 1)
-        K = _check_int("K", self.K, 2)
-        m = _check_int("adapters", self.adapters, 1)
+        d = check_int("d", self.d, 1)
+        K = check_int("K", self.K, 2)
+        m = check_int("adapters", self.adapters, 1)
         if self.gate not in GATES:
             raise ValueError(f"gate: unknown gate {self.gate!r}; choose one of {', '.join(GATES)}")
         lik = self.likelihood
@@ -103,22 +149,22 @@ class MixSpec:
                 "categorical or both be regression likelihoods"
             )
         R = K - 1 if lik == "categorical" else 1
-        nu0 = _check_finite_scalar("nu0", self.nu0)
+        nu0 = check_finite_scalar("nu0", self.nu0)
         if nu0 <= 0:
             raise ValueError(f"nu0: must be > 0, got {nu0}")
-        scale = _check_finite_scalar("scale", self.scale)
+        scale = check_finite_scalar("scale", self.scale)
         fscale = scale if self.frozen_scale is None else self.frozen_scale
-        fscale = _check_finite_scalar("frozen_scale", fscale)
+        fscale = check_finite_scalar("frozen_scale", fscale)
         try:
             eta0 = np.asarray(self.eta0, dtype=np.float64)
         except (TypeError, ValueError):
             raise ValueError(f"eta0: expected a numeric array, got {self.eta0!r}") from None
-        if eta0.shape != (R, d) or not np.all(np.isfinite(eta0)):
-            raise ValueError(f"eta0: expected finite values of shape (R, d) = ({R}, {d})")
-        for name, a in (("frozen", self.frozen), ("adapter", self.adapter)):
-            resolve_activation(a, name)
-        frozen = Expert(self.frozen, fscale, _check_bias("frozen_bias", self.frozen_bias, R))
-        adapter = Expert(self.adapter, scale, _check_bias("bias", self.bias, R))
+        if eta0.shape != (R, d):
+            raise ValueError(f"eta0: expected shape (R, d) = ({R}, {d}), got {eta0.shape}")
+        if not np.all(np.isfinite(eta0)):
+            raise ValueError("eta0: must be finite")
+        frozen = _as_expert(self.frozen, "frozen", fscale, self.frozen_bias, R)
+        adapter = _as_expert(self.adapter, "adapter", scale, self.bias, R)
         eta0_t = tuple(tuple(float(v) for v in row) for row in eta0)
         for name, value in (
             ("d", d),
@@ -128,6 +174,8 @@ class MixSpec:
             ("nu0", nu0),
             ("scale", scale),
             ("frozen_scale", fscale),
+            ("bias", adapter.bias),
+            ("frozen_bias", frozen.bias),
             ("frozen", frozen),
             ("adapter", adapter),
             ("eta0", eta0_t),
@@ -151,6 +199,33 @@ class MixSpec:
     @property
     def has_beta(self) -> bool:
         return self.gate != "input_free"
+
+    @property
+    def n_params(self) -> int:
+        """Number of estimated scalars: per adapter, the gate (d + 1, or 1 without beta), the
+        expert's R d weights and, for regression, its variance."""
+        gate = self.d + 1 if self.has_beta else 1
+        return self.m * (gate + self.R * self.d + (1 if self.regression else 0))
+
+    @property
+    def homogeneous(self) -> bool:
+        """True when the adapters and the frozen expert share activation, output map and
+        likelihood (the regime where the mixture can collapse)."""
+        return self.frozen == self.adapter and self.frozen_likelihood == self.likelihood
+
+    def check_data(self, X: Any, y: Any | None = None) -> None:
+        """Raise ValueError if X (n, d) or y (n,) do not match this spec (shapes only; works
+        on tracers)."""
+        xs = jnp.shape(X)
+        if len(xs) != 2 or xs[1] != self.d:
+            raise ValueError(f"X: expected shape (n, {self.d}), got {xs}")
+        if y is not None and jnp.shape(y) != (xs[0],):
+            raise ValueError(f"y: expected shape ({xs[0]},) to match X, got {jnp.shape(y)}")
+
+    @property
+    def y_dtype(self) -> Any:
+        """Labels are int32 (categorical); responses float64 (regression)."""
+        return jnp.float64 if self.regression else jnp.int32
 
     def eta0_array(self) -> jax.Array:
         return jnp.asarray(self._eta0, dtype=jnp.float64)

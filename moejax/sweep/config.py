@@ -13,7 +13,6 @@ import hashlib
 import json
 import math
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -231,13 +230,6 @@ def _check_choice(field: str, v: str, choices: tuple[str, ...]) -> None:
         raise _err(field, v, f"unknown value{_suggest(v, list(choices))}")
 
 
-def is_mix(cfg: dict[str, Any]) -> bool:
-    """True when the config needs the general model (`moejax.mix`): several adapters, another
-    gate, or regression experts; the core model (`moejax.model`) serves the rest."""
-    m = cfg["model"]
-    return m["adapters"] > 1 or m["gate"] != "softmax" or m["likelihood"] != "categorical"
-
-
 def _per_adapter(field: str, v: Any, M: int, default: float) -> Any:
     """A scalar per adapter: a number (broadcast) or a list of M numbers; a float when M = 1."""
     a = np.asarray(default if v is None else v, dtype=np.float64)
@@ -416,11 +408,6 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
                 list(lo_hi[f]),
                 f"the truth's {f} ({vals}) must lie inside the bounds",
             )
-    if is_mix(c):
-        if e["method"] != "direct":
-            raise _err("estimator.method", e["method"], "only 'direct' is available for this model")
-        if i["mode"] == "multistart":
-            raise _err("init.mode", i["mode"], "multistart is not available for this model yet")
     _check_choice("init.mode", i["mode"], INIT_MODES)
     for f in ("c_gate", "c_expert", "start_scale", "rho"):
         if i[f] < 0:
@@ -497,11 +484,3 @@ def config_hash(cfg: dict[str, Any]) -> str:
     c.pop("name", None)
     blob = json.dumps(c, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Lane:
-    """One fit of the study: sample size n and replicate index r."""
-
-    n: int
-    replicate: int
