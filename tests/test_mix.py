@@ -27,7 +27,7 @@ from scipy import stats
 
 import moejax as mj
 from moejax import mix
-from moejax.mix.fit import objective
+from moejax.fit.estimators import objective
 from moejax.sampling import DATA_BLOCK
 
 ACTS = ("linear", "tanh", "sigmoid", "gelu", "relu")
@@ -205,7 +205,7 @@ def _weighted_case():
 
 
 @jax.jit
-def _objective_vg(spec: mix.MixSpec, data: mix.MixData, theta: jax.Array):
+def _objective_vg(spec: mix.MixSpec, data: mix.FitData, theta: jax.Array):
     return objective(spec, data).value_and_grad(theta)
 
 
@@ -218,8 +218,8 @@ def test_weighted_log_likelihood_ignores_zero_weight_rows():
     assert float(mix.log_likelihood(spec, params, Xbad, ybad, w)) == got
     # the estimator's objective (prepare masks padding) is unaffected as well
     theta = mix.pack(spec, params)
-    v, g = _objective_vg(spec, mix.prepare(spec, X, y, w), theta)
-    vb, gb = _objective_vg(spec, mix.prepare(spec, Xbad, ybad, w), theta)
+    v, g = _objective_vg(spec, mix.prepare_data(spec, X, y, w), theta)
+    vb, gb = _objective_vg(spec, mix.prepare_data(spec, Xbad, ybad, w), theta)
     np.testing.assert_allclose(float(v), -want / w.sum(), rtol=RTOL)
     assert float(vb) == float(v)
     np.testing.assert_array_equal(np.asarray(gb), np.asarray(g))
@@ -346,7 +346,7 @@ DERIV_CASES = {
 
 
 @jax.jit
-def _derivatives(spec: mix.MixSpec, data: mix.MixData, theta: jax.Array, shifted: jax.Array):
+def _derivatives(spec: mix.MixSpec, data: mix.FitData, theta: jax.Array, shifted: jax.Array):
     """Everything the derivative test needs in one compilation per spec."""
     obj = objective(spec, data)
     return (
@@ -372,7 +372,7 @@ def test_objective_gradient_and_hessian(case: str):
     h = 1e-6
     P = theta.shape[0]
     shifted = np.concatenate([theta + h * np.eye(P), theta - h * np.eye(P)])
-    (f, g), (f2, g2, H), H_ad, vals = _derivatives(spec, mix.prepare(spec, X, y), theta, shifted)
+    (f, g), (f2, g2, H), H_ad, vals = _derivatives(spec, mix.prepare_data(spec, X, y), theta, shifted)
     # the objective is the mean negative log-likelihood
     want = -np.mean(ref.log_density(X, y, **_ref_kwargs(model, p)))
     np.testing.assert_allclose(float(f), want, rtol=RTOL)
@@ -623,7 +623,7 @@ def test_bad_params_and_data_raise():
         lambda: mix.log_density(spec, good, np.zeros((5, 3)), y),
         lambda: mix.log_likelihood(spec, good, np.zeros(5), y),
         lambda: mix.responsibilities(spec, good, np.zeros((5, 3)), y),
-        lambda: mix.prepare(spec, np.zeros((5, 3)), y),
+        lambda: mix.prepare_data(spec, np.zeros((5, 3)), y),
         lambda: mix.fit(spec, np.zeros((5, 3)), y, good),
     ):
         with pytest.raises(ValueError, match="X"):

@@ -785,7 +785,12 @@ def test_homogeneous_truth_schedule():
     delta = np.random.default_rng(12).standard_normal((case.K - 1, case.d))
     gamma = 0.125
     truth = mj.homogeneous_truth(spec, beta, tau, delta, gamma)
-    np.testing.assert_array_equal(np.asarray(truth.eta), case.eta0())
+    # A Truth is the family's schedule: leaves carry the adapter axis (m = 1).
+    np.testing.assert_array_equal(np.asarray(truth.eta), case.eta0()[None])
+    with pytest.raises(ValueError, match="n > 0"):
+        truth.at(0)
+    with pytest.raises(ValueError, match="n > 0"):
+        truth.at(-5.0)
 
     ns = np.array([1e3, 1e4, 1e5, 1e8, 1e16])
     dists = []
@@ -823,7 +828,7 @@ def test_heterogeneous_truth_is_constant():
     spec = case.spec()
     beta, tau, eta = case.params_np()
     truth = mj.heterogeneous_truth(spec, beta, tau, eta)
-    np.testing.assert_array_equal(np.asarray(truth.delta), np.zeros_like(eta))
+    np.testing.assert_array_equal(np.asarray(truth.delta), np.zeros_like(eta)[None])
     for n in (1, 1e3, 1e5, 1e12):
         p = truth.at(n)
         np.testing.assert_array_equal(np.asarray(p.eta), eta)
