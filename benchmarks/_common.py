@@ -1,8 +1,8 @@
 """Shared helpers of the benchmark scripts: machine description, tables, RESULTS.md sections.
 
-Not a benchmark itself. Every script prints its tables and replaces its own section of
-``benchmarks/RESULTS.md`` (between ``<!-- begin NAME -->`` and ``<!-- end NAME -->``), leaving the
-other sections as they are.
+Not a benchmark itself. The scripts print their tables; throughput, scaling, ceiling and
+gpu_paper_study also replace their own section of ``benchmarks/RESULTS.md`` (between
+``<!-- begin NAME -->`` and ``<!-- end NAME -->``), leaving the other sections as they are.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ QUIET_LOAD_FRACTION = 0.25
 
 _HEADER = """# moejax benchmark results
 
-Latest results of the scripts in `benchmarks/` (run by hand, never in CI). Each script replaces
-its own section below; the command, date, machine and load average are recorded with the
-numbers. Sections marked **PRELIMINARY** come from `--quick` runs or from a machine that was busy
-with other work (see the load average); rerun the command given in the section on a quiet machine
-for numbers to quote.
+Latest results of the scripts in `benchmarks/` (run by hand, never in CI). Each of
+`throughput.py`, `scaling.py`, `ceiling.py` and `gpu_paper_study.py` replaces its own section
+below; the command, date, machine and load average are recorded with the numbers. Sections
+marked **PRELIMINARY** come from `--quick` runs or from a machine that was busy with other work
+(see the load average); rerun the command given in the section on a quiet machine for numbers
+to quote. `adapters.py` prints its tables and appends them to the file given by `--out`.
 """
 
 
@@ -326,20 +327,22 @@ def describe_config(cfg: dict) -> str:
 
 def chunk_plan(cfg: dict, n_devices: int = 1) -> list[tuple[list[tuple[int, int]], int, int]]:
     """The compiled calls a sweep of ``cfg`` makes, mirroring `moejax.sweep.engine.run_sweep`:
-    a list of (real lanes [(n, r)], lanes per call C, rows per lane). One buffer for all sizes,
-    chunks never mix sizes, a lane of size n works on ceil(n / B) * B rows (B = `block_size`);
-    a call's last lanes are padding (copies of its last lane) when len(real) < C."""
-    from moejax.sweep.engine import auto_chunk, build_problem
+    a list of (real lanes [(n, r)], lanes per call C, rows per lane). Sizes are grouped into
+    buffer classes (`engine.buffer_classes`, ``run.buffer_ratio``), each with its own lanes per
+    call; chunks never mix sizes, a lane of size n works on ceil(n / B) * B rows (B =
+    `block_size`); a call's last lanes are padding (copies of its last lane) when
+    len(real) < C."""
+    from moejax.sweep.engine import auto_chunk, buffer_classes, build_problem
 
     problem = build_problem(cfg)
     sizes, R = cfg["sizes"]["list"], cfg["replicates"]
     D = n_devices
     B = block_size(cfg)
-    N = -(-max(sizes) // B) * B
-    Cc = min(cfg["run"]["chunk"] or auto_chunk(problem, N, D), R)
-    Cc = -(-Cc // D) * D
     out = []
-    for n in sizes:
-        for i in range(0, R, Cc):
-            out.append(([(n, r) for r in range(i, min(i + Cc, R))], Cc, -(-n // B) * B))
+    for N, group in buffer_classes(sizes, B, cfg["run"]["buffer_ratio"]):
+        Cc = min(cfg["run"]["chunk"] or auto_chunk(problem, N, D), R)
+        Cc = -(-Cc // D) * D
+        for n in group:
+            for i in range(0, R, Cc):
+                out.append(([(n, r) for r in range(i, min(i + Cc, R))], Cc, -(-n // B) * B))
     return out

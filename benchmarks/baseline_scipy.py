@@ -14,7 +14,8 @@ the baseline with perfect parallelism on ``c`` cores:
 BLAS in the workers is pinned to one thread (the arrays are small; more threads only oversubscribe
 the cores), so per-fit CPU time is also the fit's single-core wall time.
 
-Run ``python benchmarks/baseline_scipy.py`` for a small demo.
+Run ``python benchmarks/baseline_scipy.py`` for a small demo (``--quick``: 2 replicates at
+n = 500, a few seconds).
 """
 
 from __future__ import annotations
@@ -170,4 +171,13 @@ def _demo(processes: int | None = None, replicates: int = 8, ns=(2000, 4000), se
 
 
 if __name__ == "__main__":
-    _demo()
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Demo of the per-fit SciPy baseline.")
+    ap.add_argument("--quick", action="store_true", help="2 replicates at n = 500")
+    ap.add_argument("--processes", type=int, help="pool size (default os.cpu_count())")
+    a = ap.parse_args()
+    if a.quick:
+        _demo(a.processes, replicates=2, ns=(500,))
+    else:
+        _demo(a.processes)

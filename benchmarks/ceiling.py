@@ -2,19 +2,24 @@
 
     python benchmarks/ceiling.py            # 64 lanes at n = 2000
     python benchmarks/ceiling.py --quick    # 16 lanes at n = 2000 (~1 min)
+    python benchmarks/ceiling.py --smoke    # 2 lanes at n = 500, 256^2 matmuls (script check;
+                                            # does not write RESULTS.md)
 
 Work is counted from compiled programs with XLA's ``compiled.cost_analysis()``. XLA counts the
 body of a while-loop ONCE, whatever its trip count, so the engine's vmapped lane function
-(``make_lane_fn`` of the config, L lanes at n, every lane real) gives a number (A) that is not
-the work of a fit: it holds the solver loop once (and, in the row-blocked engine, each row-block
-loop once). The work of one fit is therefore assembled from loop-free pieces, each jitted with
-its data as arguments (nothing constant-folded):
+(``make_lane_fn`` of the config, L lanes at n, every lane real, n one scalar per call as in the
+engine) gives a number (A) that is not the work of a fit: it holds the solver loop once (and
+each row-block loop once). The work of one fit is therefore assembled from loop-free pieces,
+each jitted with its data as arguments (nothing constant-folded):
 
 - (B) one evaluation of the objective's value, gradient and Hessian on n rows
-  (``moejax.fit.estimators._full_objective(spec, data).value_grad_hess``). Every pass of the
-  projected Newton loop evaluates exactly this once (accepted step or backtrack);
-- (S) drawing the n rows and preparing them (the frozen expert's log-probabilities);
-- (H) the Hellinger error on ``run.density_points`` held-out covariates.
+  (``moejax.fit.estimators.objective(spec, data).value_grad_hess``: closed-form row
+  derivatives from ``moejax.mix.rows.mixture_row_fns`` plus the weighted Gram sums). Every
+  pass of the projected Newton loop evaluates exactly this once (accepted step or backtrack);
+- (S) drawing the n rows (``moejax.mix.sample``, the engine's keyed blocks) and preparing
+  them (``prepare_data``: the frozen expert's log-density);
+- (H) the Hellinger error on ``run.density_points`` held-out covariates (categorical models
+  only, as in the engine).
 
     flops per fit = E x (B) + (S) + (H),   E = mean of n_iter + 1 over the L lanes
 
@@ -85,7 +90,7 @@ print(json.dumps({"rate": work / best / 1e9, "seconds": best, "work": work}))
 """
 
 
-def dense_rate(kind: str, one_core: bool) -> dict:
+def dense_rate(kind: str, one_core: bool, size: int = MATMUL) -> dict:
     """G ops/s of a child process: kind "numpy"/"jax" (float64 matmul, flops) or "trans" (JAX
     exp/log1p/tanh, transcendentals). ``one_core`` pins the child to one core (affinity) and
     sets the BLAS thread variables to 1."""
@@ -94,7 +99,7 @@ def dense_rate(kind: str, one_core: bool) -> dict:
         for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
             env[k] = "1"
     return C.run_json_subprocess(
-        [sys.executable, "-c", _DENSE_CHILD, kind, str(MATMUL), "1" if one_core else "0"],
+        [sys.executable, "-c", _DENSE_CHILD, kind, str(size), "1" if one_core else "0"],
         env=env,
         timeout=600,
     )
@@ -121,6 +126,12 @@ def triad_bandwidth() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="16 lanes instead of 64")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="script check: 2 lanes at n = 500, 256^2 matmuls; implies --no-write",
+    )
+    ap.add_argument("--n", type=int, help=f"sample size per lane (default {N})")
     ap.add_argument("--lanes", type=int, help="lanes of the compiled lane function")
     ap.add_argument("--config", default=CONFIG, help=f"sweep config (default {CONFIG})")
     ap.add_argument(
@@ -130,26 +141,30 @@ def main() -> None:
     )
     ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = ap.parse_args()
+    if args.smoke:
+        args.quick = args.no_write = True
     info = C.RunInfo(args.quick)
-    L = args.lanes or (16 if args.quick else 64)
+    L = args.lanes or (2 if args.smoke else 16 if args.quick else 64)
+    n = args.n or (500 if args.smoke else N)
+    matmul = 256 if args.smoke else MATMUL
 
     xla_flags = C.apply_cli_xla_flags(not args.no_cli_xla_flags)
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    import moejax as mj
-    from moejax.fit import estimators as est
-    from moejax.fit import pack
-    from moejax.losses import hellinger_distance
-    from moejax.sampling import sample_covariates
+    import moejax  # noqa: F401  (float64)
+    from moejax.fit.bounds import pack
+    from moejax.fit.estimators import objective, prepare_data
+    from moejax.losses import mean_hellinger
+    from moejax.mix.density import log_class_probs
+    from moejax.mix.sampling import sample, sample_covariates
     from moejax.sweep.config import load
     from moejax.sweep.engine import build_problem, make_lane_fn
 
     cfg = load(args.config)
     problem = build_problem(cfg)
     spec = problem.spec
-    n = N
     Nbuf = C.buffer_rows(cfg, n)
     radius = cfg["model"]["radius"]
     m_dens = cfg["run"]["density_points"]
@@ -172,9 +187,10 @@ def main() -> None:
             ts.append(time.perf_counter() - t0)
         return statistics.median(ts), len(ts)
 
-    # (A) the lane function, timed: fits/s and evaluations per fit
-    fn = jax.jit(jax.vmap(make_lane_fn(problem, Nbuf), in_axes=(0, 0, None, None)))
-    n_vec = jnp.full((L,), n, jnp.int32)
+    # (A) the lane function, timed: fits/s and evaluations per fit; vmapped as the engine
+    # does (n one scalar per call, one lane per replicate)
+    fn = jax.jit(jax.vmap(make_lane_fn(problem, Nbuf), in_axes=(None, 0, None, None)))
+    n_vec = jnp.int32(n)
     r_vec = jnp.arange(L, dtype=jnp.int32)
     seed = jnp.uint32(cfg["seed"])
     compiled = fn.lower(n_vec, r_vec, seed, problem.truth).compile()
@@ -190,25 +206,25 @@ def main() -> None:
     tp = problem.truth.at(n)
 
     def draw(key, tp):
-        # the engine's data: keyed DATA_BLOCK-row blocks (`sample_blocked` reproduces them)
-        X, y = mj.sampling.sample_blocked(key, spec, tp, n, radius=radius)
-        return est.prepare_data(spec, X, y, None)
+        # the engine's data: keyed DATA_BLOCK-row blocks (`moejax.mix.sample` reproduces them)
+        X, y = sample(key, spec, tp, n, radius)
+        return prepare_data(spec, X, y, None)
 
     key = jax.random.key(12345)
     S = cost(jax.jit(draw).lower(key, tp).compile())
     data = jax.jit(draw)(key, tp)
-    theta = pack(tp)
-    vgh = jax.jit(lambda data, th: est._full_objective(spec, data).value_grad_hess(th))
+    theta = pack(spec, tp)
+    vgh = jax.jit(lambda data, th: objective(spec, data).value_grad_hess(th))
     vgh_c = vgh.lower(data, theta).compile()
     Bc = cost(vgh_c)
     t_vgh, _ = timed(lambda: vgh_c(data, theta), 1.0)
-    if m_dens > 0:
-        hel = jax.jit(
-            lambda k, a, b: hellinger_distance(
-                spec, a, b, sample_covariates(k, spec.d, m_dens, radius)
-            )
-        )
-        H = cost(hel.lower(key, tp, tp).compile())
+    if m_dens > 0 and not spec.regression:
+
+        def hel(k, a, b):
+            Xh = sample_covariates(k, spec.d, m_dens, radius)
+            return mean_hellinger(log_class_probs(spec, a, Xh), log_class_probs(spec, b, Xh))
+
+        H = cost(jax.jit(hel).lower(key, tp, tp).compile())
     else:
         H = (0.0, 0.0, 0.0)
 
@@ -222,7 +238,9 @@ def main() -> None:
     rate_obj = per_fit_obj * fps
 
     print("  dense float64 matmul and memory bandwidth ...", flush=True)
-    dense = {(k, one): dense_rate(k, one) for k in ("jax", "numpy", "trans") for one in (0, 1)}
+    dense = {
+        (k, one): dense_rate(k, one, matmul) for k in ("jax", "numpy", "trans") for one in (0, 1)
+    }
     bw = triad_bandwidth()
     peak_all = max(dense[(k, 0)]["rate"] for k in ("jax", "numpy"))
     peak_one = max(dense[(k, 1)]["rate"] for k in ("jax", "numpy"))
@@ -246,10 +264,10 @@ def main() -> None:
             f"objective value_grad_hess alone, unbatched ({t_vgh * 1e6:.0f} us per call)",
             Bc[0] / t_vgh / 1e9,
         ],
-        [f"JAX (XLA CPU) matmul {MATMUL}^2 float64, all cores", dense[("jax", 0)]["rate"]],
-        [f"JAX (XLA CPU) matmul {MATMUL}^2 float64, one core", dense[("jax", 1)]["rate"]],
-        [f"NumPy matmul {MATMUL}^2 float64, all cores", dense[("numpy", 0)]["rate"]],
-        [f"NumPy matmul {MATMUL}^2 float64, one core", dense[("numpy", 1)]["rate"]],
+        [f"JAX (XLA CPU) matmul {matmul}^2 float64, all cores", dense[("jax", 0)]["rate"]],
+        [f"JAX (XLA CPU) matmul {matmul}^2 float64, one core", dense[("jax", 1)]["rate"]],
+        [f"NumPy matmul {matmul}^2 float64, all cores", dense[("numpy", 0)]["rate"]],
+        [f"NumPy matmul {matmul}^2 float64, one core", dense[("numpy", 1)]["rate"]],
     ]
     trans_rows = [
         ["moejax lane function, transcendentals per fit x fits/s", trans_fit * fps / 1e9],
@@ -275,7 +293,7 @@ def main() -> None:
         f"({peak_one:.1f} GFLOP/s; a sweep on the CPU runs its compute on about one core, see "
         "scaling.py `cores used`). One-core numbers come from a child pinned to one core.",
         f"Transcendentals (exp, log, tanh, ...; not in `flops`): {trans_fit:.3g} per fit, "
-        f"{trans_fit / (N * E_mean):.1f} per row per evaluation; at the one-core JAX rate "
+        f"{trans_fit / (n * E_mean):.1f} per row per evaluation; at the one-core JAX rate "
         f"({trans_one:.2f} G/s) they alone take {trans_fit * fps / (trans_one * 1e9):.0%} of "
         "the lane function's run time: the work is elementwise, transcendental-heavy, not "
         "matmul-shaped, so the dense rate is a ceiling it cannot approach.",

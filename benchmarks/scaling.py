@@ -2,17 +2,20 @@
 
     python benchmarks/scaling.py            # lanes 1..4096 at n = 2000; n = 1e3..1e6
     python benchmarks/scaling.py --quick    # lanes 1..256 at n = 2000; n = 1e3..1e6, fewer lanes
+    python benchmarks/scaling.py --smoke    # 1-2 lanes at n <= 3000 (script check; does not
+                                            # write RESULTS.md)
 
 The function measured is the engine's own: ``make_lane_fn(build_problem(load(CONFIG)), buffer)``
-vmapped over (n, replicate) with ``in_axes=(0, 0, None, None)``, jitted and compiled ahead of
-time (``.lower(...).compile()``), on sweeps/heterogeneous.toml. It draws the data, fits (the
-config's estimator and start) and computes the errors, as in a sweep. The buffer is the smallest
-one that holds n (n itself, or n rounded up to whole row blocks when the engine works in blocks
-chosen by the engine), so every lane is real. A last group (row-blocked engine only) runs the
-grid's smallest size (and, in the full version, its median size) in its own buffer and in the
-buffer the default sweep compiles for its largest size, and, as a what-if the engine does not
-do, the smallest size in that buffer with n passed as one scalar per call
-(``in_axes=(None, 0, None, None)``) instead of one per lane.
+vmapped over the replicate with n one scalar per call (``in_axes=(None, 0, None, None)``, as
+`moejax.sweep.engine.run_sweep` compiles it: its chunks never mix sizes), jitted and compiled
+ahead of time (``.lower(...).compile()``), on sweeps/heterogeneous.toml (any member of the
+model family: ``--config``). It draws the data, fits (the config's estimator and start) and
+computes the errors, as in a sweep. The buffer is the smallest one that holds n (n rounded up
+to whole row blocks), so every lane is real. A last group runs the grid's smallest size (and,
+in the full version, its median size) in its own buffer and in the buffer of its buffer class
+in the default sweep (`engine.buffer_classes`, ``run.buffer_ratio``: sizes within that factor
+share one program and one buffer), and, as a what-if the engine does not do, the smallest size
+in that buffer with n passed per lane (``in_axes=(0, 0, None, None)``).
 
 Every point runs in its own subprocess: compile time is a cold compile (no persistent cache)
 and the peak RSS (``ru_maxrss``) is that point's own. Reported per point: trace+lower and compile
@@ -45,15 +48,18 @@ LANES_QUICK = [1, 16, 64, 256]
 N_LANES = 2000
 NS_FULL = [(1000, 4), (10000, 4), (100000, 4), (1000000, 2)]
 NS_QUICK = [(1000, 2), (10000, 2), (100000, 2), (1000000, 1)]
+LANES_SMOKE = [1, 2]
+NS_SMOKE = [(3000, 1)]
 REPEAT_UNDER_S = 2.0  # calls shorter than this are repeated ...
 REPEAT_BUDGET_S = 3.0  # ... until this much run time is collected (at most 20 calls)
 
 
-def point(config: str, n: int, lanes: int, buf: int, cli_flags: bool, n_scalar: bool) -> dict:
+def point(config: str, n: int, lanes: int, buf: int, cli_flags: bool, n_per_lane: bool) -> dict:
     """Measure one point in this process: ``lanes`` lanes of sample size n in a buffer of
-    ``buf`` rows (0: the smallest buffer that holds n). ``n_scalar``: vmap over the replicate
-    only, n one scalar per call (``in_axes=(None, 0, None, None)``; NOT what the engine does,
-    a what-if). Returns a JSON-able dict."""
+    ``buf`` rows (0: the smallest buffer that holds n). The engine's vmap: over the replicate
+    only, n one scalar per call (``in_axes=(None, 0, None, None)``); ``n_per_lane``: vmap over
+    n too (``in_axes=(0, 0, None, None)``; NOT what the engine does, a what-if). Returns a
+    JSON-able dict."""
     xla_flags = C.apply_cli_xla_flags(cli_flags)
     import jax
     import numpy as np
@@ -66,9 +72,9 @@ def point(config: str, n: int, lanes: int, buf: int, cli_flags: bool, n_scalar: 
     problem = build_problem(cfg)
     N = buf or C.buffer_rows(cfg, n)
     rss_import = C.rss_now_mib()
-    n_axis = None if n_scalar else 0
+    n_axis = 0 if n_per_lane else None
     fn = jax.jit(jax.vmap(make_lane_fn(problem, N), in_axes=(n_axis, 0, None, None)))
-    n_vec = jax.device_put(np.int32(n) if n_scalar else np.full(lanes, n, np.int32))
+    n_vec = jax.device_put(np.full(lanes, n, np.int32) if n_per_lane else np.int32(n))
     r_vec = jax.device_put(np.arange(lanes, dtype=np.int32))
     seed = jax.device_put(np.uint32(cfg["seed"]))
     truth = jax.device_put(problem.truth)
@@ -95,7 +101,7 @@ def point(config: str, n: int, lanes: int, buf: int, cli_flags: bool, n_scalar: 
         "N": n,
         "buffer": N,
         "xla_flags": xla_flags,
-        "n_scalar": n_scalar,
+        "n_per_lane": n_per_lane,
         "loglik_sum": float(np.sum(out["loglik"])),
         "lanes": lanes,
         "lower_s": t_lower,
@@ -113,7 +119,7 @@ def point(config: str, n: int, lanes: int, buf: int, cli_flags: bool, n_scalar: 
 
 
 def run_point(
-    config: str, n: int, lanes: int, buf: int, cli_flags: bool, n_scalar: bool = False
+    config: str, n: int, lanes: int, buf: int, cli_flags: bool, n_per_lane: bool = False
 ) -> dict:
     env = dict(os.environ)
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
@@ -129,8 +135,8 @@ def run_point(
     ]
     if not cli_flags:
         argv.append("--no-cli-xla-flags")
-    if n_scalar:
-        argv.append("--n-scalar")
+    if n_per_lane:
+        argv.append("--n-per-lane")
     return C.run_json_subprocess(argv, env=env, timeout=1800)
 
 
@@ -140,18 +146,20 @@ def grid_padding(config: str, R_values=(40, 1000)) -> tuple[list[str], list[list
     engine's calls execute including each size's padded last call (`_common.chunk_plan`, 1
     device, automatic chunk) for R replicates per size."""
     from moejax.sweep.config import load
-    from moejax.sweep.engine import block_padding, choose_block
+    from moejax.sweep.engine import block_padding, buffer_classes, choose_block
 
     cfg = load(config, {"run.max_padding": 1.3})
     sizes = cfg["sizes"]["list"]
     B = choose_block(sizes, cfg["run"]["block_rows"], 1.3)
+    classes = buffer_classes(sizes, B, cfg["run"]["buffer_ratio"])
     lines = [
         f"Default grid of `{config}` ({len(sizes)} sizes, {sizes[0]}..{sizes[-1]}), max_padding "
         f"1.3: `choose_block` picks {B}-row compute blocks (run.block_rows "
         f"{cfg['run']['block_rows']}), `block_padding` = {block_padding(sizes, B):.4f} (rows "
-        f"processed / real rows); one compiled program with a {C.buffer_rows(cfg, max(sizes))}"
-        "-row buffer serves every size. (The bucket planner `plan_buckets` / `padding_ratio` "
-        "of earlier engine versions is gone.)",
+        f"processed / real rows); buffer classes (run.buffer_ratio "
+        f"{cfg['run']['buffer_ratio']}): "
+        + ", ".join(f"{N} rows for n = {g[0]}..{g[-1]}" for N, g in classes)
+        + " (one compiled program each).",
     ]
     rows = []
     real = sum(sizes)
@@ -165,6 +173,12 @@ def grid_padding(config: str, R_values=(40, 1000)) -> tuple[list[str], list[list
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small version (~1-2 min)")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="script check: 1-2 lanes at n <= 3000, 2 lanes in the buffer group; "
+        "implies --no-write",
+    )
     ap.add_argument("--config", default=CONFIG, help=f"sweep config (default {CONFIG})")
     ap.add_argument(
         "--no-cli-xla-flags",
@@ -172,17 +186,20 @@ def main() -> None:
         help="do not apply the XLA flags the moejax CLI sets (measure JAX's defaults)",
     )
     ap.add_argument("--point", nargs=3, type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--n-scalar", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--n-per-lane", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = ap.parse_args()
     cli_flags = not args.no_cli_xla_flags
     if args.point:
-        print(json.dumps(point(args.config, *args.point, cli_flags, args.n_scalar)))
+        print(json.dumps(point(args.config, *args.point, cli_flags, args.n_per_lane)))
         return
 
+    if args.smoke:
+        args.quick = args.no_write = True
     info = C.RunInfo(args.quick)
-    lanes_list = LANES_QUICK if args.quick else LANES_FULL
-    ns = NS_QUICK if args.quick else NS_FULL
+    lanes_list = LANES_SMOKE if args.smoke else LANES_QUICK if args.quick else LANES_FULL
+    ns = NS_SMOKE if args.smoke else NS_QUICK if args.quick else NS_FULL
+    n_lanes = 1000 if args.smoke else N_LANES
     avail = C.mem_available_gib() * 2**30
     print(
         f"scaling: {args.config}; load average {C.fmt_load(info.load_start)} on {info.nproc} cores"
@@ -191,21 +208,28 @@ def main() -> None:
 
     cfg = load(args.config)
     results, skipped = [], []
-    plan = [("lanes", N_LANES, L, 0, False) for L in lanes_list]
+    plan = [("lanes", n_lanes, L, 0, False) for L in lanes_list]
     plan += [("n", n, L, 0, False) for n, L in ns]
-    # Small n in the buffer the default sweep compiles (its largest size), with the lanes
+    # Small n in the buffer the default sweep compiles for its buffer class, with the lanes
     # per call the engine would pick for that buffer, against the smallest buffer.
-    from moejax.sweep.engine import auto_chunk, build_problem
+    from moejax.sweep.engine import auto_chunk, buffer_classes, build_problem
 
     grid = cfg["sizes"]["list"]
-    big = C.buffer_rows(cfg, max(grid))
-    Lb = min(64, auto_chunk(build_problem(cfg), big, 1))
+    class_buf = {
+        n: N
+        for N, group in buffer_classes(grid, C.block_size(cfg), cfg["run"]["buffer_ratio"])
+        for n in group
+    }
+    lb_cap = 2 if args.smoke else 64
+    problem = build_problem(cfg)
     n_small = [min(grid)] if args.quick else [min(grid), grid[len(grid) // 2]]
     for nb in n_small:
-        plan += [("buffer", nb, Lb, 0, False), ("buffer", nb, Lb, big, False)]
-    plan.append(("buffer", min(grid), Lb, big, True))
+        Lb = min(lb_cap, auto_chunk(problem, class_buf[nb], 1))
+        plan += [("buffer", nb, Lb, 0, False), ("buffer", nb, Lb, class_buf[nb], False)]
+    Lb = min(lb_cap, auto_chunk(problem, class_buf[min(grid)], 1))
+    plan.append(("buffer", min(grid), Lb, class_buf[min(grid)], True))
     prev = None
-    for kind, n, L, buf, n_scalar in plan:
+    for kind, n, L, buf, n_per_lane in plan:
         # Skip a point whose peak RSS, extrapolated from the previous point by buffer x lanes,
         # would not fit in 60% of the available memory (the buffer points stay within the
         # engine's own memory budget).
@@ -220,7 +244,7 @@ def main() -> None:
                 print("  " + msg, flush=True)
                 skipped.append(msg)
                 continue
-        r = run_point(args.config, n, L, buf, cli_flags, n_scalar)
+        r = run_point(args.config, n, L, buf, cli_flags, n_per_lane)
         r["kind"] = kind
         results.append(r)
         prev = r
@@ -275,7 +299,7 @@ def main() -> None:
 
     groups = {k: [r for r in results if r["kind"] == k] for k in ("lanes", "n", "buffer")}
     for r in groups["buffer"]:
-        r["label"] = "n scalar (what-if)" if r["n_scalar"] else "n per lane (engine)"
+        r["label"] = "n per lane (what-if)" if r["n_per_lane"] else "n per call (engine)"
     tabs = {k: C.table(head, [row(r) for r in v]) for k, v in groups.items() if v}
     if groups["buffer"]:
         tabs["buffer"] = C.table(
@@ -305,7 +329,7 @@ def main() -> None:
     if len(lpts) >= 2:
         best = max(lpts, key=lambda r: r["lanes"] / r["run_s"])
         comment.append(
-            f"Lanes per call at n = {N_LANES}: fits/s "
+            f"Lanes per call at n = {n_lanes}: fits/s "
             + ", ".join(f"{r['lanes'] / r['run_s']:.0f} ({r['lanes']})" for r in lpts)
             + f"; best at {best['lanes']} lanes. ns per row-evaluation "
             + ", ".join(f"{ns_eval(r):.0f}" for r in lpts)
@@ -314,7 +338,7 @@ def main() -> None:
         )
     bpts = groups["buffer"]
     for r in bpts:
-        if r["n_scalar"]:
+        if r["n_per_lane"]:
             continue
         own = [q for q in bpts if q["N"] == r["N"] and q["buffer"] < r["buffer"]]
         if own:
@@ -324,24 +348,23 @@ def main() -> None:
                 f"{o['run_s']:.3f} s in its own {o['buffer']}-row buffer (peak RSS "
                 f"{o['peak_rss_mib']:.0f} MiB) and {r['run_s']:.3f} s "
                 f"({r['run_s'] / o['run_s']:.2f}x; peak RSS {r['peak_rss_mib']:.0f} MiB) in the "
-                f"{r['buffer']}-row buffer that the default sweep compiles for its whole grid "
-                f"(lanes = the engine's automatic chunk for that buffer, capped at 64)."
+                f"{r['buffer']}-row buffer that the default sweep compiles for its buffer class "
+                f"(lanes = the engine's automatic chunk for that buffer, capped at {lb_cap})."
             )
-    scal = [r for r in bpts if r["n_scalar"]]
-    base = [r for r in bpts if scal and not r["n_scalar"] and r["N"] == scal[0]["N"]]
-    if scal and len(base) == 2:
+    per_lane = [r for r in bpts if r["n_per_lane"]]
+    base = [r for r in bpts if per_lane and not r["n_per_lane"] and r["N"] == per_lane[0]["N"]]
+    if per_lane and len(base) == 2:
         b0, b1 = sorted(base, key=lambda r: r["buffer"])
-        b2 = scal[0]
+        b2 = per_lane[0]
         same = "equal" if b1["loglik_sum"] == b2["loglik_sum"] else "DIFFERENT"
         comment.append(
-            "What-if, not the engine: with n passed as one scalar per call instead of one per "
-            "lane (`in_axes=(None, 0, None, None)`; the engine's chunks never mix sizes), "
+            "What-if, not the engine: with n passed per lane (`in_axes=(0, 0, None, None)`) "
+            "instead of one scalar per call (the engine's chunks never mix sizes), "
             f"n = {b2['N']} in the {b2['buffer']}-row buffer takes {b2['run_s']:.3f} s "
             f"({b2['run_s'] / b0['run_s']:.2f}x its own-buffer time instead of "
             f"{b1['run_s'] / b0['run_s']:.2f}x; fit log-likelihoods {same}). With a batched n "
             "the row-block loops become batched while-loops, and every iteration of the data "
-            "fill loop selects between old and new values of the whole (lanes x buffer) carry; "
-            "the rest of the gap is the per-call initialisation and copying of the full buffers."
+            "fill loop selects between old and new values of the whole (lanes x buffer) carry."
         )
     comment.append(
         "Compile time per shape: "
@@ -367,7 +390,7 @@ def main() -> None:
         pad_rows,
     )
     titles = {
-        "lanes": f"Against lanes per call (n = {N_LANES}):",
+        "lanes": f"Against lanes per call (n = {n_lanes}):",
         "n": "Against n:",
         "buffer": "Buffer length:",
     }
@@ -389,7 +412,8 @@ def main() -> None:
         f"Config `{args.config}`: {C.describe_config(cfg)}.",
         "",
         "Compiled lane function (engine internals: `make_lane_fn(build_problem(load(cfg)), "
-        "buffer)`, vmapped with in_axes (0, 0, None, None), jitted, AOT lower + compile), each "
+        "buffer)`, vmapped with in_axes (None, 0, None, None) as the engine does, jitted, AOT "
+        "lower + compile), each "
         "point in its own process (cold compile, own peak RSS). `evals` = n_iter + 1 per lane "
         "(mean / slowest lane; the vmapped loop runs every lane as long as the slowest); "
         "`ns/(row*eval)` uses the slowest lane's evaluations; `cores used` = CPU s / wall s "

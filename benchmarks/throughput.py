@@ -2,6 +2,8 @@
 
     python benchmarks/throughput.py            # full: sizes 2000,4000,8000,16000 x 256 replicates
     python benchmarks/throughput.py --quick    # small check that the script works (~1-2 min)
+    python benchmarks/throughput.py --smoke    # sizes 500,1000 x 4 (script check; does not
+                                               # write RESULTS.md)
 
 moejax side: the `moejax sweep` command as a separate process on sweeps/heterogeneous.toml
 (`--sizes ... --replicates ... --no-report --no-progress --force --out <tmp>`), wall time measured
@@ -18,10 +20,13 @@ cores: fits/s = fits / (sum of per-fit CPU seconds / cores), with the per-size m
 per fit extrapolated to the full sizes x replicates composition. Data generation is not charged
 to the baseline.
 
-Same optimum: for a few datasets per size, moejax.fit (same start and settings as the sweep)
-must reproduce the sweep's fits.csv log-likelihood (this checks the regeneration), and SciPy
-from the truth (polished with Newton steps, the tests' tight reference) must land on the same
-maximiser.
+The baseline is the paper's model only (one adapter, softmax gate, categorical experts): the
+config must describe that member of the family.
+
+Same optimum: for a few datasets per size, the estimator ``moejax.fit.estimators.fit`` (same
+start and settings as the sweep) must reproduce the sweep's fits.csv log-likelihood (this
+checks the regeneration), and SciPy from the truth (polished with Newton steps, the tests'
+tight reference) must land on the same maximiser.
 
 Also reported: the work the compiled sweep actually executes relative to the useful work
 (rounding of n up to whole row blocks, padding of each size's last call to the full chunk, and
@@ -50,6 +55,7 @@ import baseline_scipy
 CONFIG = "sweeps/heterogeneous.toml"
 FULL = {"sizes": [2000, 4000, 8000, 16000], "replicates": 256, "baseline": 16, "check": 2}
 QUICK = {"sizes": [2000, 4000], "replicates": 32, "baseline": 4, "check": 1}
+SMOKE = {"sizes": [500, 1000], "replicates": 4, "baseline": 2, "check": 1}
 FULL_COMMAND = ".venv/bin/python benchmarks/throughput.py"
 
 
@@ -160,14 +166,17 @@ def work_accounting(cfg: dict, fits: dict, n_devices: int) -> dict:
 def regenerate(cfg: dict, problem, pairs):
     """(X, y, start, truth) per (n, r), exactly as the engine's lane function draws them: key =
     fold_in(fold_in(key(seed), n), r) split in 3 (data, start, held-out points); the data in
-    keyed blocks (`moejax.sampling.sample_blocked`), the start by `init_near_truth`."""
+    keyed blocks (`moejax.mix.sample`), the start by `init_near_truth`. Starts and truths are
+    MixParams (one adapter)."""
     import jax
     import numpy as np
 
-    from moejax.fit import init_near_truth, pack
-    from moejax.sampling import sample_blocked
+    from moejax.fit.bounds import pack
+    from moejax.fit.init import init_near_truth
+    from moejax.mix.sampling import sample
 
     ini = cfg["init"]
+    spec = problem.spec
     if ini["mode"] not in ("near_truth", "truth"):
         raise SystemExit(f"init.mode {ini['mode']!r}: this benchmark handles near_truth/truth")
     out = []
@@ -177,14 +186,14 @@ def regenerate(cfg: dict, problem, pairs):
         )
         k_data, k_init, _ = jax.random.split(key, 3)
         tp = problem.truth.at(n)
-        X, y = sample_blocked(k_data, problem.spec, tp, n, radius=cfg["model"]["radius"])
+        X, y = sample(k_data, spec, tp, n, cfg["model"]["radius"])
         if ini["mode"] == "truth":
             init = tp
         else:
             init = init_near_truth(
-                k_init, tp, np.int32(n), ini["c_gate"], ini["c_expert"], ini["rho"]
+                k_init, spec, tp, np.int32(n), ini["c_gate"], ini["c_expert"], ini["rho"]
             )
-        out.append((np.asarray(X), np.asarray(y), init, np.asarray(pack(tp))))
+        out.append((np.asarray(X), np.asarray(y), init, np.asarray(pack(spec, tp))))
     return out
 
 
@@ -193,6 +202,12 @@ def ref_model(cfg: dict):
     from reference_numpy import RefModel
 
     m = cfg["model"]
+    if (m["adapters"], m["gate"], m["likelihood"]) != (1, "softmax", "categorical"):
+        raise SystemExit(
+            "throughput: the SciPy baseline fits the paper's model only (adapters = 1, gate "
+            f"softmax, categorical); got {m['adapters']} adapters, gate {m['gate']}, "
+            f"likelihood {m['likelihood']}"
+        )
     model = RefModel(
         m["d"],
         m["K"],
@@ -213,6 +228,11 @@ def ref_model(cfg: dict):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small version (sizes 2000,4000 x 32)")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="script check: sizes 500,1000 x 4, 2 SciPy fits per size; implies --no-write",
+    )
     ap.add_argument("--sizes", help="comma-separated sizes (default 2000,4000,8000,16000)")
     ap.add_argument("--replicates", type=int, help="moejax replicates per size (default 256)")
     ap.add_argument("--baseline-reps", type=int, help="SciPy fits per size (default 16)")
@@ -234,8 +254,10 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temporary run/cache dirs")
     ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = ap.parse_args()
+    if args.smoke:
+        args.quick = args.no_write = True
     info = C.RunInfo(args.quick)
-    p = dict(QUICK if args.quick else FULL)
+    p = dict(SMOKE if args.smoke else QUICK if args.quick else FULL)
     if args.sizes:
         p["sizes"] = [int(s) for s in args.sizes.split(",")]
     for k, a in (
@@ -280,8 +302,8 @@ def main() -> None:
         # ------------------------------------------------------------ baseline + same optimum
         import numpy as np
 
-        import moejax as mj
-        from moejax.fit import pack
+        from moejax.fit.bounds import pack
+        from moejax.fit.estimators import fit
         from moejax.sweep.config import load
         from moejax.sweep.engine import build_problem
 
@@ -290,11 +312,11 @@ def main() -> None:
         model, box = ref_model(cfg)
         e = cfg["estimator"]
         pairs = [(n, r) for n in sizes for r in range(B)]
-        print(f"  regenerating {len(pairs)} datasets and fitting them with moejax.fit", flush=True)
+        print(f"  regenerating {len(pairs)} datasets and fitting them one by one", flush=True)
         data = regenerate(cfg, problem, pairs)
         mj_fit = []
         for X, y, init, _ in data:
-            res = mj.fit(
+            res = fit(
                 problem.spec,
                 X,
                 y,
@@ -306,7 +328,8 @@ def main() -> None:
                 tol=e["tol"],
                 inner_max_iter=e["inner_max_iter"],
             )
-            mj_fit.append((np.asarray(pack(res.params)), float(res.loglik), int(res.n_iter)))
+            theta = np.asarray(pack(problem.spec, res.params))
+            mj_fit.append((theta, float(res.loglik), int(res.n_iter)))
         fits = runs["cold"]["fits"]
         csv_ll = {
             (int(n), int(r)): (float(ll), int(it))
@@ -323,7 +346,7 @@ def main() -> None:
         print(f"  baseline: {len(pairs)} SciPy fits on {cores} processes", flush=True)
         bl, bl_wall, bl_cpu = baseline_scipy.run_pool(
             [(X, y) for X, y, _, _ in data],
-            [np.asarray(pack(init)) for _, _, init, _ in data],
+            [np.asarray(pack(problem.spec, init)) for _, _, init, _ in data],
             model,
             box,
             cores,
@@ -447,7 +470,7 @@ def main() -> None:
             "n",
             "r",
             "loglik (fits.csv)",
-            "|moejax.fit - csv| rel",
+            "|fit - csv| rel",
             "loglik SciPy@truth",
             "(csv - SciPy)/|SciPy|",
             "max |theta diff|",
@@ -503,13 +526,13 @@ def main() -> None:
         "gradient of the mean log-likelihood < 1e-6).",
     ]
     same = [
-        f"Regeneration check: moejax.fit on the regenerated {len(pairs)} datasets (same start and "
+        f"Regeneration check: `fit` on the regenerated {len(pairs)} datasets (same start and "
         f"settings as the sweep) reproduces fits.csv: max relative loglik difference "
         f"{max(regen_rel):.2e}, n_iter equal in {regen_iter}/{len(pairs)}.",
-        f"Baseline fits vs moejax.fit on the same {len(pairs)} datasets and starts: max |theta "
+        f"Baseline fits vs `fit` on the same {len(pairs)} datasets and starts: max |theta "
         f"difference| {d_theta_bl:.2e}, max relative loglik difference {d_ll_bl:.2e}.",
         f"SciPy from the truth (polished: L-BFGS-B then Newton steps on a finite-difference "
-        f"Hessian) on {len(chk_idx)} datasets vs the sweep (fits.csv loglik) and moejax.fit "
+        f"Hessian) on {len(chk_idx)} datasets vs the sweep (fits.csv loglik) and `fit` "
         "(estimate):",
     ]
     work = [

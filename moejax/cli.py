@@ -160,9 +160,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from moejax.sweep.store import StoreError
 
     try:
-        man = run_sweep(
-            cfg, out, force=args.force, progress=not args.no_progress, report=not args.no_report
-        )
+        man = run_sweep(cfg, out, force=args.force, progress=not args.no_progress)
+        rep = None
+        if man and not args.no_report:
+            from moejax.report import make_report
+
+            rep = make_report(out)
     except StoreError as exc:
         return _die(str(exc), 1)
     except OSError as exc:
@@ -175,8 +178,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         f"{t['wall_s']:.1f} s (compile {t['compile_s']:.1f} s); padded/real work "
         f"{man['padding_ratio']:.2f}; results in {out}"
     )
-    if man.get("report_terminal"):
-        print(man["report_terminal"])
+    if rep is not None:
+        print(rep["terminal"])
     return 0
 
 

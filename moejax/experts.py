@@ -7,6 +7,7 @@ class). ``a`` is a built-in activation name or any pure, elementwise JAX functio
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,6 +42,51 @@ def resolve_activation(a: str | Activation, argname: str = "activation") -> Acti
     if callable(a):
         return a
     raise ValueError(f"{argname}: expected an expert name or a callable, got {type(a).__name__}")
+
+
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _closed_form_derivs(name: str, Z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array] | None:
+    """(a, a', a'') of a built-in activation without nested autodiff, or None. ``a`` is the
+    same expression as `BUILTIN_ACTIVATIONS` (bit for bit)."""
+    if name == "linear":
+        return Z, jnp.ones_like(Z), jnp.zeros_like(Z)
+    if name == "tanh":
+        t = jnp.tanh(Z)
+        a1 = 1.0 - t * t
+        return t, a1, -2.0 * t * a1
+    if name == "sigmoid":
+        sg = jax.nn.sigmoid(Z)
+        a1 = sg * (1.0 - sg)
+        return sg, a1, a1 * (1.0 - 2.0 * sg)
+    if name == "gelu":
+        # a = z Phi(z), a' = Phi(z) + z phi(z), a'' = phi(z) (2 - z^2); Phi via erfc (accurate
+        # in the lower tail, and the same expression as jax.nn.gelu(approximate=False)).
+        cdf = 0.5 * jax.lax.erfc(-Z * _SQRT_HALF)
+        pdf = _INV_SQRT_2PI * jnp.exp(-0.5 * Z * Z)
+        return _gelu(Z), cdf + Z * pdf, pdf * (2.0 - Z * Z)
+    if name == "relu":
+        return jax.nn.relu(Z), (Z > 0).astype(Z.dtype), jnp.zeros_like(Z)
+    return None
+
+
+def activation_derivs(expert: Expert, Z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(a(Z), a'(Z), a''(Z)) elementwise: closed forms for the built-in activations, nested
+    forward-mode autodiff for user callables (which must be elementwise)."""
+    if isinstance(expert.activation, str):
+        closed = _closed_form_derivs(expert.activation, Z)
+        if closed is not None:
+            return closed
+    act = resolve_activation(expert.activation)
+    ones = jnp.ones_like(Z)
+
+    def first(z):
+        return jax.jvp(act, (z,), (ones,))
+
+    (a, a1), (_, a2) = jax.jvp(first, (Z,), (ones,))
+    return a, a1, a2
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,28 @@ from reference_numpy import RefModel, fit_scipy, loglik_and_grad
 from reference_numpy import pack as ref_pack
 
 import moejax as mj
-from moejax.fit import FitResult, pack, unpack
+from moejax.fit import FitResult
+from moejax.fit import pack as _pack_mix
+from moejax.fit import unpack as _unpack_mix
 from moejax.fit.objective import generic_objective, linear_predictor_objective
 from moejax.fit.solvers import JaxoptBFGS, OptaxLBFGS, ProjectedNewton, projected_grad_norm
-from moejax.model import mask_padding
+from moejax.mix.rows import mixture_row_fns
+from moejax.model import from_mix, to_mix
+
+
+def pack(p: mj.Params) -> jax.Array:
+    """Params -> flat [beta, tau, eta] (the paper model's layout of the one family's packing)."""
+    return _pack_mix(SPEC, to_mix(p))
+
+
+def unpack(spec: mj.ModelSpec, x: jax.Array) -> mj.Params:
+    return from_mix(_unpack_mix(spec, x))
+
+
+def mask_padding(X: jax.Array, y: jax.Array, w: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """What the estimator does to weight-0 rows before use: they become (0, label 0)."""
+    keep = jnp.asarray(w) != 0
+    return jnp.where(keep[:, None], X, 0.0), jnp.where(keep, y, 0)
 
 # --------------------------------------------------------------------------- problems
 
@@ -560,9 +578,8 @@ def test_linear_predictor_objective_matches_autodiff(adapter: Any, bias: Any):
     plain autodiff (`generic_objective`) of the same function and of the model's own
     log-likelihood, to 1e-10: both are exact, only summation order differs (~1e-15). Two row
     implementations: per-row autodiff of a phi written here, and the estimator's closed-form
-    `mixture_rows`. The gradient also matches the reference's hand-written one for tanh.
+    `mixture_row_fns`. The gradient also matches the reference's hand-written one for tanh.
     Weight-0 rows hold NaN covariates and an out-of-range label and must change nothing."""
-    from moejax.fit.rows import mixture_rows
 
     d, k, n = 3, 3, 40
     rng = np.random.default_rng(7)
@@ -600,7 +617,7 @@ def test_linear_predictor_objective_matches_autodiff(adapter: Any, bias: Any):
     row_impls = {
         "autodiff": (phi, (jnp.asarray(ym), jnp.asarray(lp0y))),
         "closed_form": (
-            mixture_rows(spec.adapter),
+            mixture_row_fns(spec),
             (jnp.asarray(ym), jnp.asarray(lp0y)),
         ),
     }

@@ -14,7 +14,8 @@ e_k = D_k s a'(z_k):
                       - 1{j=k} r D_j s a''(z_j)
 
 All arrays are row-vectorised (no per-row autodiff), in log space where it matters. a' and a''
-come from forward-mode autodiff of the (elementwise) activation, so user activations work.
+come from `moejax.experts.activation_derivs` (closed forms for the built-ins, forward-mode
+autodiff for user activations).
 Tests check these against autodiff of the same function.
 """
 
@@ -23,40 +24,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from moejax.experts import Expert, resolve_activation
+from moejax.experts import Expert, activation_derivs, resolve_activation
 from moejax.fit.objective import RowFns
-
-
-def _closed_form_derivs(name: str, Z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array] | None:
-    """(a, a', a'') of a built-in activation without nested autodiff, or None."""
-    if name == "linear":
-        return Z, jnp.ones_like(Z), jnp.zeros_like(Z)
-    if name == "tanh":
-        t = jnp.tanh(Z)
-        a1 = 1.0 - t * t
-        return t, a1, -2.0 * t * a1
-    if name == "sigmoid":
-        sg = jax.nn.sigmoid(Z)
-        a1 = sg * (1.0 - sg)
-        return sg, a1, a1 * (1.0 - 2.0 * sg)
-    if name == "relu":
-        return jax.nn.relu(Z), (Z > 0).astype(Z.dtype), jnp.zeros_like(Z)
-    return None
-
-
-def _activation_derivs(expert: Expert, Z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    if isinstance(expert.activation, str):
-        closed = _closed_form_derivs(expert.activation, Z)
-        if closed is not None:
-            return closed
-    act = resolve_activation(expert.activation)
-    ones = jnp.ones_like(Z)
-
-    def first(z):
-        return jax.jvp(act, (z,), (ones,))
-
-    (a, a1), (_, a2) = jax.jvp(first, (Z,), (ones,))
-    return a, a1, a2
 
 
 def mixture_rows(adapter: Expert) -> RowFns:
@@ -72,7 +41,7 @@ def mixture_rows(adapter: Expert) -> RowFns:
             a = resolve_activation(adapter.activation)(Z)
             a1 = a2 = None
         else:
-            a, a1, a2 = _activation_derivs(adapter, Z)
+            a, a1, a2 = activation_derivs(adapter, Z)
         # Shared exponentials (11 transcendentals a row for K = 3 instead of ~18): one softmax
         # pass gives log-probabilities and probabilities; one softplus gives log sigma(+-g);
         # one exp(-|D|) gives both the log-likelihood and the posterior r.

@@ -10,6 +10,8 @@ Also: ``write_predecessor`` (our slopes beside the regression predecessor's publ
 ``write_gates`` (input-free vs softmax gate: error against the adapter weight).
 """
 
+from moejax.atomic import write_text_atomic
+
 from .gates import GateRun, adapter_weight, gate_rows, load_gate_run, write_gates
 from .plots import plot_comparison, plot_rates
 from .predecessor import PUBLISHED_SLOPES, predecessor_rows, write_predecessor
@@ -23,11 +25,10 @@ from .slopes import (
     main_rows,
     ols_slope,
     resolve_parameters,
-    sensitivity_rows,
     skipped_parameters,
     valid_errors_by_size,
 )
-from .table import read_fits_csv, read_manifest, write_csv_atomic, write_text_atomic
+from .table import read_fits_csv, read_manifest, write_csv_atomic
 from .tables import (
     EXPORT_COLUMNS,
     SENSITIVITY_COLUMNS,
@@ -66,7 +67,6 @@ __all__ = [
     "read_fits_csv",
     "read_manifest",
     "resolve_parameters",
-    "sensitivity_rows",
     "skipped_parameters",
     "theory_slope",
     "to_latex",

@@ -35,9 +35,11 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from moejax.atomic import write_text_atomic
+
 from .plots import BLOCK_LABELS, _save
 from .slopes import _bootstrap_aggregates, block_data, ols_slope, resolve_parameters
-from .table import read_fits_csv, read_manifest, write_csv_atomic, write_text_atomic
+from .table import read_fits_csv, read_manifest, write_csv_atomic
 
 GATES: tuple[str, ...] = ("softmax", "input_free", "sigmoid")
 GATE_COLORS: dict[str, str] = {

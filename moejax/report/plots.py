@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from moejax.atomic import write_bytes_atomic
+
 from .slopes import block_data, compute_slopes, main_rows, valid_errors_by_size
-from .table import read_fits_csv, read_manifest, write_bytes_atomic
+from .table import read_fits_csv, read_manifest
 from .theory import theory_or_nan
 
 BLOCK_LABELS: dict[str, str] = {

@@ -24,9 +24,11 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from moejax.atomic import write_text_atomic
+
 from .plots import BLOCK_COLORS, _load_run, _save
 from .slopes import compute_slopes, main_rows
-from .table import write_csv_atomic, write_text_atomic
+from .table import write_csv_atomic
 from .theory import theory_or_nan
 
 #: Settings of the predecessor's table, in order.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -136,22 +135,3 @@ def make_report(
         "paths": paths,
         "manifest": manifest,
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m moejax.report.report RUN_DIR [--n-boot B] [--seed S]``."""
-    parser = argparse.ArgumentParser(description="Rate report of a moejax sweep directory")
-    parser.add_argument("run_dir")
-    parser.add_argument("--n-boot", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--exclude-at-bound", action="store_true")
-    args = parser.parse_args(argv)
-    result = make_report(
-        args.run_dir, n_boot=args.n_boot, seed=args.seed, exclude_at_bound=args.exclude_at_bound
-    )
-    print(result["terminal"])
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -400,13 +400,3 @@ def compute_slopes(
 def main_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The main table: the rows with ``drop_k == 0``, in input order."""
     return [dict(r) for r in rows if r["drop_k"] == 0]
-
-
-def sensitivity_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """All drop_k rows ordered by (parameter order, aggregate order, drop_k)."""
-    order_p = {p: i for i, p in enumerate(dict.fromkeys(r["parameter"] for r in rows))}
-    order_a = {a: i for i, a in enumerate(dict.fromkeys(r["aggregate"] for r in rows))}
-    return sorted(
-        (dict(r) for r in rows),
-        key=lambda r: (order_p[r["parameter"]], order_a[r["aggregate"]], r["drop_k"]),
-    )

@@ -1,8 +1,9 @@
-"""Reading the sweep's results table and writing files atomically.
+"""Reading the sweep's results table; the report's CSV writer.
 
-The sweep writes one row per fit to ``DIR/fits.csv``. This module turns that file into a dict of
-NumPy column arrays (all of length ``N``, the number of fits) and provides the atomic writers used
-by every report output (temporary file in the target directory, fsync, ``os.replace``).
+The sweep writes one row per fit to ``DIR/fits.csv`` (schema: `moejax.sweep.store`'s
+``FIT_COLUMNS`` and its integer/float/text column lists). This module turns that file into a dict
+of NumPy column arrays (all of length ``N``, the number of fits) and writes the report's CSV files
+atomically (`moejax.atomic`).
 """
 
 from __future__ import annotations
@@ -12,35 +13,18 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-#: Integer columns. ``n`` and ``replicate`` are required; a missing or unparseable value in an
-#: optional integer column is stored as ``MISSING_INT`` (so ``converged == 1`` is then false).
-INT_COLUMNS: tuple[str, ...] = (
-    "n",
-    "replicate",
-    "n_iter",
-    "inner_steps",
-    "converged",
-    "at_bound",
-    "n_empty_cells",
-)
-#: Float columns; empty cells become NaN.
-FLOAT_COLUMNS: tuple[str, ...] = (
-    "err_beta",
-    "err_exp_tau",
-    "err_eta",
-    "err_density",
-    "err_nu",
-    "err_voronoi",
-    "loglik",
-)
-STR_COLUMNS: tuple[str, ...] = ("status",)
+from moejax.atomic import write_text_atomic
+from moejax.sweep.store import FLOAT_COLUMNS, INT_COLUMNS, STR_COLUMNS
+
+#: ``n`` and ``replicate`` are required; a missing or unparseable value in an optional integer
+#: column is stored as ``MISSING_INT`` (so ``converged == 1`` is then false). Empty float cells
+#: become NaN.
 REQUIRED_COLUMNS: tuple[str, ...] = ("n", "replicate")
 MISSING_INT = -1
 
@@ -85,11 +69,12 @@ def read_fits_csv(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
     Returns:
         Dict mapping each known column present in the file to an array of shape ``(N,)``:
-        ``n, replicate, n_iter, inner_steps, converged, at_bound, n_empty_cells`` as int64 (a
-        missing optional integer is ``MISSING_INT = -1``); ``err_beta, err_exp_tau, err_eta,
-        err_density, err_nu, err_voronoi, loglik`` as float64 (``nan``/``inf`` kept as such, empty
-        cells become NaN; ``err_beta`` is NaN in every row under an input-free gate, ``err_density``
-        under regression experts); ``status`` as a str array. Unknown columns are ignored. If
+        the store's ``INT_COLUMNS`` (``n, replicate, n_iter, inner_steps, converged, at_bound,
+        n_empty_cells``) as int64 (a missing optional integer is ``MISSING_INT = -1``); its
+        ``FLOAT_COLUMNS`` (``err_beta, err_exp_tau, err_eta, err_density, err_nu, err_voronoi,
+        loglik, grad_norm``) as float64 (``nan``/``inf`` kept as such, empty cells become NaN;
+        ``err_beta`` is NaN in every row under an input-free gate, ``err_density`` under
+        regression experts); ``status`` as a str array. Unknown columns are ignored. If
         ``converged`` is absent but ``status`` is present, ``converged`` is derived as
         ``status == "converged"``.
 
@@ -138,30 +123,6 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise ValueError(f"{path}: manifest must be a JSON object")
     return manifest
-
-
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, replace.
-    A reader (or a crash) never sees a half-written file."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """`write_bytes_atomic` of UTF-8 text (no newline translation)."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _cell(value: Any) -> Any:

@@ -16,7 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .table import write_csv_atomic, write_text_atomic
+from moejax.atomic import write_text_atomic
+
+from .table import write_csv_atomic
 from .theory import agreement, theory_or_nan
 
 EXPORT_COLUMNS: tuple[str, ...] = (

@@ -25,53 +25,55 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from moejax.fit import Bounds, init_near_truth, random_inits
-from moejax.fit.estimators import FitData, fit_data, frozen_log_prob
-from moejax.fit.init import best_fit
+from moejax.fit.bounds import Bounds
+from moejax.fit.estimators import FitData, best_fit, fit_data
+from moejax.fit.init import init_near_truth, random_inits
 from moejax.fit.objective import Blocks
 from moejax.fit.solvers import STATUS_NAMES
-from moejax.losses import hellinger_distance, parameter_errors
-from moejax.model import ModelSpec
-from moejax.sampling import DATA_BLOCK, sample_block, sample_covariates
+from moejax.losses import mean_hellinger
+from moejax.mix.density import frozen_logpdf, gate_log_weights, log_class_probs, predictors
+from moejax.mix.sampling import DATA_BLOCK, sample_block, sample_covariates
+from moejax.mix.spec import MixSpec
+from moejax.mix.truth import MixTruth, drifting_truth
 from moejax.sweep import store
-from moejax.sweep.config import config_hash, is_mix
-from moejax.truth import Truth, heterogeneous_truth, homogeneous_truth
+from moejax.sweep.config import config_hash
+from moejax.voronoi import voronoi_errors
 
 
 @dataclass(frozen=True)
 class Problem:
-    """What a resolved config describes: the model, the truth schedule and the estimator."""
+    """What a resolved config describes: the model, the truth schedule and the box."""
 
-    spec: ModelSpec
-    truth: Truth
+    spec: MixSpec
+    truth: MixTruth
     bounds: Bounds
     cfg: dict[str, Any]
 
 
 def build_problem(cfg: dict[str, Any]) -> Problem:
-    """The model, truth and box of a resolved config: the core model, or the general one
-    (`moejax.mix`) when the config asks for several adapters, another gate or regression."""
-    if is_mix(cfg):
-        from moejax.sweep.mixlane import build_mix
-
-        return Problem(*build_mix(cfg), cfg)
+    """The model (any member of the family), its truth schedule and its box from a resolved
+    config."""
     m, t, b = cfg["model"], cfg["truth"], cfg["bounds"]
-    spec = ModelSpec(
+    spec = MixSpec(
         d=m["d"],
         K=m["K"],
         frozen=m["frozen"],
         adapter=m["adapter"],
         eta0=m["eta0"],
+        adapters=m["adapters"],
+        gate=m["gate"],
+        likelihood=m["likelihood"],
+        frozen_likelihood=m["frozen_likelihood"],
+        nu0=m["nu0"],
         scale=m["scale"],
         frozen_scale=m["frozen_scale"],
         bias=m["bias"],
         frozen_bias=m["frozen_bias"],
     )
-    if t["regime"] == "homogeneous":
-        truth = homogeneous_truth(spec, t["beta"], t["tau"], t["delta"], t["gamma"])
-    else:
-        truth = heterogeneous_truth(spec, t["beta"], t["tau"], t["eta"])
-    bounds = Bounds(tuple(b["beta"]), tuple(b["tau"]), tuple(b["eta"])).validate()
+    p = spec.params(t["beta"], t["tau"], t["eta"], t["nu"])
+    nu_delta = t["nu_delta"] if spec.regression else np.zeros(spec.m)
+    truth = drifting_truth(p, np.asarray(t["delta"]), np.asarray(nu_delta), t["gamma"])
+    bounds = Bounds(*(tuple(b[f]) for f in Bounds._fields)).validate()
     return Problem(spec, truth, bounds, cfg)
 
 
@@ -121,35 +123,32 @@ class LaneData(NamedTuple):
 
 
 def lane_data(
-    sample_block_fn: Callable[..., tuple[jax.Array, jax.Array]],
-    frozen_fn: Callable[[Any, jax.Array, jax.Array], jax.Array],
-    spec: Any,
-    truth: Any,
+    spec: MixSpec,
+    truth: MixTruth,
     seed: jax.Array,
     n: jax.Array,
     r: jax.Array,
     N: int,
     B: int,
     radius: float | None,
-    y_dtype: Any,
 ) -> LaneData:
     """Keys folded from (seed, n, r) alone, the truth at n, and the lane's data drawn into
     buffers of N rows block by block over the ceil(n / B) active blocks only.
 
-    ``sample_block_fn(key, j, spec, params, DATA_BLOCK, radius)`` gives data block j (X, y) and
-    ``frozen_fn(spec, X, y)`` the frozen expert's log-density of each row (the core model's or
-    the general one's). Buffers: X1 (N, d+1) with a ones column, y (N,) of ``y_dtype``, w (N,)
-    (1 for the first n rows, else 0) and lf0 (N,); rows past n hold zeros."""
+    Data block j (DATA_BLOCK rows) is `moejax.mix.sample_block(k_data, j, ...)`. Buffers: X1
+    (N, d+1) with a ones column, y (N,) (int32 labels or float64 responses), w (N,) (1 for the
+    first n rows, else 0) and lf0 (N,), the frozen expert's log-density; rows past n hold
+    zeros."""
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), n), r)
     k_data, k_init, k_dens = jax.random.split(key, 3)
     tp = truth.at(n)
     blocks = Blocks(B, (n + B - 1) // B)
-    d = spec.d
+    d, y_dtype = spec.d, spec.y_dtype
 
     def fill(b, bufs):
         X1, y, w, lf0 = bufs
         sub = jnp.arange(B // DATA_BLOCK) + b * (B // DATA_BLOCK)
-        draw = lambda j: sample_block_fn(k_data, j, spec, tp, DATA_BLOCK, radius)
+        draw = lambda j: sample_block(k_data, j, spec, tp, DATA_BLOCK, radius)
         Xb, yb = jax.vmap(draw)(sub)
         Xb, yb = Xb.reshape(B, d), yb.reshape(B)
         keep = (b * B + jnp.arange(B)) < n
@@ -160,7 +159,7 @@ def lane_data(
             put(X1, jnp.concatenate([Xb, jnp.ones((B, 1), Xb.dtype)], axis=1)),
             put(y, yb),
             put(w, keep.astype(w.dtype)),
-            put(lf0, frozen_fn(spec, Xb, yb)),
+            put(lf0, frozen_logpdf(spec, Xb, yb)),
         )
 
     zeros = (jnp.zeros((N, d + 1)), jnp.zeros((N,), y_dtype), jnp.zeros((N,)), jnp.zeros((N,)))
@@ -173,12 +172,13 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
     over n and r). N must be a multiple of the block size (run.block_rows).
 
     The lane's data are generated in DATA_BLOCK-row blocks keyed by their index
-    (`moejax.sampling.sample_block`; `sample_blocked` reproduces them) into the buffer, so they
+    (`moejax.mix.sample_block`; `moejax.mix.sample` reproduces them) into the buffer, so they
     depend on (seed, n, replicate) only; every pass over the data (sampling, likelihood,
     derivatives) loops over the ceil(n / block) active blocks only, so one compiled program
     serves every sample size with work proportional to n. Seed and truth are arguments, not
     constants, so the program (and JAX's persistent cache) is shared by configs that differ
-    only in them."""
+    only in them. Errors are the Voronoi blocks (`moejax.voronoi`), the plain block errors
+    for one adapter."""
     cfg = problem.cfg
     spec, bounds = problem.spec, problem.bounds
     e, ini, run = cfg["estimator"], cfg["init"], cfg["run"]
@@ -186,10 +186,6 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
     B = choose_block(cfg["sizes"]["list"], run["block_rows"], run["max_padding"])
     if N % B:
         raise ValueError(f"N: buffer length {N} is not a multiple of the block size {B}")
-    if is_mix(cfg):
-        from moejax.sweep.mixlane import make_mix_lane_fn
-
-        return make_mix_lane_fn(cfg, spec, bounds, B, N)
     fit_kw = dict(
         method=e["method"],
         solver=e["solver"],
@@ -199,15 +195,14 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
         inner_max_iter=e["inner_max_iter"],
     )
     m_dens = run["density_points"]
+    many = spec.m > 1
 
     def lane(n, r, seed, truth):
-        ld = lane_data(
-            sample_block, frozen_log_prob, spec, truth, seed, n, r, N, B, radius, jnp.int32
-        )
-        tp, blocks, k_init, k_dens = ld.tp, ld.blocks, ld.k_init, ld.k_dens
+        ld = lane_data(spec, truth, seed, n, r, N, B, radius)
+        tp, blocks = ld.tp, ld.blocks
         data = FitData(ld.X1, ld.y, ld.w, jnp.asarray(n, jnp.float64), ld.lf0)
         if ini["mode"] == "multistart":
-            starts = random_inits(k_init, spec, ini["n_starts"], bounds, ini["start_scale"])
+            starts = random_inits(ld.k_init, spec, ini["n_starts"], bounds, ini["start_scale"])
             res = best_fit(
                 jax.vmap(lambda p: fit_data(spec, data, p, blocks=blocks, **fit_kw))(starts)
             )
@@ -215,23 +210,26 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
             init = (
                 tp
                 if ini["mode"] == "truth"
-                else init_near_truth(k_init, tp, n, ini["c_gate"], ini["c_expert"], ini["rho"])
+                else init_near_truth(
+                    ld.k_init, spec, tp, n, ini["c_gate"], ini["c_expert"], ini["rho"]
+                )
             )
             res = fit_data(spec, data, init, blocks=blocks, **fit_kw)
-        err = parameter_errors(res.params, tp)
-        if m_dens > 0:
-            Xh = sample_covariates(k_dens, spec.d, m_dens, radius)
-            dens = hellinger_distance(spec, res.params, tp, Xh)
+        est = res.params
+        err = voronoi_errors(est.beta, est.tau, est.eta, est.nu, tp.beta, tp.tau, tp.eta, tp.nu)
+        if m_dens > 0 and not spec.regression:
+            Xh = sample_covariates(ld.k_dens, spec.d, m_dens, radius)
+            dens = mean_hellinger(log_class_probs(spec, est, Xh), log_class_probs(spec, tp, Xh))
         else:
-            dens = jnp.nan
+            dens = jnp.nan  # off, or regression: no closed-form Hellinger distance
         return {
-            "err_beta": err.beta,
+            "err_beta": err.beta if spec.has_beta else jnp.nan,
             "err_exp_tau": err.exp_tau,
             "err_eta": err.eta,
             "err_density": dens,
-            "err_nu": jnp.nan,  # the core model has no variance and one adapter
-            "err_voronoi": jnp.nan,
-            "n_empty_cells": jnp.int32(0),
+            "err_nu": err.nu if spec.regression else jnp.nan,
+            "err_voronoi": err.total if many else jnp.nan,
+            "n_empty_cells": err.n_empty.astype(jnp.int32) if many else jnp.int32(0),
             **fit_columns(res),
         }
 
@@ -239,7 +237,7 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
 
 
 def fit_columns(res: Any) -> dict[str, jax.Array]:
-    """The fits.csv columns that describe a fit's outcome (a `FitResult`, either model)."""
+    """The fits.csv columns that describe a fit's outcome (a `FitResult`)."""
     return {
         "loglik": res.loglik,
         "n_iter": res.n_iter,
@@ -253,11 +251,12 @@ def fit_columns(res: Any) -> dict[str, jax.Array]:
 
 def auto_chunk(problem: Problem, N: int, n_devices: int) -> int:
     """Lanes per compiled call that fit the memory budget (run.memory_gb) for a buffer of N
-    rows: each lane holds X1, y, w and lp0y (d + 4 numbers a row; counted twice for the
-    buffers' copies), plus an EM responsibility buffer; block temporaries are small."""
+    rows: each lane holds X1, y, w and lf0 (d + 4 numbers a row) plus an EM posterior buffer
+    (m + 1 numbers a row), counted twice for the buffers' copies; block temporaries are
+    small."""
     cfg = problem.cfg
-    d = problem.spec.d
-    bytes_per_row = 8 * 2 * (d + 5)
+    d, m = problem.spec.d, problem.spec.m
+    bytes_per_row = 8 * 2 * (d + 4 + m)
     lanes = int(cfg["run"]["memory_gb"] * 2**30 // (bytes_per_row * N))
     if cfg["init"]["mode"] == "multistart":
         lanes //= cfg["init"]["n_starts"]
@@ -303,15 +302,13 @@ def _prepare_dir(out: Path, cfg: dict, digest: str, force: bool) -> None:
         store.clear_run(out)
 
 
-def adapter_weight(problem: Problem) -> float:
-    """E_X[gate weight of the adapter(s)] at the truth, by Monte Carlo (200000 draws)."""
-    radius = problem.cfg["model"]["radius"]
-    if is_mix(problem.cfg):
-        from moejax.sweep import mixlane
-
-        return mixlane.adapter_weight(problem.spec, problem.truth, radius)
-    X = sample_covariates(jax.random.key(20260101), problem.spec.d, 200_000, radius)
-    return float(jnp.mean(jax.nn.sigmoid(X @ problem.truth.beta + problem.truth.tau)))
+def adapter_weight(problem: Problem, points: int = 200_000) -> float:
+    """E_X[total gate weight of the adapters] at the truth, by Monte Carlo (gates do not
+    drift with n)."""
+    spec, truth = problem.spec, problem.truth
+    X = sample_covariates(jax.random.key(20260101), spec.d, points, problem.cfg["model"]["radius"])
+    g = predictors(spec, truth.at(1.0), X)[:, : spec.m]
+    return float(jnp.mean(1.0 - jnp.exp(gate_log_weights(spec.gate, g)[:, 0])))
 
 
 def _manifest(cfg, digest, status, extra) -> dict[str, Any]:
@@ -335,11 +332,13 @@ def run_sweep(
     *,
     force: bool = False,
     progress: bool = True,
-    report: bool = True,
 ) -> dict[str, Any]:
     """Run (or resume) a resolved sweep config into directory ``out``.
 
-    Returns the final manifest. Raises `store.StoreError` if ``out`` is unusable.
+    Writes the parts, ``fits.csv`` and ``manifest.json`` only; the slope report is the caller's
+    (``moejax.report.make_report(out)``, as ``moejax sweep`` does). Returns the final manifest
+    (``{}`` on a process other than 0 of a multi-process run). Raises `store.StoreError` if
+    ``out`` is unusable.
     """
     out = Path(out)
     digest = config_hash(cfg)
@@ -468,11 +467,6 @@ def run_sweep(
         },
     )
     store.write_json(out / "manifest.json", manifest)
-    if report:
-        from moejax.report import make_report
-
-        rep = make_report(out)
-        manifest["report_terminal"] = rep["terminal"]
     return manifest
 
 

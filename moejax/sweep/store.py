@@ -1,4 +1,4 @@
-"""Results on disk: atomic writes, chunk parts, the per-fit table, the manifest.
+"""Results on disk: chunk parts, the per-fit table (fits.csv and its schema), the manifest.
 
 Layout of a run directory:
     manifest.json     resolved config, its hash, versions, devices, timings, counts
@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from moejax.report.table import INT_COLUMNS as _READER_INT_COLUMNS
-from moejax.report.table import write_bytes_atomic, write_text_atomic
+from moejax.atomic import write_bytes_atomic, write_text_atomic
 
-FIT_COLUMNS = (
+#: The fits.csv schema: its columns in file order. The report's reader
+#: (`moejax.report.table.read_fits_csv`) parses them by the three type lists below.
+FIT_COLUMNS: tuple[str, ...] = (
     "n",
     "replicate",
     "err_beta",
@@ -37,20 +38,30 @@ FIT_COLUMNS = (
     "status",
     "grad_norm",
 )
-INT_COLUMNS = frozenset(_READER_INT_COLUMNS)  # one list, shared with the fits.csv reader
+#: Integer columns (written as ints; the flags ``converged`` and ``at_bound`` are 0/1).
+INT_COLUMNS: tuple[str, ...] = (
+    "n",
+    "replicate",
+    "n_iter",
+    "inner_steps",
+    "converged",
+    "at_bound",
+    "n_empty_cells",
+)
+#: Text columns.
+STR_COLUMNS: tuple[str, ...] = ("status",)
+#: Float columns (written with repr: ``nan``/``inf`` as such): every other column.
+FLOAT_COLUMNS: tuple[str, ...] = tuple(
+    c for c in FIT_COLUMNS if c not in INT_COLUMNS and c not in STR_COLUMNS
+)
 
 
 class StoreError(RuntimeError):
     """The run directory cannot be used (unwritable, full, or holds another config)."""
 
 
-# One atomic-write implementation serves the results store and the report writers.
-atomic_write_bytes = write_bytes_atomic
-atomic_write_text = write_text_atomic
-
-
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -61,7 +72,7 @@ def check_writable(out: Path) -> None:
     """Create ``out`` (and parts/) and prove a file can be written there, or raise StoreError."""
     try:
         (out / "parts").mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out / ".write-test", b"ok")
+        write_bytes_atomic(out / ".write-test", b"ok")
         (out / ".write-test").unlink()
     except OSError as exc:
         raise StoreError(
@@ -74,7 +85,7 @@ def save_part(out: Path, index: int, arrays: dict[str, np.ndarray]) -> Path:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     path = out / "parts" / f"part-{index:06d}.npz"
-    atomic_write_bytes(path, buf.getvalue())
+    write_bytes_atomic(path, buf.getvalue())
     return path
 
 
@@ -132,5 +143,5 @@ def write_fits_csv(out: Path, lanes: dict[str, np.ndarray], status_names: tuple[
                 row.append(_fmt(c, lanes[c][i]))
         lines.append(",".join(row))
     path = out / "fits.csv"
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path

@@ -1,0 +1,190 @@
+"""Closed-form row derivatives of the general mixture (`moejax.mix.rows`) and the activation
+derivatives (`moejax.experts.activation_derivs`) against autodiff of the same functions.
+
+Every case is small (16 rows); the cases of a test share one compilation."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import moejax  # noqa: F401  (float64)
+from moejax.experts import Expert, activation_derivs, resolve_activation
+from moejax.mix import MixSpec
+from moejax.mix.density import component_logjoint, n_predictors, row_loglik
+from moejax.mix.rows import mixture_row_fns, posteriors
+
+GATES = ("softmax", "input_free", "sigmoid")
+PAIRS = (  # (adapter likelihood, frozen likelihood, K)
+    ("categorical", "categorical", 3),
+    ("categorical", "categorical", 2),  # (m = 2 only)
+    ("gaussian", "gaussian", 2),
+    ("laplace", "laplace", 2),
+    ("gaussian", "laplace", 2),
+)
+N = 16
+
+
+def _spec(gate, lik, flik, K, m, adapter="tanh"):
+    R = K - 1 if lik == "categorical" else 1
+    eta0 = np.random.default_rng(0).standard_normal((R, 2))
+    bias = [0.3, -0.2][:R]
+    return MixSpec(
+        d=2,
+        frozen="linear",
+        adapter=adapter,
+        eta0=eta0,
+        K=K,
+        adapters=m,
+        gate=gate,
+        likelihood=lik,
+        frozen_likelihood=flik,
+        scale=1.7,
+        bias=bias,
+    )
+
+
+def _data(spec, seed, gscale=2.0, big=30.0):
+    """Random U, y, lf0; the last rows carry large gate logits (+-big) and residuals."""
+    rng = np.random.default_rng(seed)
+    W, m = n_predictors(spec), spec.m
+    U = rng.standard_normal((N, W))
+    U[:, :m] *= gscale
+    U[-4:, :m] = big * rng.choice([-1.0, 1.0], size=(4, m))
+    U[-2, :m] = big  # every adapter far on one side
+    U[-1, :m] = -big
+    if spec.regression:
+        U[:, -m:] = 0.5 * rng.standard_normal((N, m))  # log-variances
+        y = 2.0 * rng.standard_normal(N)
+        y[-3:] *= 20.0
+        lf0 = -0.5 * (np.log(2 * np.pi) + (y - 0.4) ** 2)
+    else:
+        y = rng.integers(0, spec.K, size=N).astype(np.int32)
+        lf0 = np.log(rng.dirichlet(np.ones(spec.K), size=N)[np.arange(N), y])
+    lf0[-5] = -40.0  # frozen expert nearly impossible on one row
+    return jnp.asarray(U), jnp.asarray(y), jnp.asarray(lf0)
+
+
+def _reference(spec, U, y, lf0):
+    """Per-row autodiff of -row_loglik (value, gradient, Hessian) and the responsibilities."""
+
+    def phi(u, y, lf0):
+        return -row_loglik(spec, u, y, lf0)
+
+    def row(u, y, lf0):
+        v, g = jax.value_and_grad(phi)(u, y, lf0)
+        return v, g, jax.hessian(phi)(u, y, lf0)
+
+    lj = component_logjoint(spec, U, y, lf0)
+    return (*jax.vmap(row)(U, y, lf0), jnp.exp(lj - jax.nn.logsumexp(lj, axis=-1, keepdims=True)))
+
+
+def _closed(spec, U, y, lf0):
+    rows = mixture_row_fns(spec)
+    return (
+        rows.value(U, (y, lf0)),
+        rows.value_grad(U, (y, lf0)),
+        rows.value_grad_hess(U, (y, lf0)),
+        posteriors(spec, U, y, lf0),
+    )
+
+
+def _run(specs, datas):
+    """[(closed form, reference)] for every case, from one compilation (XLA's backend
+    optimisations off: these graphs run once, compiling them is the cost)."""
+    f = jax.jit(
+        lambda ds: [(_closed(s, *d), _reference(s, *d)) for s, d in zip(specs, ds, strict=True)]
+    )
+    lowered = f.lower(datas)
+    try:
+        compiled = lowered.compile(compiler_options={"xla_backend_optimization_level": 0})
+    except Exception:  # an XLA without that option
+        compiled = lowered.compile()
+    return compiled(datas)
+
+
+def _close(got, want, rtol=1e-10):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape
+    atol = 1e-12 * max(1.0, float(np.max(np.abs(want))))
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+def _check(spec, got, want):
+    (v0, (v1, g1), (v2, g2, h2), r), (v, g, h, r_ref) = got, want
+    W = n_predictors(spec)
+    assert g2.shape == (N, W) and h2.shape == (N, W, W) and r.shape == (N, spec.m + 1)
+    for a in (v0, v1, v2):
+        _close(a, v)
+    for a in (g1, g2):
+        _close(a, g)
+    _close(h2, h)
+    _close(r, r_ref, rtol=1e-12)
+
+
+@pytest.mark.parametrize("gate", GATES)
+def test_row_fns_match_autodiff(gate):
+    """Every likelihood pair and m = 1, 2, 3 under one gate, including rows with |g| = 30."""
+    cases = [(p, m) for p, m in itertools.product(PAIRS, (1, 2, 3)) if p[2] == 3 or m == 2]
+    specs = [_spec(gate, lik, flik, K, m) for (lik, flik, K), m in cases]
+    datas = [_data(s, seed=10 * s.m + s.K) for s in specs]
+    for spec, (got, want) in zip(specs, _run(specs, datas), strict=True):
+        _check(spec, got, want)
+
+
+def test_row_fns_other_activations():
+    """The activation's curvature a'' enters the z-Hessian: other activations, a user one."""
+    specs = [
+        _spec(gate, lik, flik, K, 2, adapter=act)
+        for act, gate in (("sigmoid", "softmax"), ("gelu", "sigmoid"), (jnp.sin, "input_free"))
+        for lik, flik, K in (("categorical", "categorical", 3), ("laplace", "gaussian", 2))
+    ]
+    datas = [_data(s, seed=3) for s in specs]
+    for spec, (got, want) in zip(specs, _run(specs, datas), strict=True):
+        _check(spec, got, want)
+
+
+def test_float_labels_accepted():
+    """Categorical labels stored as float64 give the derivatives of int32 labels."""
+    spec = _spec("sigmoid", "categorical", "categorical", 3, 2)
+    U, y, lf0 = _data(spec, seed=4)
+    f = jax.jit(mixture_row_fns(spec).value_grad_hess)
+    for a, b in zip(f(U, (y, lf0)), f(U, (y.astype(jnp.float64), lf0)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15)
+
+
+def test_extreme_predictors_are_finite():
+    """|g| = 50 on every row, residuals up to ~1e5 and log-variances +-8: all finite."""
+    specs, datas = [], []
+    for gate, lik in itertools.product(GATES, ("categorical", "gaussian", "laplace")):
+        spec = _spec(gate, lik, lik, 3, 2)
+        U, y, lf0 = _data(spec, seed=7, gscale=50.0, big=50.0)
+        if spec.regression:
+            y = y * 1e3
+            U = U.at[:, -2:].set(jnp.array([-8.0, 8.0]))
+        specs.append(spec)
+        datas.append((U, y, lf0))
+    f = jax.jit(lambda ds: [_closed(s, *d) for s, d in zip(specs, ds, strict=True)])
+    for out in f(datas):
+        for a in jax.tree.leaves(out):
+            assert np.all(np.isfinite(np.asarray(a)))
+
+
+@pytest.mark.parametrize("name", ["linear", "tanh", "sigmoid", "gelu", "relu", "sin"])
+def test_activation_derivs_match_forward_autodiff(name):
+    act = jnp.sin if name == "sin" else name
+    Z = jnp.asarray(np.random.default_rng(1).uniform(-4.0, 4.0, size=(5, 7)))
+    if name == "relu":
+        Z = jnp.where(jnp.abs(Z) < 0.1, 0.5, Z)  # away from the kink
+    f = resolve_activation(act)
+    ones = jnp.ones_like(Z)
+    first = lambda z: jax.jvp(f, (z,), (ones,))[1]
+    want = (f(Z), first(Z), jax.jvp(first, (Z,), (ones,))[1])
+    got = activation_derivs(Expert(act), Z)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(got[0], f(Z))  # same values as the density uses
