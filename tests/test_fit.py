@@ -48,6 +48,7 @@ def mask_padding(X: jax.Array, y: jax.Array, w: np.ndarray) -> tuple[jax.Array, 
     keep = jnp.asarray(w) != 0
     return jnp.where(keep[:, None], X, 0.0), jnp.where(keep, y, 0)
 
+
 # --------------------------------------------------------------------------- problems
 
 D, K = 8, 3

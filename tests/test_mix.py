@@ -372,7 +372,9 @@ def test_objective_gradient_and_hessian(case: str):
     h = 1e-6
     P = theta.shape[0]
     shifted = np.concatenate([theta + h * np.eye(P), theta - h * np.eye(P)])
-    (f, g), (f2, g2, H), H_ad, vals = _derivatives(spec, mix.prepare_data(spec, X, y), theta, shifted)
+    (f, g), (f2, g2, H), H_ad, vals = _derivatives(
+        spec, mix.prepare_data(spec, X, y), theta, shifted
+    )
     # the objective is the mean negative log-likelihood
     want = -np.mean(ref.log_density(X, y, **_ref_kwargs(model, p)))
     np.testing.assert_allclose(float(f), want, rtol=RTOL)

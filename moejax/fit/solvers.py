@@ -8,8 +8,9 @@ where ``fun`` is an `Objective` (value, gradient, Hessian; see `moejax.fit.objec
 function mapping a flat float64 vector (P,) to a scalar (derivatives then come from autodiff),
 ``x0`` (P,) is the start and ``lower``, ``upper`` (P,) are box bounds; ``max_iter``, when
 given, overrides the object's cap and may be a traced integer (changing it never recompiles).
-Every solver is a pure function of its inputs, jit- and vmap-compatible, caps its iterations and reports its own step
-count, convergence and status, so that lanes of a vmapped batch each say how they ended.
+Every solver is a pure function of its inputs, jit- and vmap-compatible, caps its iterations
+and reports its own step count, convergence and status, so that lanes of a vmapped batch each
+say how they ended.
 
 - `ProjectedNewton` (maintained, default): projected Newton (Bertsekas 1982) with the exact
   Hessian from `jax.hessian`, eigenvalue-modified to stay a descent direction, and an Armijo
