@@ -12,16 +12,16 @@ tau* = 0, eta* = 1.5 (e2, e1)). Two adapters: sweeps/adapters/two.toml (the same
 m = 2; beta* = (e1, e2), tau* = 0, eta*_2 = -eta*_1 rotated). Model, truth, box, max_iter and
 the near-truth start constants come from the configs themselves (`moejax.sweep.config.load`,
 `moejax.sweep.engine.build_problem`). For each m, L datasets of n rows are drawn beforehand
-(`moejax.mix.sample`) and prepared (`moejax.fit.estimators.prepare_data`: covariates with a
+(`moejax.mix.sample`) and prepared (`moejax.estimation.estimators.prepare_data`: covariates with a
 ones column, the frozen expert's log-density); the timed function is
 ``jax.jit(jax.vmap(fit_data))``: L direct projected-Newton fits from near-truth starts
-(`moejax.fit.init.init_near_truth`), compiled once ahead of time, one warm-up call, then the
+(`moejax.estimation.init.init_near_truth`), compiled once ahead of time, one warm-up call, then the
 median of the repeated calls. Time per fit = call time / L. A vmapped while-loop runs every lane
 as long as the slowest, so the table gives both the mean and the largest Newton iteration count
 (n_iter) and the time per iteration on each: per mean iteration (time per fit / mean n_iter) and
 per executed iteration (time per fit / max n_iter). ``--block B`` sums the rows in blocks of B
 as the sweep engine does (rows padded with weight 0 to whole blocks); by default every pass
-runs over the n rows at once, as `moejax.fit.estimators.fit` does.
+runs over the n rows at once, as `moejax.estimation.estimators.fit` does.
 
 Per row. For every gate ("softmax", "input_free", "sigmoid") x likelihood ("categorical",
 "gaussian", "laplace") at m = 1 and m = 2 (d = 2, K = 3 so R = 2 for categorical experts,
@@ -32,7 +32,7 @@ nu0 = 1, nu* = 0.5; the truths above, regression using the first row of each eta
   forms) on L x n rows at once, U = `moejax.mix.density.predictors` at the truth. The outputs
   (value, gradient, Hessian per row) are summed over the rows inside the jitted function, so
   the timing is the evaluation, not the writing of (rows, W, W) arrays back to the host.
-- objective: ``objective(spec, data).value_grad_hess(theta)`` (`moejax.fit.estimators`): one
+- objective: ``objective(spec, data).value_grad_hess(theta)`` (`moejax.estimation.estimators`): one
   full pass, i.e. the predictors, the row derivatives and the weighted Gram sums that make the
   P x P Hessian, vmapped over the L datasets of n rows.
 
@@ -87,7 +87,7 @@ def draw(spec, params, L: int, n: int, key):
     """L prepared datasets of n rows (FitData with a leading lane axis)."""
     import jax
 
-    from moejax.fit.estimators import prepare_data
+    from moejax.estimation.estimators import prepare_data
     from moejax.mix.sampling import sample
 
     keys = jax.random.split(key, L)
@@ -100,7 +100,7 @@ def pad_blocks(data, n: int, block: int):
     import jax
     import jax.numpy as jnp
 
-    from moejax.fit.objective import Blocks
+    from moejax.estimation.objective import Blocks
 
     nb = -(-n // block)
     extra = nb * block - n
@@ -114,8 +114,8 @@ def fit_case(path: str, L: int, n: int, repeats: int, block: int) -> dict:
     import jax
     import numpy as np
 
-    from moejax.fit.estimators import fit_data
-    from moejax.fit.init import init_near_truth
+    from moejax.estimation.estimators import fit_data
+    from moejax.estimation.init import init_near_truth
     from moejax.sweep.config import load
     from moejax.sweep.engine import build_problem
 
@@ -195,8 +195,8 @@ def row_case(gate: str, lik: str, m: int, L: int, n: int, repeats: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from moejax.fit.bounds import pack
-    from moejax.fit.estimators import objective
+    from moejax.estimation.bounds import pack
+    from moejax.estimation.estimators import objective
     from moejax.mix.density import predictors
     from moejax.mix.rows import mixture_row_fns
 

@@ -13,7 +13,7 @@ each row-block loop once). The work of one fit is therefore assembled from loop-
 each jitted with its data as arguments (nothing constant-folded):
 
 - (B) one evaluation of the objective's value, gradient and Hessian on n rows
-  (``moejax.fit.estimators.objective(spec, data).value_grad_hess``: closed-form row
+  (``moejax.estimation.estimators.objective(spec, data).value_grad_hess``: closed-form row
   derivatives from ``moejax.mix.rows.mixture_row_fns`` plus the weighted Gram sums). Every
   pass of the projected Newton loop evaluates exactly this once (accepted step or backtrack);
 - (S) drawing the n rows (``moejax.mix.sample``, the engine's keyed blocks) and preparing
@@ -154,8 +154,8 @@ def main() -> None:
     import numpy as np
 
     import moejax  # noqa: F401  (float64)
-    from moejax.fit.bounds import pack
-    from moejax.fit.estimators import objective, prepare_data
+    from moejax.estimation.bounds import pack
+    from moejax.estimation.estimators import objective, prepare_data
     from moejax.losses import mean_hellinger
     from moejax.mix.density import log_class_probs
     from moejax.mix.sampling import sample, sample_covariates

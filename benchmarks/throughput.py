@@ -23,7 +23,7 @@ to the baseline.
 The baseline is the paper's model only (one adapter, softmax gate, categorical experts): the
 config must describe that member of the family.
 
-Same optimum: for a few datasets per size, the estimator ``moejax.fit.estimators.fit`` (same
+Same optimum: for a few datasets per size, the estimator ``moejax.estimation.estimators.fit`` (same
 start and settings as the sweep) must reproduce the sweep's fits.csv log-likelihood (this
 checks the regeneration), and SciPy from the truth (polished with Newton steps, the tests'
 tight reference) must land on the same maximiser.
@@ -171,8 +171,8 @@ def regenerate(cfg: dict, problem, pairs):
     import jax
     import numpy as np
 
-    from moejax.fit.bounds import pack
-    from moejax.fit.init import init_near_truth
+    from moejax.estimation.bounds import pack
+    from moejax.estimation.init import init_near_truth
     from moejax.mix.sampling import sample
 
     ini = cfg["init"]
@@ -302,8 +302,8 @@ def main() -> None:
         # ------------------------------------------------------------ baseline + same optimum
         import numpy as np
 
-        from moejax.fit.bounds import pack
-        from moejax.fit.estimators import fit
+        from moejax.estimation.bounds import pack
+        from moejax.estimation.estimators import fit
         from moejax.sweep.config import load
         from moejax.sweep.engine import build_problem
 

@@ -13,16 +13,16 @@ jax.config.update("jax_enable_x64", True)
 
 from moejax import mix  # noqa: E402
 from moejax.estimate import fit, fit_multistart, init_near_truth, random_inits  # noqa: E402
-from moejax.experts import BUILTIN_ACTIVATIONS, Expert  # noqa: E402
-from moejax.fit.bounds import Bounds  # noqa: E402
-from moejax.fit.estimators import FitResult, status_name  # noqa: E402
-from moejax.fit.solvers import (  # noqa: E402
+from moejax.estimation.bounds import Bounds  # noqa: E402
+from moejax.estimation.estimators import FitResult, status_name  # noqa: E402
+from moejax.estimation.solvers import (  # noqa: E402
     CONVERGED,
     MAX_ITER,
     NONFINITE,
     STALLED,
     STATUS_NAMES,
 )
+from moejax.experts import BUILTIN_ACTIVATIONS, Expert  # noqa: E402
 from moejax.losses import Errors, hellinger_distance, parameter_errors  # noqa: E402
 from moejax.model import (  # noqa: E402
     ModelSpec,

@@ -1,4 +1,4 @@
-"""Estimation for the paper's model (the face of `moejax.fit`'s estimators for `ModelSpec`
+"""Estimation for the paper's model (the face of `moejax.estimation`'s estimators for `ModelSpec`
 and `Params`): the same compiled estimators as every model of the family, with `Params` in
 and out."""
 
@@ -8,10 +8,10 @@ from typing import Any
 
 import jax
 
-from moejax.fit import estimators as _est
-from moejax.fit import init as _init
-from moejax.fit.bounds import Bounds
-from moejax.fit.estimators import FitResult
+from moejax.estimation import estimators as _est
+from moejax.estimation import init as _init
+from moejax.estimation.bounds import Bounds
+from moejax.estimation.estimators import FitResult
 from moejax.mix.spec import MixSpec
 from moejax.model import Params, check_params, from_mix, to_mix
 
@@ -45,7 +45,7 @@ def fit(
         responsibilities, M-step = weighted logistic gate problem + weighted multinomial
         adapter problem, each solved by the solver, warm-started).
       solver: "newton" (projected Newton, default), "optax_lbfgs", "jaxopt_bfgs", or a solver
-        object (see `moejax.fit.solvers`); its ``max_iter`` caps each solve.
+        object (see `moejax.estimation.solvers`); its ``max_iter`` caps each solve.
       bounds: the compact parameter set (default `Bounds()`).
       max_iter: cap on EM iterations ("em", default 500) or on solver iterations ("direct",
         default 500 or the solver object's).

@@ -1,6 +1,6 @@
-"""Tests of the estimators in ``moejax.fit``: EM and direct MLE on a box, the pluggable solvers,
-vmap, zero-weight padding, bounds, non-finite data, multi-start, the structured objective and
-input validation.
+"""Tests of the estimators (``moejax.fit``, ``moejax.estimation``): EM and direct MLE on a box,
+the pluggable solvers, vmap, zero-weight padding, bounds, non-finite data, multi-start, the
+structured objective and input validation.
 
 Ground truth is the independent NumPy/SciPy reference in ``tests/reference_numpy.py`` (hand-written
 analytic gradient, SciPy quasi-Newton plus a Newton polish). Every random draw uses a fixed seed.
@@ -25,11 +25,11 @@ from reference_numpy import RefModel, fit_scipy, loglik_and_grad
 from reference_numpy import pack as ref_pack
 
 import moejax as mj
-from moejax.fit import FitResult
-from moejax.fit import pack as _pack_mix
-from moejax.fit import unpack as _unpack_mix
-from moejax.fit.objective import generic_objective, linear_predictor_objective
-from moejax.fit.solvers import JaxoptBFGS, OptaxLBFGS, ProjectedNewton, projected_grad_norm
+from moejax.estimation import FitResult
+from moejax.estimation import pack as _pack_mix
+from moejax.estimation import unpack as _unpack_mix
+from moejax.estimation.objective import generic_objective, linear_predictor_objective
+from moejax.estimation.solvers import JaxoptBFGS, OptaxLBFGS, ProjectedNewton, projected_grad_norm
 from moejax.mix.rows import mixture_row_fns
 from moejax.model import from_mix, to_mix
 

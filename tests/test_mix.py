@@ -27,7 +27,7 @@ from scipy import stats
 
 import moejax as mj
 from moejax import mix
-from moejax.fit.estimators import objective
+from moejax.estimation.estimators import objective
 from moejax.sampling import DATA_BLOCK
 
 ACTS = ("linear", "tanh", "sigmoid", "gelu", "relu")

@@ -8,15 +8,15 @@ import jax.numpy as jnp
 import numpy as np
 
 import moejax as mj
-from moejax.fit import pack
+from moejax.estimation import pack
 from moejax.model import to_mix
 
 
 def test_blocked_objective_equals_unblocked():
     """Summing rows block by block over a long padded buffer gives the same value, gradient and
     Hessian as the plain sum over the real rows (only the summation order differs)."""
-    from moejax.fit.estimators import objective, prepare_data
-    from moejax.fit.objective import Blocks
+    from moejax.estimation.estimators import objective, prepare_data
+    from moejax.estimation.objective import Blocks
 
     rng = np.random.default_rng(5)
     spec = mj.ModelSpec(d=2, K=3, frozen="linear", adapter="tanh", eta0=np.eye(2), scale=3.0)

@@ -2,9 +2,16 @@
 gates; categorical / Gaussian / Laplace experts (see `moejax.mix.spec`). The paper's model
 (`moejax.ModelSpec`) is its m = 1, softmax, categorical member."""
 
-from moejax.fit.bounds import Bounds, pack, unpack
-from moejax.fit.estimators import FitData, FitResult, fit, fit_data, fit_multistart, prepare_data
-from moejax.fit.init import init_near_truth, random_inits
+from moejax.estimation.bounds import Bounds, pack, unpack
+from moejax.estimation.estimators import (
+    FitData,
+    FitResult,
+    fit,
+    fit_data,
+    fit_multistart,
+    prepare_data,
+)
+from moejax.estimation.init import init_near_truth, random_inits
 from moejax.mix.density import (
     frozen_logpdf,
     log_class_probs,

@@ -49,8 +49,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from moejax.estimation.objective import RowFns
 from moejax.experts import activation_derivs, resolve_activation
-from moejax.fit.objective import RowFns
 from moejax.mix.density import _LOG_2PI, split_predictors
 from moejax.mix.spec import MixSpec
 

@@ -25,11 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from moejax.fit.bounds import Bounds
-from moejax.fit.estimators import FitData, best_fit, fit_data
-from moejax.fit.init import init_near_truth, random_inits
-from moejax.fit.objective import Blocks
-from moejax.fit.solvers import STATUS_NAMES
+from moejax.estimation.bounds import Bounds
+from moejax.estimation.estimators import FitData, best_fit, fit_data
+from moejax.estimation.init import init_near_truth, random_inits
+from moejax.estimation.objective import Blocks
+from moejax.estimation.solvers import STATUS_NAMES
 from moejax.losses import mean_hellinger
 from moejax.mix.density import frozen_logpdf, gate_log_weights, log_class_probs, predictors
 from moejax.mix.sampling import DATA_BLOCK, sample_block, sample_covariates

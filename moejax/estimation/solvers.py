@@ -4,7 +4,7 @@ A solver is a static, hashable object with a method
 
     minimize(fun, x0, lower, upper, max_iter=None) -> SolveResult
 
-where ``fun`` is an `Objective` (value, gradient, Hessian; see `moejax.fit.objective`) or any
+where ``fun`` is an `Objective` (value, gradient, Hessian; see `moejax.estimation.objective`) or any
 function mapping a flat float64 vector (P,) to a scalar (derivatives then come from autodiff),
 ``x0`` (P,) is the start and ``lower``, ``upper`` (P,) are box bounds; ``max_iter``, when
 given, overrides the object's cap and may be a traced integer (changing it never recompiles).
@@ -34,7 +34,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from moejax.fit.objective import Objective, as_objective
+from moejax.estimation.objective import Objective, as_objective
 
 ObjectiveLike = Objective | Callable[[jax.Array], jax.Array]
 

@@ -19,9 +19,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from moejax.fit.bounds import Bounds, at_bound, layout, n_gate_params, pack, unpack
-from moejax.fit.objective import Blocks, Objective, linear_predictor_objective, map_rows
-from moejax.fit.solvers import (
+from moejax.estimation.bounds import Bounds, at_bound, layout, n_gate_params, pack, unpack
+from moejax.estimation.objective import Blocks, Objective, linear_predictor_objective, map_rows
+from moejax.estimation.solvers import (
     CONVERGED,
     MAX_ITER,
     NONFINITE,
@@ -382,7 +382,7 @@ def fit(
       method: "direct" (the solver on the full log-likelihood) or "em" (E-step posteriors,
         then the gate and the experts' M-steps, each solved by the solver, warm-started).
       solver: "newton" (projected Newton, default), "optax_lbfgs", "jaxopt_bfgs", or a solver
-        object (`moejax.fit.solvers`); its ``max_iter`` caps each solve.
+        object (`moejax.estimation.solvers`); its ``max_iter`` caps each solve.
       bounds: the compact parameter set (`Bounds`; default `Bounds()`).
       max_iter: cap on solver iterations ("direct", default 500 or the solver object's cap)
         or on EM iterations ("em", default 500).

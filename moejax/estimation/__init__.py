@@ -1,9 +1,9 @@
 """Estimators for every model of the family: EM and direct MLE on a box, multi-start,
-pluggable solvers, initialisation. (The paper-model face `moejax.fit` is the function of
-`moejax.estimate`; import this package as `moejax.fit` submodules or `from moejax.fit import`.)"""
+pluggable solvers, initialisation. (`moejax.fit`, the function, is the paper model's face over
+these estimators; it lives in `moejax.estimate` and no longer hides a subpackage.)"""
 
-from moejax.fit.bounds import Bounds, at_bound, pack, unpack
-from moejax.fit.estimators import (
+from moejax.estimation.bounds import Bounds, at_bound, pack, unpack
+from moejax.estimation.estimators import (
     METHODS,
     FitData,
     FitResult,
@@ -14,8 +14,8 @@ from moejax.fit.estimators import (
     prepare_data,
     status_name,
 )
-from moejax.fit.init import INIT_MODES, init_near_truth, random_inits
-from moejax.fit.solvers import (
+from moejax.estimation.init import INIT_MODES, init_near_truth, random_inits
+from moejax.estimation.solvers import (
     CONVERGED,
     MAX_ITER,
     NONFINITE,

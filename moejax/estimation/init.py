@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from moejax.fit.bounds import Bounds, unpack
+from moejax.estimation.bounds import Bounds, unpack
 from moejax.mix.spec import MixParams, MixSpec
 
 INIT_MODES = ("truth", "near_truth", "multistart")
