@@ -11,7 +11,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from moejax import mix  # noqa: E402
+from moejax import estimation, mix  # noqa: E402
 from moejax.estimate import fit, fit_multistart, init_near_truth, random_inits  # noqa: E402
 from moejax.estimation.bounds import Bounds  # noqa: E402
 from moejax.estimation.estimators import FitResult, status_name  # noqa: E402
@@ -61,6 +61,7 @@ __all__ = [
     "Truth",
     "adapter_posterior",
     "class_probs",
+    "estimation",
     "fit",
     "fit_multistart",
     "gate_logit",
