@@ -22,7 +22,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "moejax"
 #: Every other module of the package is the model and its estimators (new modules included).
 NOT_MODEL = ("sweep", "report", "cli.py", "__init__.py", "atomic.py")
 #: Model modules that must exist (paths relative to the package; a directory: all below it).
-NAMED_MODEL = ("model.py", "mix", "experts.py", "fit", "losses.py", "voronoi.py")
+NAMED_MODEL = (
+    "model.py",
+    "mix",
+    "experts.py",
+    "estimation",
+    "losses.py",
+    "voronoi.py",
+    "estimate.py",
+)
 NAMED_MODEL += ("sampling.py", "truth.py")
 
 
