@@ -16,6 +16,7 @@ from moejax.estimate import fit, fit_multistart, init_near_truth, random_inits  
 from moejax.estimation.bounds import Bounds  # noqa: E402
 from moejax.estimation.estimators import FitResult, status_name  # noqa: E402
 from moejax.estimation.solvers import (  # noqa: E402
+    BAD_DATA,
     CONVERGED,
     MAX_ITER,
     NONFINITE,
@@ -46,6 +47,7 @@ from moejax.truth import Truth, heterogeneous_truth, homogeneous_truth, truth_at
 __version__ = "0.1.0"
 
 __all__ = [
+    "BAD_DATA",
     "BUILTIN_ACTIVATIONS",
     "CONVERGED",
     "MAX_ITER",

@@ -100,6 +100,7 @@ SWEEP_CASES: list[tuple[str, str | None, list[str], list[str]]] = [
     ("replicates-negative-flag", None, ["--replicates", "-1"], ["--replicates", "'-1'"]),
     ("sizes-not-integer-flag", None, ["--sizes", "10,abc"], ["--sizes", "'abc'"]),
     ("sizes-zero-flag", None, ["--sizes", "100,0"], ["--sizes", "0"]),
+    ("sizes-below-parameters-flag", None, ["--sizes", "4"], ["sizes = 4", "5 free parameters"]),
     ("seed-negative-flag", None, ["--seed", "-3"], ["--seed", "'-3'"]),
     ("chunk-negative-in-file", with_changes({"run": {"chunk": -2}}), [], ["run.chunk", "-2"]),
     (

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from moejax.estimation.bounds import Bounds, at_bound, layout, n_gate_params, pack, unpack
 from moejax.estimation.objective import Blocks, Objective, linear_predictor_objective, map_rows
 from moejax.estimation.solvers import (
+    BAD_DATA,
     CONVERGED,
     MAX_ITER,
     NONFINITE,
@@ -34,6 +35,7 @@ from moejax.mix.density import as_labels, frozen_logpdf, predictors
 from moejax.mix.emrows import em_row_fns
 from moejax.mix.rows import mixture_row_fns, posteriors
 from moejax.mix.spec import MixParams, MixSpec
+from moejax.mix.validate import as_arrays, check_data, data_ok
 
 METHODS = ("direct", "em")
 DEFAULT_MAX_ITER = 500  # solver iterations (direct) or EM iterations (em)
@@ -75,6 +77,9 @@ class FitData(NamedTuple):
       w: (n,) row weights, 0 for padding.
       total: () sum of the weights (the log-likelihood is normalised by it).
       lf0: (n,) the frozen expert's log-density of each observation (it never changes).
+      ok: () bool, the data passed `moejax.mix.validate.data_ok` (finite X, labels in
+        0..K-1 or finite responses, weights finite, >= 0 and not all 0); a fit on data that
+        did not ends with status "bad_data".
     """
 
     X1: jax.Array
@@ -82,21 +87,25 @@ class FitData(NamedTuple):
     w: jax.Array
     total: jax.Array
     lf0: jax.Array
+    ok: Any = True
 
 
 def prepare_data(
     spec: MixSpec, X: jax.Array, y: jax.Array, weights: jax.Array | None = None
 ) -> FitData:
-    """Check shapes and prepare (X (n, d), y (n,), weights (n,)) for `fit_data`."""
+    """Check shapes and prepare (X (n, d), y (n,), weights (n,)) for `fit_data`. Values are
+    checked as traced arrays (``ok``); `fit` checks concrete data before compiling."""
+    X, y, weights = as_arrays(X, y, weights)
     spec.check_data(X, y)
     X = jnp.asarray(X, jnp.float64)
-    y = as_labels(spec, y)
     if weights is None:
         w = jnp.ones((X.shape[0],), jnp.float64)
     else:
         w = jnp.asarray(weights, jnp.float64)
         if w.shape != (X.shape[0],):
             raise ValueError(f"weights: expected shape ({X.shape[0]},), got {w.shape}")
+    ok = data_ok(spec, X, y, w)
+    y = as_labels(spec, y)
     keep = w != 0
     X = jnp.where(keep[:, None], X, 0.0)
     y = jnp.where(keep, y, jnp.zeros((), y.dtype))
@@ -106,6 +115,7 @@ def prepare_data(
         w=w,
         total=jnp.maximum(jnp.sum(jnp.where(keep, w, 0.0)), 1e-300),
         lf0=frozen_logpdf(spec, X, y),
+        ok=ok,
     )
 
 
@@ -125,16 +135,20 @@ def objective(spec: MixSpec, data: FitData, blocks: Blocks | None = None) -> Obj
     )
 
 
-def fit_result(params, total, theta, f, g, lo, hi, converged, status, n_iter, inner) -> FitResult:
+def fit_result(
+    params, total, theta, f, g, lo, hi, converged, status, n_iter, inner, ok=True
+) -> FitResult:
     """The `FitResult` of a solve that ended at ``theta`` (P,) with mean objective f and gradient
-    g: NaN/inf anywhere gives status nonfinite and converged False; at_bound and the KKT
-    residual are taken on the box (lo, hi)."""
+    g: data that failed the checks (``ok`` False) give status bad_data, NaN/inf anywhere status
+    nonfinite, both with converged False; at_bound and the KKT residual are taken on the box
+    (lo, hi)."""
     finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(theta)) & jnp.all(jnp.isfinite(g))
-    status = jnp.where(finite, status, NONFINITE).astype(jnp.int32)
+    status = jnp.where(finite, status, NONFINITE)
+    status = jnp.where(ok, status, BAD_DATA).astype(jnp.int32)
     return FitResult(
         params=params,
         loglik=-f * total,
-        converged=converged & finite,
+        converged=converged & finite & ok,
         status=status,
         n_iter=jnp.asarray(n_iter).astype(jnp.int32),
         inner_steps=jnp.asarray(inner).astype(jnp.int32),
@@ -157,6 +171,7 @@ def _fit_direct(spec, data, theta0, lo, hi, solver, max_iter, blocks) -> FitResu
         res.status,
         res.n_iter,
         res.n_iter,
+        data.ok,
     )
 
 
@@ -220,7 +235,7 @@ def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, inner_max_iter, tol, b
     status = jnp.where(~finite, NONFINITE, jnp.where(converged, CONVERGED, MAX_ITER))
     f, g = full.value_and_grad(theta)
     return fit_result(
-        unpack(spec, theta), data.total, theta, f, g, lo, hi, converged, status, it, inner
+        unpack(spec, theta), data.total, theta, f, g, lo, hi, converged, status, it, inner, data.ok
     )
 
 
@@ -392,12 +407,20 @@ def fit(
     Returns:
       `FitResult` with MixParams. NaN/inf anywhere gives converged=False and status nonfinite.
 
+    Raises:
+      ValueError naming the argument, before anything is compiled, for bad data (see
+      `moejax.mix.validate`: X not finite (n, d), n = 0, rows of X and y that differ, labels
+      not integers in 0..K-1, non-finite responses, weights negative, non-finite or all 0),
+      shapes that do not match the spec, and bad options.
+
     jit and vmap: `fit` can be called inside a user's `jax.jit`/`jax.vmap` (caps and tol may
-    then be traced); it is not differentiable (a while-loop solver; no implicit
-    differentiation at the optimum).
+    then be traced). There only shapes can be checked; data that fail the value checks end
+    with status "bad_data" and converged False. It is not differentiable (a while-loop solver;
+    no implicit differentiation at the optimum).
     """
+    X, y, weights = as_arrays(X, y, weights)
     spec.check_params(init)
-    spec.check_data(X, y)
+    check_data(spec, X, y, weights)
     args = normalize_fit_args(spec, method, solver, bounds, max_iter, tol, inner_max_iter)
     method, s, b, mi, tl, imi = args
     return _fit_jit(spec, X, y, init, weights, method, s, b, mi, tl, imi)
@@ -432,8 +455,9 @@ def fit_multistart(
     inner_max_iter: int | None = None,
 ) -> FitResult:
     """Fit from every start in ``inits`` (MixParams whose leaves have a leading axis S) and
-    keep the best finite log-likelihood. Options as in `fit`."""
-    spec.check_data(X, y)
+    keep the best finite log-likelihood. Options and checks as in `fit`."""
+    X, y, weights = as_arrays(X, y, weights)
+    check_data(spec, X, y, weights)
     if jnp.ndim(inits.tau) != 2:
         raise ValueError("inits: expected MixParams with a leading start axis (S, m, ...)")
     spec.check_params(jax.tree_util.tree_map(lambda a: a[0], inits))
@@ -448,6 +472,7 @@ def status_name(code: int) -> str:
 
 
 __all__ = [
+    "BAD_DATA",
     "CONVERGED",
     "MAX_ITER",
     "METHODS",

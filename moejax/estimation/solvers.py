@@ -43,7 +43,8 @@ CONVERGED = 0
 MAX_ITER = 1
 NONFINITE = 2
 STALLED = 3
-STATUS_NAMES = ("converged", "max_iter", "nonfinite", "stalled")
+BAD_DATA = 4  # set by the estimators: the data failed the checks of moejax.mix.validate
+STATUS_NAMES = ("converged", "max_iter", "nonfinite", "stalled", "bad_data")
 
 
 class SolveResult(NamedTuple):

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from moejax.experts import Expert, resolve_activation
 from moejax.mix.spec import MixParams, MixSpec
+from moejax.mix.validate import check_data
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -120,13 +121,18 @@ def as_labels(spec: MixSpec, y: Any) -> jax.Array:
     return jnp.asarray(y, spec.y_dtype)
 
 
-def _check(spec: MixSpec, params: MixParams, X, y=None) -> None:
+def _check(spec: MixSpec, params: MixParams, X, y=None, weights=None) -> None:
+    """Shapes of params; shapes and (concrete) values of the data (`moejax.mix.validate`)."""
     spec.check_params(params)
-    spec.check_data(X, y)
+    check_data(spec, X, y, weights)
 
 
 def log_density(spec: MixSpec, params: MixParams, X: jax.Array, y: jax.Array) -> jax.Array:
-    """log p_G(y_i | x_i), (n,). y: labels 0..K-1 (categorical) or real responses."""
+    """log p_G(y_i | x_i), (n,). y: labels 0..K-1 (categorical) or real responses.
+
+    Bad data (non-finite X, n = 0, rows of X and y that differ, labels not integers in 0..K-1,
+    non-finite responses) raise ValueError naming the argument; inside a user's `jit` only the
+    shapes can be checked (see `moejax.mix.validate`)."""
     _check(spec, params, X, y)
     y = as_labels(spec, y)
     return row_loglik(spec, predictors(spec, params, X), y, frozen_logpdf(spec, X, y))
@@ -139,6 +145,7 @@ def log_likelihood(
     nor any derivative, whatever they hold (they are replaced by zeros before use)."""
     if weights is None:
         return jnp.sum(log_density(spec, params, X, y))
+    _check(spec, params, X, y, weights)
     w = jnp.asarray(weights, jnp.float64)
     if w.shape != (jnp.shape(X)[0],):
         raise ValueError(f"weights: expected shape ({jnp.shape(X)[0]},), got {w.shape}")

@@ -230,6 +230,17 @@ def _check_choice(field: str, v: str, choices: tuple[str, ...]) -> None:
         raise _err(field, v, f"unknown value{_suggest(v, list(choices))}")
 
 
+def free_parameters(model: dict[str, Any]) -> int:
+    """Estimated scalars of a resolved [model] table (the length of the flat parameter vector):
+    per adapter the gate (d + 1, or 1 under the input-free gate), R d expert weights and, for
+    regression experts, a variance."""
+    d, m = model["d"], model["adapters"]
+    regression = model["likelihood"] != "categorical"
+    R = 1 if regression else model["K"] - 1
+    gate = 1 if model["gate"] == "input_free" else d + 1
+    return m * (gate + R * d + (1 if regression else 0))
+
+
 def _per_adapter(field: str, v: Any, M: int, default: float) -> Any:
     """A scalar per adapter: a number (broadcast) or a list of M numbers; a float when M = 1."""
     a = np.asarray(default if v is None else v, dtype=np.float64)
@@ -373,6 +384,13 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         raise _err("sizes.list", sizes, "expected at least one sample size")
     if max(sizes) >= 2**31:
         raise _err("sizes", max(sizes), "sample sizes must be below 2^31")
+    n_params = free_parameters(m)
+    if min(sizes) < n_params:
+        raise _err(
+            "sizes",
+            min(sizes),
+            f"a sample size below the model's {n_params} free parameters cannot identify them",
+        )
     s.clear()
     s["list"] = sizes
     _check_choice("estimator.method", e["method"], METHODS)
