@@ -18,6 +18,14 @@ from typing import Any
 # --quick: 6 log-spaced sizes from the config's smallest n to 8x it, 24 replicates: the same
 # design (so the same regime of identifiability), a fraction of the work.
 QUICK_SIZES, QUICK_SPAN, QUICK_REPLICATES = 6, 8, 24
+# sweep --distributed: default --coordinator-timeout (JAX's own default initialization timeout).
+COORDINATOR_TIMEOUT_S = 300
+DISTRIBUTED_FLAGS = {
+    "--coordinator": "coordinator",
+    "--num-processes": "num_processes",
+    "--process-id": "process_id",
+    "--coordinator-timeout": "coordinator_timeout",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,6 +70,16 @@ def _sizes(s: str) -> list[int]:
     return out
 
 
+def _host_port(s: str) -> str:
+    """argparse type for --coordinator: HOST:PORT (an IPv6 host in brackets), port 1..65535."""
+    host, sep, port = s.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"--coordinator = {s!r}: expected HOST:PORT with a port in 1..65535"
+        )
+    return s
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="moejax", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -83,7 +101,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--distributed",
         action="store_true",
-        help="call jax.distributed.initialize() first (multi-host runs)",
+        help="join a multi-process run (jax.distributed): the three flags below, or a cluster "
+        "JAX detects by itself (SLURM, Open MPI, ...) when they are absent",
+    )
+    s.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        type=_host_port,
+        help="with --distributed: address of process 0, reachable from every process",
+    )
+    s.add_argument(
+        "--num-processes",
+        metavar="N",
+        type=_positive_int("--num-processes"),
+        help="with --distributed: how many processes take part",
+    )
+    s.add_argument(
+        "--process-id",
+        metavar="I",
+        type=_nonneg_int("--process-id"),
+        help="with --distributed: this process's id, 0 .. N-1 (0 is the coordinator)",
+    )
+    s.add_argument(
+        "--coordinator-timeout",
+        metavar="SECONDS",
+        type=_positive_int("--coordinator-timeout"),
+        help=f"with --distributed: give up (exit 2) when not every process has joined within "
+        f"this time (default {COORDINATOR_TIMEOUT_S})",
     )
     r = sub.add_parser("report", help="slope tables and figures from DIR/fits.csv")
     r.add_argument("dir")
@@ -126,9 +170,91 @@ def _setup_jax_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def _distributed_flags_error(args: argparse.Namespace) -> str | None:
+    """The multi-process flags are used together, with --distributed, consistently."""
+    given = [f for f, v in DISTRIBUTED_FLAGS.items() if getattr(args, v) is not None]
+    if not args.distributed:
+        return f"{given[0]} needs --distributed" if given else None
+    trio = [f for f in given if f != "--coordinator-timeout"]
+    if trio and len(trio) < 3:
+        missing = [f for f in list(DISTRIBUTED_FLAGS)[:3] if f not in given]
+        return (
+            f"--distributed: {' and '.join(missing)} missing (give --coordinator, "
+            "--num-processes and --process-id together, or none of them)"
+        )
+    if trio and args.process_id >= args.num_processes:
+        return (
+            f"--process-id = {args.process_id}: expected an integer < --num-processes "
+            f"= {args.num_processes}"
+        )
+    return None
+
+
+def _init_distributed(args: argparse.Namespace) -> str | None:
+    """Join the multi-process run (before JAX starts a backend); an error line, or None.
+
+    On CPU, cross-process collectives (the engine's barrier) need an implementation: gloo
+    (JAX_CPU_COLLECTIVES_IMPLEMENTATION, if set, wins). JAX's client aborts the process with a
+    stack trace when it cannot connect in time, so a watchdog thread ends it first, with one
+    line and status 2; JAX's own timeout is kept later as a backstop.
+    """
+    import threading
+
+    import jax
+
+    if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    timeout = args.coordinator_timeout or COORDINATOR_TIMEOUT_S
+    explicit = args.coordinator is not None
+    where = f"coordinator {args.coordinator}" if explicit else "the coordinator JAX detected"
+    joined = threading.Event()
+
+    def watchdog() -> None:
+        if not joined.wait(timeout):
+            sys.stderr.write(
+                f"moejax: error: --distributed: not every process joined through {where} "
+                f"within {timeout} s (is each process started, and the coordinator reachable "
+                "from this host?)\n"
+            )
+            sys.stderr.flush()
+            os._exit(2)
+
+    threading.Thread(target=watchdog, name="moejax-distributed-watchdog", daemon=True).start()
+    try:
+        if explicit:
+            # All given: no cluster detection (which could, e.g. under SLURM, also restrict
+            # this process to one local device).
+            jax.distributed.initialize(
+                coordinator_address=args.coordinator,
+                num_processes=args.num_processes,
+                process_id=args.process_id,
+                cluster_detection_method="deactivate",
+                initialization_timeout=timeout + 60,
+            )
+        else:
+            jax.distributed.initialize(initialization_timeout=timeout + 60)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        if explicit:
+            return (
+                f"--distributed (coordinator {args.coordinator}, process {args.process_id} of "
+                f"{args.num_processes}): {msg}"
+            )
+        return (
+            f"--distributed: JAX detected no cluster ({msg}); give --coordinator HOST:PORT, "
+            "--num-processes N and --process-id I"
+        )
+    finally:
+        joined.set()
+    return None
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from moejax.sweep.config import ConfigError, load, log_spaced_sizes
 
+    err = _distributed_flags_error(args)
+    if err:
+        return _die(err, 2)
     overrides: dict[str, Any] = {}
     if args.quick:
         try:
@@ -151,12 +277,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return _die(str(exc), 2)
     out = Path(args.out) if args.out else Path("runs") / cfg["name"]
 
-    import jax
-
     if args.distributed:
-        jax.distributed.initialize()
+        err = _init_distributed(args)
+        if err:
+            return _die(err, 2)
     _setup_jax_cache()
-    from moejax.sweep.engine import run_sweep
+    from moejax.sweep.engine import SweepPlanError, run_sweep
     from moejax.sweep.store import StoreError
 
     try:
@@ -166,6 +292,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             from moejax.report import make_report
 
             rep = make_report(out)
+    except SweepPlanError as exc:
+        return _die(str(exc), 2)
     except StoreError as exc:
         return _die(str(exc), 1)
     except OSError as exc:

@@ -119,19 +119,24 @@ def prepare_data(
     )
 
 
-def objective(spec: MixSpec, data: FitData, blocks: Blocks | None = None) -> Objective:
+def objective(
+    spec: MixSpec, data: FitData, blocks: Blocks | None = None, source: Any = None
+) -> Objective:
     """Mean negative log-likelihood of the flat parameter vector (closed-form row
-    derivatives, one pass over the data for value, gradient and Hessian)."""
+    derivatives, one pass over the data for value, gradient and Hessian). With ``source``
+    (``source(b) -> (X1_b, (y_b, lf0_b), w_b)``, block b drawn from its key), the data are
+    streamed: only ``data.total`` and ``data.ok`` are read from ``data``."""
     widths, starts = layout(spec)
     return linear_predictor_objective(
         mixture_row_fns(spec),
         data.X1,
-        (data.y, data.lf0),
+        None if source is not None else (data.y, data.lf0),
         data.w,
         data.total,
         widths,
         blocks,
         starts,
+        source,
     )
 
 
@@ -157,8 +162,9 @@ def fit_result(
     )
 
 
-def _fit_direct(spec, data, theta0, lo, hi, solver, max_iter, blocks) -> FitResult:
-    res = solver.minimize(objective(spec, data, blocks), theta0, lo, hi, max_iter=max_iter)
+def _fit_direct(spec, data, theta0, lo, hi, solver, max_iter, blocks, source) -> FitResult:
+    obj = objective(spec, data, blocks, source)
+    res = solver.minimize(obj, theta0, lo, hi, max_iter=max_iter)
     return fit_result(
         unpack(spec, res.x),
         data.total,
@@ -175,33 +181,62 @@ def _fit_direct(spec, data, theta0, lo, hi, solver, max_iter, blocks) -> FitResu
     )
 
 
-def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, inner_max_iter, tol, blocks):
+def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, inner_max_iter, tol, blocks, source):
     """EM: E-step posteriors r (n, m+1); M-step: the gate problem (a weighted multinomial /
     sigmoid-switch regression with soft targets r) and the experts' problem (each adapter's
     likelihood weighted by its r_j), each solved by ``solver`` warm-started and capped by
     ``inner_max_iter``; stop when the relative change of the log-likelihood falls below
-    ``tol`` or after ``max_iter`` iterations."""
+    ``tol`` or after ``max_iter`` iterations. Held data keep the posteriors in an (n, m+1)
+    buffer; streamed data (``source``) recompute them block by block from the E-step's
+    parameters on every M-step pass, so nothing of size n is held."""
     d, m = spec.d, spec.m
-    full = objective(spec, data, blocks)
+    full = objective(spec, data, blocks, source)
     widths, starts = layout(spec)
     ng = n_gate_params(spec)
     gate_rows, expert_rows = em_row_fns(spec)
 
-    def posterior(theta):
+    def post_rows(p, X1, y, lf0):
+        return posteriors(spec, predictors(spec, p, X1[:, :d]), y, lf0)
+
+    def m_objectives(theta):
+        """The gate's and the experts' M-step objectives at E-step parameters theta."""
         p = unpack(spec, theta)
+        lpo = linear_predictor_objective
+        if source is None:
+            rows = lambda X1, y, lf0: post_rows(p, X1, y, lf0)
+            r = map_rows(rows, (data.X1, data.y, data.lf0), blocks, (m + 1,))
+            gate = lpo(gate_rows, data.X1, r, data.w, data.total, widths[:m], blocks, starts[:m])
+            expert = lpo(
+                expert_rows,
+                data.X1,
+                (data.y, r),
+                data.w,
+                data.total,
+                widths[m:],
+                blocks,
+                starts[m:],
+            )
+            return gate, expert
 
-        def rows(X1, y, lf0):
-            return posteriors(spec, predictors(spec, p, X1[:, :d]), y, lf0)
+        def with_r(b):
+            X1b, (yb, lf0b), wb = source(b)
+            return X1b, yb, post_rows(p, X1b, yb, lf0b), wb
 
-        return map_rows(rows, (data.X1, data.y, data.lf0), blocks, (m + 1,))
+        def gate_src(b):
+            X1b, _, rb, wb = with_r(b)
+            return X1b, rb, wb
 
-    def m_step(theta, r):
-        gate = linear_predictor_objective(
-            gate_rows, data.X1, r, data.w, data.total, widths[:m], blocks, starts[:m]
-        )
-        expert = linear_predictor_objective(
-            expert_rows, data.X1, (data.y, r), data.w, data.total, widths[m:], blocks, starts[m:]
-        )
+        def expert_src(b):
+            X1b, yb, rb, wb = with_r(b)
+            return X1b, (yb, rb), wb
+
+        t = data.total
+        gate = lpo(gate_rows, None, None, None, t, widths[:m], blocks, starts[:m], gate_src)
+        expert = lpo(expert_rows, None, None, None, t, widths[m:], blocks, starts[m:], expert_src)
+        return gate, expert
+
+    def m_step(theta):
+        gate, expert = m_objectives(theta)
         gt0, et0 = theta[:ng], theta[ng:]
         rg = solver.minimize(gate, gt0, lo[:ng], hi[:ng], max_iter=inner_max_iter)
         re = solver.minimize(expert, et0, lo[ng:], hi[ng:], max_iter=inner_max_iter)
@@ -216,7 +251,7 @@ def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, inner_max_iter, tol, b
 
     def body(c):
         theta, f, it, inner, _ = c
-        new, steps = m_step(theta, posterior(theta))
+        new, steps = m_step(theta)
         fn = full.value(new)
         ok = jnp.isfinite(fn)
         rel = jnp.abs(f - fn) / jnp.maximum(jnp.abs(f), 1e-300)
@@ -250,11 +285,13 @@ def fit_data(
     tol: jax.Array | float = 1e-12,
     inner_max_iter: jax.Array | int | None = None,
     blocks: Blocks | None = None,
+    source: Any = None,
 ) -> FitResult:
     """`fit` on a prepared dataset, optionally summing rows blockwise (`Blocks`), so that the
-    work follows the active rows of a long padded buffer. Pure: use it inside your own
-    jit/vmap. ``max_iter``, ``inner_max_iter`` and ``tol`` may be traced. Arguments as in
-    `fit`."""
+    work follows the active rows of a long padded buffer, or on data streamed block by block
+    from ``source(b) -> (X1_b, (y_b, lf0_b), w_b)`` (then ``data`` needs only ``total`` and
+    ``ok``, and nothing of size n is held). Pure: use it inside your own jit/vmap.
+    ``max_iter``, ``inner_max_iter`` and ``tol`` may be traced. Arguments as in `fit`."""
     if method not in METHODS:
         raise ValueError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
     spec.check_params(init)
@@ -262,8 +299,8 @@ def fit_data(
     lo, hi = Bounds(*bounds).arrays(spec)
     theta0 = jnp.asarray(pack(spec, init), jnp.float64)
     if method == "direct":
-        return _fit_direct(spec, data, theta0, lo, hi, s, max_iter, blocks)
-    return _fit_em(spec, data, theta0, lo, hi, s, max_iter, inner_max_iter, tol, blocks)
+        return _fit_direct(spec, data, theta0, lo, hi, s, max_iter, blocks, source)
+    return _fit_em(spec, data, theta0, lo, hi, s, max_iter, inner_max_iter, tol, blocks, source)
 
 
 def resolve_solver(

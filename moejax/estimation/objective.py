@@ -85,6 +85,7 @@ def linear_predictor_objective(
     widths: tuple[int, ...],
     blocks: Blocks | None = None,
     starts: tuple[int, ...] | None = None,
+    source: Callable[[jax.Array], tuple[jax.Array, Any, jax.Array]] | None = None,
 ) -> Objective:
     """f(x) = sum_i w_i phi(u_i, aux_i) / total, with u_ij = X1[i, s_j : s_j + widths[j]] . x_j.
 
@@ -101,7 +102,12 @@ def linear_predictor_objective(
         weight 0). The value is the same as without blocking, up to summation order.
       starts: static first column s_j of each predictor in X1 (default 0 for every predictor);
         e.g. an intercept-only predictor of X1 = [x, 1] has start d and width 1.
+      source: optional ``source(b) -> (X1_b (size, d+1), aux_b, w_b (size,))``, block b's
+        rows, used instead of slicing X1, aux and w (which may then be None): data streamed
+        from keys, never held. Needs ``blocks``.
     """
+    if source is not None and blocks is None:
+        raise ValueError("source: a streamed objective needs blocks")
     if not isinstance(rows, RowFns):
         rows = autodiff_rows(rows)
     m = len(widths)
@@ -144,11 +150,15 @@ def linear_predictor_objective(
         if blocks is None:
             return contrib(X1, aux, w, x, order)
         size = blocks.size
-        zero = (jnp.zeros((), X1.dtype), jnp.zeros((P,), X1.dtype), jnp.zeros((P, P), X1.dtype))
+        dt = jnp.float64
+        zero = (jnp.zeros((), dt), jnp.zeros((P,), dt), jnp.zeros((P, P), dt))
 
         def body(b, acc):
-            sl = lambda a: jax.lax.dynamic_slice_in_dim(a, b * size, size, axis=0)
-            c = contrib(sl(X1), jax.tree_util.tree_map(sl, aux), sl(w), x, order)
+            if source is not None:
+                c = contrib(*source(b), x, order)
+            else:
+                sl = lambda a: jax.lax.dynamic_slice_in_dim(a, b * size, size, axis=0)
+                c = contrib(sl(X1), jax.tree_util.tree_map(sl, aux), sl(w), x, order)
             return tuple(a + ci for a, ci in zip(acc, c, strict=False))
 
         return jax.lax.fori_loop(0, blocks.count, body, zero[: order + 1])

@@ -110,16 +110,41 @@ def buffer_classes(sizes: list[int], block: int, ratio: float) -> list[tuple[int
 
 class LaneData(NamedTuple):
     """What every lane starts from: the truth at n, the active row blocks, the keys left for
-    the initialisation and the density error, and the data buffers (see `lane_data`)."""
+    the initialisation and the density error, and either the data buffers (held) or the
+    block source that draws them again on every pass (streamed); see `lane_data`."""
 
     tp: Any
     blocks: Blocks
     k_init: jax.Array
     k_dens: jax.Array
-    X1: jax.Array
-    y: jax.Array
-    w: jax.Array
-    lf0: jax.Array
+    X1: jax.Array | None
+    y: jax.Array | None
+    w: jax.Array | None
+    lf0: jax.Array | None
+    source: Callable[[jax.Array], tuple[jax.Array, Any, jax.Array]] | None
+
+
+def block_drawer(
+    spec: MixSpec, tp: Any, k_data: jax.Array, n: jax.Array, B: int, radius: float | None
+) -> Callable[[jax.Array], tuple[jax.Array, Any, jax.Array]]:
+    """``draw(b) -> (X1_b (B, d+1), (y_b (B,), lf0_b (B,)), w_b (B,))``: compute block b of a
+    lane's data, rows b B .. (b+1) B - 1, from its DATA_BLOCK-row blocks
+    `moejax.mix.sample_block(k_data, j, ...)`; rows past n are zeros of weight 0. The held
+    buffers are exactly these blocks one after the other, so held and streamed data agree."""
+    d, y_dtype = spec.d, spec.y_dtype
+
+    def draw(b):
+        sub = jnp.arange(B // DATA_BLOCK) + b * (B // DATA_BLOCK)
+        one = lambda j: sample_block(k_data, j, spec, tp, DATA_BLOCK, radius)
+        Xb, yb = jax.vmap(one)(sub)
+        Xb, yb = Xb.reshape(B, d), yb.reshape(B)
+        keep = (b * B + jnp.arange(B)) < n
+        Xb = jnp.where(keep[:, None], Xb, 0.0)
+        yb = jnp.where(keep, yb, 0).astype(y_dtype)
+        X1b = jnp.concatenate([Xb, jnp.ones((B, 1), Xb.dtype)], axis=1)
+        return X1b, (yb, frozen_logpdf(spec, Xb, yb)), keep.astype(jnp.float64)
+
+    return draw
 
 
 def lane_data(
@@ -131,43 +156,39 @@ def lane_data(
     N: int,
     B: int,
     radius: float | None,
+    streamed: bool = False,
 ) -> LaneData:
-    """Keys folded from (seed, n, r) alone, the truth at n, and the lane's data drawn into
-    buffers of N rows block by block over the ceil(n / B) active blocks only.
-
-    Data block j (DATA_BLOCK rows) is `moejax.mix.sample_block(k_data, j, ...)`. Buffers: X1
-    (N, d+1) with a ones column, y (N,) (int32 labels or float64 responses), w (N,) (1 for the
-    first n rows, else 0) and lf0 (N,), the frozen expert's log-density; rows past n hold
-    zeros."""
+    """Keys folded from (seed, n, r) alone, the truth at n, and the lane's data: drawn into
+    buffers of N rows block by block over the ceil(n / B) active blocks only (held), or left
+    to be drawn block by block on every pass over the data (streamed: nothing of size n is
+    held). Buffers: X1 (N, d+1) with a ones column, y (N,) (int32 labels or float64
+    responses), w (N,) (1 for the first n rows, else 0) and lf0 (N,), the frozen expert's
+    log-density; rows past n hold zeros."""
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), n), r)
     k_data, k_init, k_dens = jax.random.split(key, 3)
     tp = truth.at(n)
     blocks = Blocks(B, (n + B - 1) // B)
-    d, y_dtype = spec.d, spec.y_dtype
+    draw = block_drawer(spec, tp, k_data, n, B, radius)
+    if streamed:
+        return LaneData(tp, blocks, k_init, k_dens, None, None, None, None, draw)
 
     def fill(b, bufs):
-        X1, y, w, lf0 = bufs
-        sub = jnp.arange(B // DATA_BLOCK) + b * (B // DATA_BLOCK)
-        draw = lambda j: sample_block(k_data, j, spec, tp, DATA_BLOCK, radius)
-        Xb, yb = jax.vmap(draw)(sub)
-        Xb, yb = Xb.reshape(B, d), yb.reshape(B)
-        keep = (b * B + jnp.arange(B)) < n
-        Xb = jnp.where(keep[:, None], Xb, 0.0)
-        yb = jnp.where(keep, yb, 0).astype(y_dtype)
+        X1b, (yb, lf0b), wb = draw(b)
         put = lambda buf, v: jax.lax.dynamic_update_slice_in_dim(buf, v, b * B, axis=0)
-        return (
-            put(X1, jnp.concatenate([Xb, jnp.ones((B, 1), Xb.dtype)], axis=1)),
-            put(y, yb),
-            put(w, keep.astype(w.dtype)),
-            put(lf0, frozen_logpdf(spec, Xb, yb)),
-        )
+        return tuple(put(buf, v) for buf, v in zip(bufs, (X1b, yb, wb, lf0b), strict=True))
 
-    zeros = (jnp.zeros((N, d + 1)), jnp.zeros((N,), y_dtype), jnp.zeros((N,)), jnp.zeros((N,)))
+    d = spec.d
+    zeros = (
+        jnp.zeros((N, d + 1)),
+        jnp.zeros((N,), spec.y_dtype),
+        jnp.zeros((N,)),
+        jnp.zeros((N,)),
+    )
     bufs = jax.lax.fori_loop(0, blocks.count, fill, zeros)
-    return LaneData(tp, blocks, k_init, k_dens, *bufs)
+    return LaneData(tp, blocks, k_init, k_dens, *bufs, None)
 
 
-def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
+def make_lane_fn(problem: Problem, N: int, streamed: bool = False) -> Callable[..., dict]:
     """The per-lane function ``lane(n, r, seed, truth)`` for a buffer of N rows (pure; vmap it
     over n and r). N must be a multiple of the block size (run.block_rows).
 
@@ -178,7 +199,8 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
     serves every sample size with work proportional to n. Seed and truth are arguments, not
     constants, so the program (and JAX's persistent cache) is shared by configs that differ
     only in them. Errors are the Voronoi blocks (`moejax.voronoi`), the plain block errors
-    for one adapter."""
+    for one adapter. ``streamed``: no buffers; every pass draws its blocks again from their
+    keys (same data, memory independent of n)."""
     cfg = problem.cfg
     spec, bounds = problem.spec, problem.bounds
     e, ini, run = cfg["estimator"], cfg["init"], cfg["run"]
@@ -198,13 +220,16 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
     many = spec.m > 1
 
     def lane(n, r, seed, truth):
-        ld = lane_data(spec, truth, seed, n, r, N, B, radius)
+        ld = lane_data(spec, truth, seed, n, r, N, B, radius, streamed)
         tp, blocks = ld.tp, ld.blocks
         data = FitData(ld.X1, ld.y, ld.w, jnp.asarray(n, jnp.float64), ld.lf0)
+
         if ini["mode"] == "multistart":
             starts = random_inits(ld.k_init, spec, ini["n_starts"], bounds, ini["start_scale"])
             res = best_fit(
-                jax.vmap(lambda p: fit_data(spec, data, p, blocks=blocks, **fit_kw))(starts)
+                jax.vmap(
+                    lambda p: fit_data(spec, data, p, blocks=blocks, source=ld.source, **fit_kw)
+                )(starts)
             )
         else:
             init = (
@@ -214,7 +239,7 @@ def make_lane_fn(problem: Problem, N: int) -> Callable[..., dict]:
                     ld.k_init, spec, tp, n, ini["c_gate"], ini["c_expert"], ini["rho"]
                 )
             )
-            res = fit_data(spec, data, init, blocks=blocks, **fit_kw)
+            res = fit_data(spec, data, init, blocks=blocks, source=ld.source, **fit_kw)
         est = res.params
         err = voronoi_errors(est.beta, est.tau, est.eta, est.nu, tp.beta, tp.tau, tp.eta, tp.nu)
         if m_dens > 0 and not spec.regression:
@@ -249,19 +274,51 @@ def fit_columns(res: Any) -> dict[str, jax.Array]:
     }
 
 
-def auto_chunk(problem: Problem, N: int, n_devices: int) -> int:
-    """Lanes per compiled call that fit the memory budget (run.memory_gb) for a buffer of N
-    rows: each lane holds X1, y, w and lf0 (d + 4 numbers a row) plus an EM posterior buffer
-    (m + 1 numbers a row), counted twice for the buffers' copies; block temporaries are
-    small."""
-    cfg = problem.cfg
+class SweepPlanError(ValueError):
+    """A sweep that cannot run within its memory budget (refused before anything is written)."""
+
+
+def held_lane_bytes(problem: Problem, N: int) -> int:
+    """Memory of one lane's held data in a buffer of N rows: X1, y, w and lf0 (d + 4 numbers
+    a row) plus an EM posterior buffer (m + 1 numbers a row), counted twice for the buffers'
+    copies."""
     d, m = problem.spec.d, problem.spec.m
-    bytes_per_row = 8 * 2 * (d + 4 + m)
-    lanes = int(cfg["run"]["memory_gb"] * 2**30 // (bytes_per_row * N))
-    if cfg["init"]["mode"] == "multistart":
-        lanes //= cfg["init"]["n_starts"]
-    lanes = max(1, min(lanes, 256))
-    return max(n_devices, (lanes // n_devices) * n_devices)
+    return 8 * 2 * (d + 4 + m) * N
+
+
+def streamed_lane_bytes(problem: Problem, B: int) -> int:
+    """Working memory of one streamed lane: a block's draws, predictors and row derivatives
+    (B rows of about d + 6 + W + W^2 numbers, counted four times for temporaries)."""
+    spec = problem.spec
+    W = spec.m * (1 + spec.R + (1 if spec.regression else 0))
+    return 8 * 4 * B * (spec.d + 6 + W + W * W)
+
+
+def plan_chunk(problem: Problem, N: int, B: int, n_devices: int) -> tuple[int, bool]:
+    """(lanes per compiled call, streamed) for a buffer class of N rows within
+    run.memory_gb: a lane's data are held when they fit the budget, else streamed; the chunk
+    is run.chunk, or as many lanes as fit (at most 256), a multiple of the device count.
+    Raises SweepPlanError when not even one streamed lane fits."""
+    cfg = problem.cfg
+    budget = cfg["run"]["memory_gb"] * 2**30
+    streamed = held_lane_bytes(problem, N) > budget
+    one = streamed_lane_bytes(problem, B) if streamed else held_lane_bytes(problem, N)
+    if one > budget:
+        raise SweepPlanError(
+            f"run.memory_gb = {cfg['run']['memory_gb']}: even one streamed lane needs about "
+            f"{one / 2**20:.1f} MiB ({B}-row blocks); raise the budget or lower run.block_rows"
+        )
+    # Multi-start fits n_starts starts per lane on the same data: budget for their work too.
+    starts = cfg["init"]["n_starts"] if cfg["init"]["mode"] == "multistart" else 1
+    lanes = cfg["run"]["chunk"] or max(1, min(int(budget // (one * starts)), 256))
+    return max(n_devices, -(-lanes // n_devices) * n_devices), streamed
+
+
+def auto_chunk(problem: Problem, N: int, n_devices: int) -> int:
+    """Lanes per compiled call for a buffer class of N rows (see `plan_chunk`)."""
+    cfg = problem.cfg
+    B = choose_block(cfg["sizes"]["list"], cfg["run"]["block_rows"], cfg["run"]["max_padding"])
+    return plan_chunk(problem, N, B, n_devices)[0]
 
 
 def versions() -> dict[str, str]:
@@ -342,17 +399,18 @@ def run_sweep(
     """
     out = Path(out)
     digest = config_hash(cfg)
-    _prepare_dir(out, cfg, digest, force)
     problem = build_problem(cfg)
     sizes, R = cfg["sizes"]["list"], cfg["replicates"]
     devices = jax.local_devices()
     D = len(devices)
     B = choose_block(sizes, cfg["run"]["block_rows"], cfg["run"]["max_padding"])
     classes = buffer_classes(sizes, B, cfg["run"]["buffer_ratio"])
-    chunk_of = {}
+    # Plan every chunk's memory before anything is compiled or written.
+    chunk_of, streamed_of = {}, {}
     for N, _ in classes:
-        C = min(cfg["run"]["chunk"] or auto_chunk(problem, N, D), R)
-        chunk_of[N] = math.ceil(C / D) * D
+        C, streamed_of[N] = plan_chunk(problem, N, B, D)
+        chunk_of[N] = math.ceil(min(C, R) / D) * D
+    _prepare_dir(out, cfg, digest, force)
     # Chunks never mix sample sizes, so a chunk's block loops run exactly ceil(n / B) times.
     plan = [
         (n, list(range(R))[i : i + chunk_of[N]], N)
@@ -367,7 +425,10 @@ def run_sweep(
         "block_rows": B,
         "chunk": max(chunk_of.values()),
         "padding_ratio": ratio,
-        "buckets": [{"padded_size": N, "sizes": g, "chunk": chunk_of[N]} for N, g in classes],
+        "buckets": [
+            {"padded_size": N, "sizes": g, "chunk": chunk_of[N], "streamed": streamed_of[N]}
+            for N, g in classes
+        ],
     }
     t_start = time.time()
     store.write_json(
@@ -378,11 +439,17 @@ def run_sweep(
     )
 
     done, next_part = store.load_parts(out)
+    pid, nproc = jax.process_index(), jax.process_count()
+    if nproc > 1:
+        # Every process must have listed the parts (so agree on next_part and on the lanes
+        # done) before any process writes one; else a part index can be taken twice.
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("moejax-sweep-start")
     done_set = set(zip(done.get("n", []), done.get("replicate", []), strict=True))
     mesh = jax.sharding.Mesh(np.array(devices), ("lanes",))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("lanes"))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    pid, nproc = jax.process_index(), jax.process_count()
     seed = jax.device_put(np.uint32(cfg["seed"]), replicated)
     truth = jax.device_put(problem.truth, replicated)
 
@@ -398,7 +465,7 @@ def run_sweep(
         nonlocal compile_s
         if N not in programs:
             fn = jax.jit(
-                jax.vmap(make_lane_fn(problem, N), in_axes=(None, 0, None, None)),
+                jax.vmap(make_lane_fn(problem, N, streamed_of[N]), in_axes=(None, 0, None, None)),
                 in_shardings=(replicated, sharding, replicated, replicated),
                 out_shardings=sharding,
             )
@@ -431,12 +498,12 @@ def run_sweep(
             bar.close()
 
     if nproc > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices("moejax-sweep-done")
     lanes, _ = store.load_parts(out)
     if pid != 0:
         return {}
+    if nproc > 1:
+        lanes = _other_processes_parts(out, lanes, total)
     store.write_fits_csv(out, lanes, STATUS_NAMES)
     codes = lanes["status_code"]
     counts = {
@@ -468,6 +535,30 @@ def run_sweep(
     )
     store.write_json(out / "manifest.json", manifest)
     return manifest
+
+
+#: How long process 0 waits, after the final barrier, for other hosts' parts to be listed.
+PARTS_VISIBLE_S = 120.0
+
+
+def _other_processes_parts(out: Path, lanes: dict, total: int) -> dict:
+    """All ``total`` lanes, on process 0 of a multi-process run, once every part is listed.
+
+    Every process wrote its parts before the final barrier, but a shared filesystem (NFS) may
+    list another host's newest files only after its directory cache expires (up to a minute):
+    re-list until all lanes are there, and never write an incomplete fits.csv."""
+    deadline = time.monotonic() + PARTS_VISIBLE_S
+    while len(lanes.get("n", ())) < total and time.monotonic() < deadline:
+        time.sleep(1.0)
+        lanes, _ = store.load_parts(out)
+    missing = total - len(lanes.get("n", ()))
+    if missing > 0:
+        raise store.StoreError(
+            f"{out / 'parts'}: {missing} of {total} fits missing {PARTS_VISIBLE_S:.0f} s after "
+            "every process finished (is the directory shared by all hosts?); run again to "
+            "compute them"
+        )
+    return lanes
 
 
 def _progress(total: int, initial: int, enabled: bool):
