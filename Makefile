@@ -69,8 +69,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check moejax tests benchmarks
 	$(BIN)/ruff format --check moejax tests benchmarks
 
+# Two workers on this project's 2-core machines (one per core with -n auto); a test file stays on
+# one worker (--dist loadfile) so that its module fixtures reuse their compiled programs.
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 clean:
 	rm -rf runs .pytest_cache

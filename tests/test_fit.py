@@ -509,12 +509,13 @@ def padded_fit(method: str, row: int | None = None, bad: float = 0.0) -> FitResu
 
 @pytest.mark.parametrize("method", ["direct", "em"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_nonfinite_covariate_gives_status_nonfinite(bad: float, method: str):
-    """A NaN/inf covariate in a weighted row: no exception, converged=False, status 2."""
+def test_nonfinite_covariate_is_refused(bad: float, method: str):
+    """A NaN/inf covariate in a weighted row is refused before anything is compiled, with a
+    ValueError naming X (issue 14); inside a user's jit the fit ends with status bad_data
+    instead (tests/test_validation.py)."""
     assert batch()[0][2][0][10] == 1.0
-    res = padded_fit(method, 10, bad)
-    assert not bool(res.converged)
-    assert int(res.status) == 2
+    with pytest.raises(ValueError, match=r"^X: must be finite; row 10 "):
+        padded_fit(method, 10, bad)
 
 
 @pytest.mark.parametrize("method", ["direct", "em"])
