@@ -184,7 +184,10 @@ def from_mix(p: MixParams) -> Params:
 
 def gate_logit(spec: MixSpec, params: Params, X: jax.Array) -> jax.Array:
     """Gate logit beta . x + tau, shape (n,); the adapter's weight is sigmoid of it."""
+    from moejax.mix.validate import check_data
+
     check_params(spec, params)
+    check_data(spec, X)
     return _density.predictors(spec, to_mix(params), X)[:, 0]
 
 
