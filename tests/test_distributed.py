@@ -10,7 +10,6 @@ running.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -21,11 +20,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
+from fits_compare import assert_fits_equal
 
 from moejax import cli
-from moejax.sweep import FIT_COLUMNS
 
 # tests/test_sweep.py's tiny config (d = 2, K = 2, sizes [200, 300], chunk 2) with 24 replicates:
 # 24 chunks, 12 a process, a window to kill a process between its first part and its last.
@@ -44,8 +42,6 @@ density_points = 20
 """
 N_CHUNKS = 24
 RUN_TIMEOUT = 240  # seconds, any one process
-INT_COLS = {"n", "replicate", "n_iter", "inner_steps", "converged", "at_bound", "n_empty_cells"}
-FLOAT_COLS = [c for c in FIT_COLUMNS if c not in INT_COLS and c != "status"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -98,31 +94,6 @@ def run_distributed(config: Path, out: Path, env: dict[str, str]) -> None:
             p.wait(timeout=max(1.0, deadline - time.monotonic()))
     for i, p in enumerate(procs):
         assert p.returncode == 0, (i, (logs / f"proc{i}.log").read_text())
-
-
-def read_fits(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        return list(reader.fieldnames or []), list(reader)
-
-
-def assert_fits_equal(a: Path, b: Path) -> None:
-    """tests/test_sweep.py's contract: same header and rows, integer columns and status equal,
-    float columns to 1e-9 relative (grad_norm to 1e-9 absolute; nan == nan)."""
-    ha, ra = read_fits(a)
-    hb, rb = read_fits(b)
-    assert ha == hb == list(FIT_COLUMNS)
-    assert len(ra) == len(rb) > 0
-    for x, y in zip(ra, rb, strict=True):
-        for c in INT_COLS | {"status"}:
-            assert x[c] == y[c], (c, x, y)
-    fa = np.array([[float(r[c]) for c in FLOAT_COLS] for r in ra])
-    fb = np.array([[float(r[c]) for c in FLOAT_COLS] for r in rb])
-    for j, c in enumerate(FLOAT_COLS):
-        atol = 1e-9 if c == "grad_norm" else 1e-12
-        np.testing.assert_allclose(
-            fa[:, j], fb[:, j], rtol=1e-9, atol=atol, equal_nan=True, err_msg=c
-        )
 
 
 def part_ids(out: Path) -> list[int]:

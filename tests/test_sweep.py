@@ -31,6 +31,7 @@ from typing import Any
 import jax
 import numpy as np
 import pytest
+from fits_compare import assert_fits_equal, read_fits
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -66,48 +67,9 @@ BASE_SIZES = [200, 300]
 BASE_REPS = 4
 RESUME_REPS = 100  # 200 lanes in 100 chunks of 2: a wide window to kill the run mid-way
 
-INT_COLS = {"n", "replicate", "n_iter", "inner_steps", "converged", "at_bound"}
-FLOAT_COLS = [c for c in FIT_COLUMNS if c not in INT_COLS and c != "status"]
-
 
 # ----------------------------------------------------------------------------------------------
 # helpers
-
-
-def read_fits(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        return list(reader.fieldnames or []), list(reader)
-
-
-def assert_fits_equal(
-    a: Path, b: Path, only_replicates: int | None = None, only_n: int | None = None
-) -> None:
-    """fits.csv files agree: same header and (n, replicate) rows; integer columns and status
-    equal; float columns equal to 1e-9 relative (nan == nan). ``only_replicates`` / ``only_n``
-    restrict both tables to replicates < only_replicates / to n == only_n."""
-    ha, ra = read_fits(a)
-    hb, rb = read_fits(b)
-    assert ha == hb == list(FIT_COLUMNS)
-    if only_replicates is not None:
-        ra = [r for r in ra if int(r["replicate"]) < only_replicates]
-        rb = [r for r in rb if int(r["replicate"]) < only_replicates]
-    if only_n is not None:
-        ra = [r for r in ra if int(r["n"]) == only_n]
-        rb = [r for r in rb if int(r["n"]) == only_n]
-    assert len(ra) == len(rb) > 0
-    for x, y in zip(ra, rb, strict=True):
-        for c in INT_COLS | {"status"}:
-            assert x[c] == y[c], (c, x, y)
-    fa = np.array([[float(r[c]) for c in FLOAT_COLS] for r in ra])
-    fb = np.array([[float(r[c]) for c in FLOAT_COLS] for r in rb])
-    # grad_norm of a converged fit is rounding noise below the solver's gtol (1e-9): two
-    # programs compiled differently (the CLI's LLVM level vs the default) may differ there.
-    for j, c in enumerate(FLOAT_COLS):
-        atol = 1e-9 if c == "grad_norm" else 1e-12
-        np.testing.assert_allclose(
-            fa[:, j], fb[:, j], rtol=1e-9, atol=atol, equal_nan=True, err_msg=c
-        )
 
 
 def n_parts(out: Path) -> int:
