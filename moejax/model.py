@@ -23,6 +23,7 @@ import numpy as np
 from moejax.experts import Activation
 from moejax.mix import density as _density
 from moejax.mix.spec import MixParams, MixSpec
+from moejax.mix.validate import check_data
 
 GATES = ("softmax",)
 
@@ -184,8 +185,6 @@ def from_mix(p: MixParams) -> Params:
 
 def gate_logit(spec: MixSpec, params: Params, X: jax.Array) -> jax.Array:
     """Gate logit beta . x + tau, shape (n,); the adapter's weight is sigmoid of it."""
-    from moejax.mix.validate import check_data
-
     check_params(spec, params)
     check_data(spec, X)
     return _density.predictors(spec, to_mix(params), X)[:, 0]

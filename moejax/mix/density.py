@@ -134,6 +134,10 @@ def log_density(spec: MixSpec, params: MixParams, X: jax.Array, y: jax.Array) ->
     non-finite responses) raise ValueError naming the argument; inside a user's `jit` only the
     shapes can be checked (see `moejax.mix.validate`)."""
     _check(spec, params, X, y)
+    return _log_density(spec, params, X, y)
+
+
+def _log_density(spec: MixSpec, params: MixParams, X: jax.Array, y: jax.Array) -> jax.Array:
     y = as_labels(spec, y)
     return row_loglik(spec, predictors(spec, params, X), y, frozen_logpdf(spec, X, y))
 
@@ -142,17 +146,16 @@ def log_likelihood(
     spec: MixSpec, params: MixParams, X: jax.Array, y: jax.Array, weights: jax.Array | None = None
 ) -> jax.Array:
     """sum_i w_i log p_G(y_i | x_i) (scalar); weight-0 rows change nothing, neither the value
-    nor any derivative, whatever they hold (they are replaced by zeros before use)."""
+    nor any derivative, whatever they hold (they are replaced by zeros before use). Data are
+    checked as in `log_density`, on the rows of weight != 0."""
     if weights is None:
         return jnp.sum(log_density(spec, params, X, y))
     _check(spec, params, X, y, weights)
     w = jnp.asarray(weights, jnp.float64)
-    if w.shape != (jnp.shape(X)[0],):
-        raise ValueError(f"weights: expected shape ({jnp.shape(X)[0]},), got {w.shape}")
     keep = w != 0
     X = jnp.where(keep[:, None], jnp.asarray(X, jnp.float64), 0.0)
     y = jnp.where(keep, as_labels(spec, y), 0)
-    return jnp.sum(jnp.where(keep, w * log_density(spec, params, X, y), 0.0))
+    return jnp.sum(jnp.where(keep, w * _log_density(spec, params, X, y), 0.0))
 
 
 def log_class_probs(spec: MixSpec, params: MixParams, X: jax.Array) -> jax.Array:
