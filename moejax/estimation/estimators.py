@@ -292,8 +292,6 @@ def fit_data(
     from ``source(b) -> (X1_b, (y_b, lf0_b), w_b)`` (then ``data`` needs only ``total`` and
     ``ok``, and nothing of size n is held). Pure: use it inside your own jit/vmap.
     ``max_iter``, ``inner_max_iter`` and ``tol`` may be traced. Arguments as in `fit`."""
-    if method not in METHODS:
-        raise ValueError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
     spec.check_params(init)
     s, max_iter, inner_max_iter = resolve_solver(solver, method, max_iter, inner_max_iter)
     lo, hi = Bounds(*bounds).arrays(spec)
