@@ -31,9 +31,9 @@ from moejax.estimation.solvers import (
     get_solver,
     projected_grad_norm,
 )
-from moejax.mix.density import as_labels, frozen_logpdf, predictors
+from moejax.mix.density import as_labels, frozen_logpdf
 from moejax.mix.emrows import em_row_fns
-from moejax.mix.rows import mixture_row_fns, posteriors
+from moejax.mix.rows import mixture_row_fns, posteriors, predictor_planes
 from moejax.mix.spec import MixParams, MixSpec
 from moejax.mix.validate import as_arrays, check_data, data_ok
 
@@ -72,7 +72,7 @@ class FitData(NamedTuple):
     """A dataset prepared for the estimators (row-aligned arrays, padding rows masked).
 
     Attributes:
-      X1: (n, d+1) covariates with a trailing column of ones.
+      X1: (d+1, n) covariates as planes (rows of the data last), the last plane all ones.
       y: (n,) int32 labels (categorical) or float64 responses (regression).
       w: (n,) row weights, 0 for padding.
       total: () sum of the weights (the log-likelihood is normalised by it).
@@ -110,7 +110,7 @@ def prepare_data(
     X = jnp.where(keep[:, None], X, 0.0)
     y = jnp.where(keep, y, jnp.zeros((), y.dtype))
     return FitData(
-        X1=jnp.concatenate([X, jnp.ones((X.shape[0], 1), X.dtype)], axis=1),
+        X1=jnp.concatenate([X.T, jnp.ones((1, X.shape[0]), X.dtype)], axis=0),
         y=y,
         w=w,
         total=jnp.maximum(jnp.sum(jnp.where(keep, w, 0.0)), 1e-300),
@@ -196,7 +196,7 @@ def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, inner_max_iter, tol, b
     gate_rows, expert_rows = em_row_fns(spec)
 
     def post_rows(p, X1, y, lf0):
-        return posteriors(spec, predictors(spec, p, X1[:, :d]), y, lf0)
+        return posteriors(spec, predictor_planes(spec, p, X1[:d]), y, lf0)
 
     def m_objectives(theta):
         """The gate's and the experts' M-step objectives at E-step parameters theta."""

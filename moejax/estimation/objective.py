@@ -3,10 +3,14 @@
 `linear_predictor_objective` exploits the structure of every problem moejax solves: the
 log-likelihood (and each EM M-step objective) is a weighted sum over rows of a function
 ``phi(u_i, aux_i)`` of a few *linear predictors* ``u_ij = x~_i . theta_j`` (the gate logit
-beta . x + tau, and the adapter's eta_k . x). With G_i = dphi/du and A_i = d2phi/du2 (m and m x m
-per row, by autodiff of phi, so user activations work), the gradient is one matmul
-``X~^T (w G)`` and the Hessian is m(m+1)/2 weighted Gram matrices ``X~^T diag(w A_jk) X~``. That
-is far cheaper in time and memory than `jax.hessian` of the whole likelihood, and it is exact.
+beta . x + tau, the adapter's eta_k . x, a log-variance). With G_i = dphi/du and
+A_i = d2phi/du2 per row (closed forms, `RowFns`, or autodiff of phi), the gradient entries are
+sums over rows of G_ij x_ic and the Hessian entries sums of A_ijk x_ic x_ic'. The fused pass
+computes all of them at once, rows last: the row function's value, gradient and packed Hessian
+planes F (one plane per entry, one element per row), weighted, times the planes of covariate
+products Q (x_c x_c'), contracted over the rows: M = (w F) Q^T. That is exact, far cheaper in
+time and memory than `jax.hessian` of the whole likelihood, and elementwise work plus one
+reduction whatever the model.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class Objective(NamedTuple):
@@ -43,16 +48,44 @@ def as_objective(fun: Objective | Callable[[jax.Array], jax.Array]) -> Objective
 
 
 class RowFns(NamedTuple):
-    """Row-vectorised derivatives of phi in the linear predictors U (n, m):
-    value(U, aux) -> (n,); value_grad -> ((n,), (n, m)); value_grad_hess -> (.., (n, m, m))."""
+    """Derivatives of phi in the linear predictors, *rows last*: U (W, *S) with the rows as the
+    trailing axes S ((B,) for one lane's block, (G, B) under a vmap over G lanes), aux a pytree
+    of arrays whose trailing axes are S. value(U, aux) -> (*S); value_grad -> ((*S), (W, *S));
+    value_grad_hess -> (.., .., (W (W + 1) / 2, *S)), the Hessian packed as its upper triangle
+    in row-major order (`moejax.mix.rows.packed_index`)."""
 
     value: Callable[[jax.Array, Any], jax.Array]
     value_grad: Callable[[jax.Array, Any], tuple[jax.Array, jax.Array]]
     value_grad_hess: Callable[[jax.Array, Any], tuple[jax.Array, jax.Array, jax.Array]]
 
 
+def packed_index(W: int) -> np.ndarray:
+    """(W, W) int array: the position of entry (a, b) (either order) in a packed symmetric
+    matrix, whose entries are the upper triangle a <= b in row-major order."""
+    idx = np.zeros((W, W), np.int64)
+    a, b = np.triu_indices(W)
+    idx[a, b] = idx[b, a] = np.arange(a.size)
+    return idx
+
+
+def _triu(W: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.triu_indices(W)
+
+
 def autodiff_rows(phi: Callable[[jax.Array, Any], jax.Array]) -> RowFns:
-    """RowFns of a per-row function phi(u (m,), aux_row) by autodiff, vmapped over rows."""
+    """RowFns of a per-row function phi(u (W,), aux_row) -> () by autodiff, vmapped over the
+    trailing row axes (the test oracle and the path for a user's own row function)."""
+
+    def over_rows(fn):
+        def batched(U, aux):
+            S = U.shape[1:]
+            flat = lambda a: jnp.reshape(a, a.shape[: a.ndim - len(S)] + (-1,))
+            out = jax.vmap(fn, in_axes=-1, out_axes=-1)(
+                flat(U), jax.tree_util.tree_map(flat, aux)
+            )
+            return jax.tree_util.tree_map(lambda o: jnp.reshape(o, o.shape[:-1] + S), out)
+
+        return batched
 
     def row_vg(u, a):
         return jax.value_and_grad(phi)(u, a)
@@ -63,9 +96,10 @@ def autodiff_rows(phi: Callable[[jax.Array, Any], jax.Array]) -> RowFns:
             return g, (v, g)
 
         H, (v, g) = jax.jacfwd(g_with_aux, has_aux=True)(u)
-        return v, g, H
+        iu = _triu(u.shape[0])
+        return v, g, H[iu]
 
-    return RowFns(jax.vmap(phi), jax.vmap(row_vg), jax.vmap(row_vgh))
+    return RowFns(over_rows(phi), over_rows(row_vg), over_rows(row_vgh))
 
 
 class Blocks(NamedTuple):
@@ -76,101 +110,162 @@ class Blocks(NamedTuple):
     count: jax.Array
 
 
+class _Plan(NamedTuple):
+    """Static tables of one fused pass: which column products it needs and where each entry of
+    the value, gradient and Hessian is read from the accumulated product matrix M."""
+
+    pairs: tuple[tuple[int, int], ...]  # the column products X_c X_c' (c <= c') summed against
+    grad_idx: np.ndarray  # (P,) flat indices into M (order >= 1)
+    hess_idx: np.ndarray  # (P, P) flat indices into M (order 2)
+    value_idx: int
+
+
+def _plan(cols: list[range], ones: int, order: int) -> _Plan:
+    """The products a pass of ``order`` needs. M[f, q] = sum_rows F_f X_c X_c' for plane f of
+    F = [value, gradient (W), packed Hessian (W (W+1) / 2)] and pair q = (c, c')."""
+    W = len(cols)
+    coef = [(j, c) for j, cj in enumerate(cols) for c in cj]
+    key = lambda c, c2: (min(c, c2), max(c, c2))
+    need = {(ones, ones)} | {key(c, ones) for _, c in coef}
+    if order >= 2:
+        need |= {key(c, c2) for _, c in coef for _, c2 in coef}
+    pairs = tuple(sorted(need))
+    at = {p: i for i, p in enumerate(pairs)}
+    nq = len(pairs)
+    grad_idx = np.array([(1 + j) * nq + at[key(c, ones)] for j, c in coef], np.int64)
+    hess_idx = np.zeros((len(coef), len(coef)), np.int64)
+    if order >= 2:
+        pk = packed_index(W)
+        for a, (j, c) in enumerate(coef):
+            for b, (k, c2) in enumerate(coef):
+                hess_idx[a, b] = (1 + W + pk[j, k]) * nq + at[key(c, c2)]
+    return _Plan(pairs, grad_idx, hess_idx, at[(ones, ones)])
+
+
+def _product_planes(Xb: jax.Array, pairs: tuple[tuple[int, int], ...], ones: int) -> jax.Array:
+    """(len(pairs), *S): the planes X_c X_c' of block Xb (C, *S), the ones column taken as 1."""
+    one = jnp.ones_like(Xb[0])
+    out = []
+    for c, c2 in pairs:
+        a = one if c == ones else Xb[c]
+        out.append(a if c2 == ones else a * Xb[c2])
+    return jnp.stack(out)
+
+
 def linear_predictor_objective(
     rows: RowFns | Callable[[jax.Array, Any], jax.Array],
-    X1: jax.Array,
+    X1: jax.Array | None,
     aux: Any,
-    w: jax.Array,
+    w: jax.Array | None,
     total: jax.Array,
     widths: tuple[int, ...],
     blocks: Blocks | None = None,
     starts: tuple[int, ...] | None = None,
     source: Callable[[jax.Array], tuple[jax.Array, Any, jax.Array]] | None = None,
 ) -> Objective:
-    """f(x) = sum_i w_i phi(u_i, aux_i) / total, with u_ij = X1[i, s_j : s_j + widths[j]] . x_j.
+    """f(x) = sum_i w_i phi(u_i, aux_i) / total, with u_ij = X1[s_j : s_j + widths[j], i] . x_j,
+    and its gradient and Hessian in one fused pass over the rows.
+
+    The pass works on planes of rows (rows last): the predictors U (W, rows) are formed from the
+    covariate planes, the row function gives the value, gradient and packed Hessian planes F in
+    U, and one product with the planes of covariate products Q = [X_c X_c'] gives every sum the
+    parameter-level value, gradient and Hessian need: M = (w F) Q^T, contracted over the rows.
+    Nothing per row is a matrix and no small matmul runs per row, so the pass is elementwise
+    work plus one reduction, batched lanes (vmap) share it, and it is exact.
 
     Args:
-      rows: `RowFns` (row-vectorised value and derivatives), or a per-row function
-        phi(u (m,), aux_row) -> scalar whose derivatives then come from autodiff.
-      X1: (n, d+1) covariates with a trailing column of ones (the intercept); a predictor of
-        width d+1 has an intercept, one of width d does not.
-      aux: pytree of per-row arrays with leading axis n (labels, responsibilities, ...).
-      w: (n,) row weights (0 = padding). total: () normaliser (sum of weights).
+      rows: `RowFns` (rows-last value and derivatives), or a per-row function
+        phi(u (W,), aux_row) -> scalar whose derivatives then come from autodiff.
+      X1: (d+1, n) covariates as planes (one row of X1 per covariate, the rows of the data as
+        its columns), the last plane all ones (the intercept); a predictor of width d+1 has an
+        intercept, one of width d does not. None with ``source``.
+      aux: pytree of per-row arrays whose last axis is the rows (labels, posteriors (k, n), ...).
+      w: (n,) row weights (0 = padding: such rows may hold anything). total: () normaliser.
       widths: static, the length of each predictor's coefficient slice; x is their concatenation.
       blocks: optional `Blocks`: sum only the first ``count * size`` rows, one block of ``size``
         rows at a time (n must be a multiple of ``size``; rows past the last block must carry
         weight 0). The value is the same as without blocking, up to summation order.
-      starts: static first column s_j of each predictor in X1 (default 0 for every predictor);
-        e.g. an intercept-only predictor of X1 = [x, 1] has start d and width 1.
-      source: optional ``source(b) -> (X1_b (size, d+1), aux_b, w_b (size,))``, block b's
-        rows, used instead of slicing X1, aux and w (which may then be None): data streamed
-        from keys, never held. Needs ``blocks``.
+      starts: static first plane s_j of each predictor in X1 (default 0 for every predictor);
+        e.g. an intercept-only predictor of X1 = [x; 1] has start d and width 1.
+      source: optional ``source(b) -> (X1_b (d+1, size), aux_b, w_b (size,))``, block b's rows,
+        used instead of slicing X1, aux and w (which may then be None): data streamed from
+        keys, never held. Needs ``blocks``.
     """
     if source is not None and blocks is None:
         raise ValueError("source: a streamed objective needs blocks")
     if not isinstance(rows, RowFns):
         rows = autodiff_rows(rows)
     m = len(widths)
+    starts = starts or (0,) * m
     offsets = [sum(widths[:j]) for j in range(m)]
-    cols = [slice(s0, s0 + wj) for s0, wj in zip(starts or (0,) * m, widths, strict=True)]
-    P = sum(widths)
+    cols = [range(s0, s0 + wj) for s0, wj in zip(starts, widths, strict=True)]
+    if X1 is not None:
+        C = X1.shape[0]
+    else:
+        C = jax.eval_shape(source, jnp.int32(0))[0].shape[0]
+    ones = C - 1
+    plans = {order: _plan(cols, ones, order) for order in (1, 2)}
+    # Coefficients as a (W, C) matrix: U = coef @ X1_b, written as C broadcast products.
+    rows_of = np.array([j for j, cj in enumerate(cols) for _ in cj], np.int64)
+    cols_of = np.array([c for cj in cols for c in cj], np.int64)
+    flat_of = np.array([offsets[j] + i for j, cj in enumerate(cols) for i in range(len(cj))])
+
+    def predictors_of(Xb, x):
+        coef = jnp.zeros((m, C), x.dtype).at[rows_of, cols_of].set(x[flat_of])
+        used = sorted(set(cols_of.tolist()))
+        U = None
+        for c in used:
+            term = coef[:, c : c + 1] if c == ones else coef[:, c : c + 1] * Xb[c][None]
+            U = term if U is None else U + term
+        return jnp.broadcast_to(U, (m, *Xb.shape[1:]))
 
     def contrib(Xb, auxb, wb, x, order):
-        """Sums over one set of rows: value, and gradient / Hessian when order >= 1 / 2."""
+        """Block sums: the value (order 0), or the product matrix M (order 1 or 2)."""
         wmask = wb != 0
         ww = jnp.where(wmask, wb, 0.0) / total  # padding rows may hold anything
-        U = jnp.stack(
-            [Xb[:, c] @ x[o : o + wj] for o, wj, c in zip(offsets, widths, cols, strict=True)],
-            axis=-1,
-        )
+        U = predictors_of(Xb, x)
         if order == 0:
-            return (jnp.sum(jnp.where(wmask, ww * rows.value(U, auxb), 0.0)),)
+            return jnp.sum(jnp.where(wmask, ww * rows.value(U, auxb), 0.0), axis=-1)
         if order == 1:
             v, G = rows.value_grad(U, auxb)
+            F = jnp.concatenate([v[None], G], axis=0)
         else:
-            v, G, A = rows.value_grad_hess(U, auxb)
-        val = jnp.sum(jnp.where(wmask, ww * v, 0.0))
-        full = Xb.T @ jnp.where(wmask[:, None], ww[:, None] * G, 0.0)  # (d+1, m)
-        grad = jnp.concatenate([full[c, j] for j, c in enumerate(cols)])
-        if order == 1:
-            return val, grad
-        Aw = jnp.where(wmask[:, None, None], ww[:, None, None] * A, 0.0)  # (rows, m, m)
-        H = jnp.zeros((P, P), Xb.dtype)
-        for j in range(m):
-            for k in range(j, m):
-                B = (Xb[:, cols[j]] * Aw[:, j, k][:, None]).T @ Xb[:, cols[k]]
-                sj = slice(offsets[j], offsets[j] + widths[j])
-                sk = slice(offsets[k], offsets[k] + widths[k])
-                H = H.at[sj, sk].set(B)
-                if k != j:
-                    H = H.at[sk, sj].set(B.T)
-        return val, grad, H
+            v, G, Hp = rows.value_grad_hess(U, auxb)
+            F = jnp.concatenate([v[None], G, Hp], axis=0)
+        F = jnp.where(wmask, ww * F, 0.0)
+        Q = _product_planes(Xb, plans[order].pairs, ones)
+        return jnp.einsum("fb,qb->fq", F, Q)
 
     def total_of(x, order):
         if blocks is None:
             return contrib(X1, aux, w, x, order)
         size = blocks.size
-        dt = jnp.float64
-        zero = (jnp.zeros((), dt), jnp.zeros((P,), dt), jnp.zeros((P, P), dt))
+        if order == 0:
+            zero = jnp.zeros((), jnp.float64)
+        else:
+            Fq = 1 + m + (m * (m + 1) // 2 if order == 2 else 0)
+            zero = jnp.zeros((Fq, len(plans[order].pairs)), jnp.float64)
 
         def body(b, acc):
             if source is not None:
-                c = contrib(*source(b), x, order)
-            else:
-                sl = lambda a: jax.lax.dynamic_slice_in_dim(a, b * size, size, axis=0)
-                c = contrib(sl(X1), jax.tree_util.tree_map(sl, aux), sl(w), x, order)
-            return tuple(a + ci for a, ci in zip(acc, c, strict=False))
+                return acc + contrib(*source(b), x, order)
+            sl = lambda a: jax.lax.dynamic_slice_in_dim(a, b * size, size, axis=a.ndim - 1)
+            return acc + contrib(sl(X1), jax.tree_util.tree_map(sl, aux), sl(w), x, order)
 
-        return jax.lax.fori_loop(0, blocks.count, body, zero[: order + 1])
+        return jax.lax.fori_loop(0, blocks.count, body, zero)
 
     def value(x):
-        return total_of(x, 0)[0]
+        return total_of(x, 0)
 
     def value_and_grad(x):
-        return total_of(x, 1)
+        M = total_of(x, 1).reshape(-1)
+        p = plans[1]
+        return M[p.value_idx], M[p.grad_idx]
 
     def value_grad_hess(x):
-        return total_of(x, 2)
+        M = total_of(x, 2).reshape(-1)
+        p = plans[2]
+        return M[p.value_idx], M[p.grad_idx], M[p.hess_idx]
 
     return Objective(value, value_and_grad, value_grad_hess)
 
@@ -181,16 +276,17 @@ def map_rows(
     blocks: Blocks | None = None,
     tail: tuple[int, ...] = (),
 ) -> jax.Array:
-    """fn applied to row-aligned arrays (leading axis n) -> (n, *tail), blockwise when
-    ``blocks`` is given (rows past the last active block are left 0)."""
+    """fn applied to rows-last arrays (last axis n) -> (*tail, n), blockwise when ``blocks`` is
+    given (rows past the last active block are left 0)."""
     if blocks is None:
         return fn(*arrays)
     size = blocks.size
-    n = arrays[0].shape[0]
+    n = arrays[0].shape[-1]
 
     def body(b, out):
-        sl = lambda a: jax.lax.dynamic_slice_in_dim(a, b * size, size, axis=0)
-        return jax.lax.dynamic_update_slice_in_dim(out, fn(*map(sl, arrays)), b * size, axis=0)
+        sl = lambda a: jax.lax.dynamic_slice_in_dim(a, b * size, size, axis=a.ndim - 1)
+        upd = fn(*map(sl, arrays))
+        return jax.lax.dynamic_update_slice_in_dim(out, upd, b * size, axis=out.ndim - 1)
 
-    zeros = jnp.zeros((n, *tail), arrays[0].dtype)
+    zeros = jnp.zeros((*tail, n), arrays[0].dtype)
     return jax.lax.fori_loop(0, blocks.count, body, zeros)

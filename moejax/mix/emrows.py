@@ -1,7 +1,8 @@
 """Closed-form rows of the EM M-step objectives (the Q-function's two parts), for every gate,
-likelihood and m, with posteriors r (n, m+1) held fixed (column 0 the frozen expert):
+likelihood and m, in the rows-last layout of `moejax.mix.rows`, with posteriors r (m + 1, *S)
+held fixed (row 0 the frozen expert):
 
-    gate:    phi(g; r)        = -sum_{j=0..m} r_j log w_j(g)           on g (n, m)
+    gate:    phi(g; r)        = -sum_{j=0..m} r_j log w_j(g)           on g (m, *S)
     experts: phi(z, rho; y, r) = -sum_{j=1..m} r_j log f_j(y | z_j, rho_j) on [z (m R) | rho (m)]
 
 With the gate pieces of `moejax.mix.rows` (t = 1 for the softmax and input-free gates,
@@ -12,6 +13,7 @@ t_k = sigmoid(-g_k) for the sigmoid gate; w the gate weights):
     expert gradient   -r_j score_j,   expert Hessian  -r_j hess log f_j   (block-diagonal)
 
 (sum_j r_j = 1 is used.) The experts' problem separates over adapters; one solve serves all.
+Hessians are packed (upper triangle, row-major; `moejax.mix.rows.packed_index`).
 """
 
 from __future__ import annotations
@@ -26,62 +28,57 @@ from moejax.mix.spec import MixSpec
 
 def _gate_core(spec: MixSpec, g: jax.Array, r: jax.Array, need: int):
     lw0, lw, w, q = _gate(spec.gate, g)
-    value = -(r[:, 0] * lw0 + jnp.sum(r[:, 1:] * lw, axis=-1))
+    m = spec.m
+    value = -(r[0] * lw0)
+    for j in range(m):
+        value = value - r[1 + j] * lw[j]
     if need == 0:
         return value, None, None
-    rk = r[:, 1:]
+    rk = r[1:]
     t = jnp.ones_like(g) if q is None else q
     tw = t * w
     grad = tw - t * rk
     if need == 1:
         return value, grad, None
-    eye = jnp.eye(spec.m, dtype=g.dtype)
-    H = eye * tw[:, :, None] * t[:, None, :] - tw[:, :, None] * tw[:, None, :]
-    if q is not None:
-        H = H + eye * (q * (1.0 - q) * (rk - w))[:, :, None]
-    return value, grad, H
+    H = []
+    for k in range(m):
+        for j in range(k, m):
+            h = -tw[k] * tw[j]
+            if j == k:
+                h = h + tw[k] * t[k]
+                if q is not None:
+                    h = h + q[k] * (1.0 - q[k]) * (rk[k] - w[k])
+            H.append(h)
+    return value, grad, jnp.stack(H)
 
 
 def _expert_core(spec: MixSpec, U: jax.Array, aux, need: int):
     y, r = aux
-    n, m, R = U.shape[0], spec.m, spec.R
-    Z = U[:, : m * R].reshape(n, m, R)
-    rk = r[:, 1:]
+    m, R = spec.m, spec.R
+    Z = U[: m * R].reshape((m, R) + U.shape[1:])
+    rk = r[1:]
     if spec.regression:
-        lf, score, Hl = _regression(spec, Z, U[:, m * R :], y, need)
+        lf, score, Hl = _regression(spec, Z, U[m * R :], y, need)
     else:
         lf, score, Hl = _categorical(spec, Z, y, need)
-    value = -jnp.sum(rk * lf, axis=-1)
+    value = -rk[0] * lf[0]
+    for j in range(1, m):
+        value = value - rk[j] * lf[j]
     if need == 0:
         return value, None, None
-    rs = rk[..., None] * score  # (n, m, Q): Q = R (categorical) or 2 (z, rho)
-    grad = -(
-        rs.reshape(n, -1)
-        if not spec.regression
-        else jnp.concatenate([rs[..., 0], rs[..., 1]], axis=-1)
-    )
+    # Coordinates of U: z (adapter-major, R each), then rho (one per adapter, regression).
+    coords = [(j, i) for j in range(m) for i in range(R)]
+    if spec.regression:
+        coords += [(j, R) for j in range(m)]
+    grad = jnp.stack([-rk[j] * score[j, i] for j, i in coords])
     if need == 1:
         return value, grad, None
-    B = -rk[..., None, None] * Hl  # (n, m, Q, Q)
-    segs = [(0, R)] + ([(R, R + 1)] if spec.regression else [])
-    return value, grad, _blockdiag(B, segs)
-
-
-def _blockdiag(B: jax.Array, segs: list[tuple[int, int]]) -> jax.Array:
-    """(n, W, W) from per-adapter blocks B (n, m, Q, Q) whose local coordinates split into
-    ``segs``, each laid out adapter-major one after the other."""
-    n, m = B.shape[0], B.shape[1]
-    if m == 1:
-        return B[:, 0]
-    eye = jnp.eye(m, dtype=B.dtype)[:, None, :, None]
-    rows = []
-    for i0, i1 in segs:
-        row = []
-        for j0, j1 in segs:
-            blk = B[:, :, i0:i1, None, j0:j1] * eye  # (n, m, |i|, m, |j|)
-            row.append(blk.reshape(n, m * (i1 - i0), m * (j1 - j0)))
-        rows.append(jnp.concatenate(row, axis=-1))
-    return jnp.concatenate(rows, axis=-2)
+    zero = jnp.zeros_like(value)
+    H = []
+    for a, (ja, ia) in enumerate(coords):
+        for jb, ib in coords[a:]:
+            H.append(-rk[ja] * Hl[ja, ia, ib] if ja == jb else zero)
+    return value, grad, jnp.stack(H)
 
 
 def _fns(core, spec: MixSpec) -> RowFns:
@@ -93,6 +90,7 @@ def _fns(core, spec: MixSpec) -> RowFns:
 
 
 def em_row_fns(spec: MixSpec) -> tuple[RowFns, RowFns]:
-    """(gate rows on g (n, m) with aux r (n, m+1), expert rows on [z (n, m R) | rho (n, m)]
-    with aux (y (n,), r (n, m+1))), each value (n,), gradient (n, W), Hessian (n, W, W)."""
+    """(gate rows on g (m, *S) with aux r (m + 1, *S), expert rows on [z (m R) | rho (m)] (W, *S)
+    with aux (y (*S), r (m + 1, *S))): value (*S), gradient (W, *S), packed Hessian
+    (W (W + 1) / 2, *S)."""
     return _fns(_gate_core, spec), _fns(_expert_core, spec)

@@ -1,5 +1,14 @@
 """Closed-form row derivatives of the general mixture's negative log-likelihood in its linear
-predictors (the layout U of `moejax.mix.density`), for every gate, likelihood and m.
+predictors, for every gate, likelihood and m, in the *rows-last* layout of the fused pass.
+
+Layout. Every per-row quantity is an array whose leading axes are small and static (predictor,
+adapter, class) and whose trailing axes ``S`` are the rows (``(B,)`` for one lane's block of B
+rows, ``(G, B)`` once a kernel is vmapped over G lanes): U is (W, *S) with the predictor order of
+`moejax.mix.density` (gate logits, adapter-major expert predictors, log-variances). The value is
+(*S,), the gradient (W, *S) and the Hessian is *packed*: its W (W + 1) / 2 upper-triangle
+entries (a <= b, row-major; `packed_index`) as (W (W + 1) / 2, *S). All arithmetic is elementwise
+on planes of rows, so XLA vectorises along the rows (the minor axis), never along a tiny axis,
+and nothing per row is a small matrix.
 
 Per row, with components j = 0 (frozen) .. m, l_j = log w_j(g) + log f_j, r = softmax(l) and
 v_j = grad_u l_j:
@@ -9,15 +18,9 @@ v_j = grad_u l_j:
 
 and phi = -log p. The gate Jacobian is d log w_j / d g_k = t_k (1{j=k} - w_k), with t = 1 for
 the softmax and input-free gates and t_k = q_k = sigmoid(-g_k) for the sigmoid gate (log w =
-lv - logsumexp(lv), lv_0 = log 1/2, lv_k = log sigmoid(g_k), d lv_k / d g_k = q_k). Its weighted
-second derivative is
-
-    sum_j r_j d2 log w_j / dg_k dg_l = -t_k t_l (1{k=l} w_k - w_k w_l)
-                                       - 1{k=l} q_k (1 - q_k) (r_k - w_k)    (sigmoid gate only).
-
-Since every v_j (j >= 1) lives on adapter j's own coordinates (g_j, z_j, rho_j), as
-L_j = [t_j, score_j] (the constant -t w of every v_j drops out of the covariance), the Hessian
-of log p is block-diagonal-by-adapter plus two rank-one terms:
+lv - logsumexp(lv), lv_0 = log 1/2, lv_k = log sigmoid(g_k), d lv_k / d g_k = q_k). Since every
+v_j (j >= 1) lives on adapter j's own coordinates (g_j, z_j, rho_j) as L_j = [t_j, score_j]
+(the constant -t w of every v_j drops out of the covariance), the Hessian of log p is
 
     blockdiag_j( r_j (L_j L_j^T + [[0, 0], [0, hess log f_j]]) + d_j e_g e_g^T )
       - vbar vbar^T + (t w)(t w)^T on the gate block,
@@ -37,26 +40,47 @@ the gradient is [t (r - w) | r score]. Scores and Hessians of log f in an adapte
     d/dz = c sg s a',  d/drho = (c |e| - 1) / 2
     d2/dz2 = c sg s a'',  d2/dz drho = -c sg s a' / 2,  d2/drho2 = -c |e| / 4
 
-Everything is row-vectorised broadcasting in log space (log-sigmoid, max-shifted exponentials
-shared between values and probabilities); no per-row autodiff. a, a', a'' come from
+Sums over the small axes are written as explicit additions of planes (`_sum0`, `_max0`), so that
+no reduction over a tiny axis splits XLA's elementwise fusions. a, a', a'' come from
 `moejax.experts.activation_derivs`.
 """
 
 from __future__ import annotations
 
 import math
+from functools import reduce
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from moejax.estimation.objective import RowFns
+from moejax.estimation.objective import RowFns, packed_index
 from moejax.experts import activation_derivs, resolve_activation
-from moejax.mix.density import _LOG_2PI, split_predictors
+from moejax.mix.density import _LOG_2PI
 from moejax.mix.spec import MixSpec
 
 _LOG_HALF = math.log(0.5)
 _LOG_2 = math.log(2.0)
 _SQRT_2 = math.sqrt(2.0)
+
+
+def unpack_symmetric(packed: jax.Array, W: int) -> jax.Array:
+    """(W (W + 1) / 2, *S) packed entries -> the full (W, W, *S) symmetric matrices."""
+    return jnp.asarray(packed)[packed_index(W)]
+
+
+def _sum0(a: jax.Array) -> jax.Array:
+    """Sum over the (small, static) leading axis as explicit additions of planes."""
+    return reduce(jnp.add, [a[i] for i in range(a.shape[0])])
+
+
+def _max0(a: jax.Array) -> jax.Array:
+    return reduce(jnp.maximum, [a[i] for i in range(a.shape[0])])
+
+
+def _lead(v: jax.Array, ndim: int) -> jax.Array:
+    """A (k,) constant shaped (k, 1, ..., 1) to broadcast against (k, *S) with len(S) = ndim."""
+    return jnp.reshape(jnp.asarray(v), (-1,) + (1,) * ndim)
 
 
 def _logaddexp(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -73,8 +97,8 @@ def _logaddexp(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array, jax.Ar
 
 
 def _gate(gate: str, g: jax.Array):
-    """Gate pieces from logits g (n, m): log w_0 (n,), log w_1..m (n, m), w_1..m (n, m),
-    and q = sigmoid(-g) (n, m) for the sigmoid gate (None otherwise)."""
+    """Gate pieces from logits g (m, *S): log w_0 (*S), log w_1..m (m, *S), w_1..m (m, *S),
+    and q = sigmoid(-g) (m, *S) for the sigmoid gate (None otherwise)."""
     if gate == "sigmoid":
         E = jnp.exp(-jnp.abs(g))
         inv = 1.0 / (1.0 + E)
@@ -82,64 +106,66 @@ def _gate(gate: str, g: jax.Array):
         sg = jnp.where(pos, inv, E * inv)  # sigmoid(g)
         q = jnp.where(pos, E * inv, inv)  # sigmoid(-g)
         lv = -(jnp.maximum(-g, 0.0) + jnp.log1p(E))  # log sigmoid(g)
-        S = 0.5 + jnp.sum(sg, axis=-1)  # in [1/2, m + 1/2]: no overflow or underflow
+        S = 0.5 + _sum0(sg)  # in [1/2, m + 1/2]: no overflow or underflow
         logS = jnp.log(S)
-        return _LOG_HALF - logS, lv - logS[:, None], sg / S[:, None], q
-    if g.shape[-1] == 1:  # softmax over (0, g): log w_1 = log sigmoid(g)
-        lse, _, w1 = _logaddexp(jnp.zeros_like(g[:, 0]), g[:, 0])
-        return -lse, g - lse[:, None], w1[:, None], None
-    M = jnp.maximum(jnp.max(g, axis=-1), 0.0)  # softmax over (0, g_1, .., g_m)
-    eg = jnp.exp(g - M[:, None])
-    S = jnp.exp(-M) + jnp.sum(eg, axis=-1)
+        return _LOG_HALF - logS, lv - logS, sg / S, q
+    if g.shape[0] == 1:  # softmax over (0, g): log w_1 = log sigmoid(g)
+        lse, _, w1 = _logaddexp(jnp.zeros_like(g[0]), g[0])
+        return -lse, g - lse, w1[None], None
+    M = jnp.maximum(_max0(g), 0.0)  # softmax over (0, g_1, .., g_m)
+    eg = jnp.exp(g - M)
+    S = jnp.exp(-M) + _sum0(eg)
     lS = M + jnp.log(S)
-    return -lS, g - lS[:, None], eg / S[:, None], None
+    return -lS, g - lS, eg / S, None
 
 
 def _categorical(spec: MixSpec, Z: jax.Array, y: jax.Array, need: int):
-    """log f (n, m) and, when need >= 1, score (n, m, R) and (need 2) Hessian (n, m, R, R)."""
+    """log f (m, *S) and, when need >= 1, score (m, R, *S) and (need 2) the Hessian
+    (m, R, R, *S), for predictors Z (m, R, *S) and labels y (*S)."""
     ex_ = spec.adapter
-    n, m, R = Z.shape
-    if m == 1:
-        Z = Z[:, 0]  # (n, R): XLA's CPU code is faster on 2-D rows than on (n, 1, R)
+    R = Z.shape[1]
+    nd = Z.ndim - 2
     if need == 0:
         a = resolve_activation(ex_.activation)(Z)
     else:
         a, a1, a2 = activation_derivs(ex_, Z)
-    h = ex_.logits_from_activation(a)  # (n, [m,] K)
-    hm = jnp.max(h, axis=-1, keepdims=True)
-    ex = jnp.exp(h - hm)
-    den = jnp.sum(ex, axis=-1)
-    Y = jax.nn.one_hot(y.astype(jnp.int32), h.shape[-1], dtype=h.dtype)
-    if m > 1:
-        Y = Y[:, None, :]
-    lf = (jnp.sum(Y * (h - hm), axis=-1) - jnp.log(den)).reshape(n, m)
+    h = ex_.scale * a
+    if ex_.bias is not None:
+        h = h + _lead(np.asarray(ex_.bias), nd)
+    hm = jnp.maximum(reduce(jnp.maximum, [h[:, k] for k in range(R)]), 0.0)  # (m, *S)
+    ex = jnp.exp(h - hm[:, None])  # (the reference logit is 0)
+    den = jnp.exp(-hm) + reduce(jnp.add, [ex[:, k] for k in range(R)])
+    yi = y.astype(jnp.int32)
+    Y = jnp.stack([yi == k for k in range(R)])  # (R, *S) bool; y = K - 1 is the reference
+    hy = reduce(jnp.add, [jnp.where(Y[k], h[:, k], 0.0) for k in range(R)])  # (m, *S): h_y
+    lf = hy - hm - jnp.log(den)
     if need == 0:
         return lf, None, None
-    pi = ex[..., :R] / den[..., None]
-    D = Y[..., :R] - pi
+    pi = ex / den[:, None]
+    D = jnp.where(Y, 1.0, 0.0) - pi
     sa1 = ex_.scale * a1
     score = D * sa1
     if need == 1:
-        return lf, score.reshape(n, m, R), None
-    eye = jnp.eye(R, dtype=Z.dtype)
+        return lf, score, None
     pa = pi * sa1
-    H = -(pa[..., :, None] * (eye * sa1[..., None, :] - pa[..., None, :]))
-    H = H + eye * (D * ex_.scale * a2)[..., :, None]
-    return lf, score.reshape(n, m, R), H.reshape(n, m, R, R)
+    eye = jnp.asarray(np.eye(R).reshape((R, R) + (1,) * nd))
+    H = -(pa[:, :, None] * (eye * sa1[:, None, :] - pa[:, None, :]))
+    H = H + eye * (D * ex_.scale * a2)[:, :, None]
+    return lf, score, H
 
 
 def _regression(spec: MixSpec, Z: jax.Array, rho: jax.Array, y: jax.Array, need: int):
-    """log f (n, m) and, when need >= 1, score (n, m, 2) in (z, rho) and (need 2) the Hessian
-    (n, m, 2, 2)."""
+    """log f (m, *S) and, when need >= 1, score (m, 2, *S) in (z, rho) and (need 2) the Hessian
+    (m, 2, 2, *S), for predictors Z (m, 1, *S), log-variances rho (m, *S), responses y (*S)."""
     ex_ = spec.adapter
-    z = Z[..., 0]
+    z = Z[:, 0]
     if need == 0:
         a = resolve_activation(ex_.activation)(z)
     else:
         a, a1, a2 = activation_derivs(ex_, z)
     s = ex_.scale
     mean = s * a if ex_.bias is None else s * a + ex_.bias[0]
-    e = y[:, None] - mean
+    e = y - mean
     if spec.likelihood == "gaussian":
         k = jnp.exp(-rho)
         e2k = e * e * k
@@ -147,7 +173,7 @@ def _regression(spec: MixSpec, Z: jax.Array, rho: jax.Array, y: jax.Array, need:
         if need == 0:
             return lf, None, None
         sz = k * e * s * a1
-        score = jnp.stack([sz, 0.5 * (e2k - 1.0)], axis=-1)
+        score = jnp.stack([sz, 0.5 * (e2k - 1.0)], axis=1)
         if need == 1:
             return lf, score, None
         hzz = k * s * (e * a2 - s * a1 * a1)
@@ -160,84 +186,117 @@ def _regression(spec: MixSpec, Z: jax.Array, rho: jax.Array, y: jax.Array, need:
             return lf, None, None
         csg = jnp.where(e >= 0, c, -c) * s
         sz = csg * a1
-        score = jnp.stack([sz, 0.5 * (ac - 1.0)], axis=-1)
+        score = jnp.stack([sz, 0.5 * (ac - 1.0)], axis=1)
         if need == 1:
             return lf, score, None
         hzz, hzr, hrr = csg * a2, -0.5 * sz, -0.25 * ac
-    H = jnp.stack([jnp.stack([hzz, hzr], -1), jnp.stack([hzr, hrr], -1)], -2)
+    H = jnp.stack([jnp.stack([hzz, hzr], 1), jnp.stack([hzr, hrr], 1)], 1)
     return lf, score, H
 
 
-def _core(spec: MixSpec, U: jax.Array, aux, need: int):
-    """(value, gradient, Hessian, posteriors) of phi, up to order ``need`` (gradient and Hessian
-    None above it); need = -1: only the posteriors."""
-    y, lf0 = aux
-    n, m = U.shape[0], spec.m
-    g, Z, rho = split_predictors(spec, U)
-    lw0, lw, w, q = _gate(spec.gate, g)
-    order = max(need, 0)
+def split_rows(spec: MixSpec, U: jax.Array):
+    """U (W, *S) -> (g (m, *S), Z (m, R, *S), log_nu (m, *S) or None)."""
+    m, R = spec.m, spec.R
+    g = U[:m]
+    Z = U[m : m + m * R].reshape((m, R) + U.shape[1:])
+    rho = U[m + m * R :] if spec.regression else None
+    return g, Z, rho
+
+
+def predictor_planes(spec: MixSpec, params, X: jax.Array) -> jax.Array:
+    """U (W, n) for covariate planes X (d, n): `moejax.mix.density.predictors`, rows last."""
+    beta = params.beta if spec.has_beta else jnp.zeros_like(params.beta)
+    g = beta @ X + params.tau[:, None]
+    Z = jnp.einsum("mrd,dn->mrn", params.eta, X).reshape(spec.m * spec.R, X.shape[-1])
+    parts = [g, Z]
     if spec.regression:
-        lf, score, Hl = _regression(spec, Z, rho, y, order)
-    else:
-        lf, score, Hl = _categorical(spec, Z, y, order)
+        parts.append(jnp.broadcast_to(jnp.log(params.nu)[:, None], (spec.m, X.shape[-1])))
+    return jnp.concatenate(parts, axis=0)
+
+
+def adapter_logpdfs_rows(spec: MixSpec, U: jax.Array, y: jax.Array, need: int):
+    """(log f (m, *S), score (m, Q, *S), Hessian (m, Q, Q, *S)) of every adapter, up to order
+    ``need`` (Q = R for categorical experts, 2 = (z, rho) for regression)."""
+    _, Z, rho = split_rows(spec, U)
+    if spec.regression:
+        return _regression(spec, Z, rho, y, need)
+    return _categorical(spec, Z, y, need)
+
+
+def _coords(spec: MixSpec) -> list[tuple[int, int]]:
+    """For each coordinate of U: (adapter j, local index l) in L_j = [gate, score_1 .. score_Q]."""
+    m, R = spec.m, spec.R
+    out = [(j, 0) for j in range(m)]
+    out += [(j, 1 + r) for j in range(m) for r in range(R)]
+    if spec.regression:
+        out += [(j, 1 + R) for j in range(m)]
+    return out
+
+
+def _core(spec: MixSpec, U: jax.Array, aux, need: int):
+    """(value, gradient, packed Hessian, posteriors) of phi, up to order ``need`` (gradient and
+    Hessian None above it); need = -1: only the posteriors (m + 1, *S)."""
+    y, lf0 = aux
+    m = spec.m
+    g = U[:m]
+    lw0, lw, w, q = _gate(spec.gate, g)
+    lf, score, Hl = adapter_logpdfs_rows(spec, U, y, max(need, 0))
     lj0 = lw0 + lf0
-    lj = lw + lf  # (n, m)
-    if m == 1:  # (the unused outputs are dropped under jit)
-        lse, r0, r1 = _logaddexp(lj0, lj[:, 0])
-        value, r = -lse, r1[:, None]
+    lj = lw + lf  # (m, *S)
+    if m == 1:
+        lse, r0, r1 = _logaddexp(lj0, lj[0])
+        value, r = -lse, r1[None]
     else:
-        M = jnp.maximum(lj0, jnp.max(lj, axis=-1))
-        el = jnp.exp(lj - M[:, None])
+        M = jnp.maximum(lj0, _max0(lj))
+        el = jnp.exp(lj - M)
         e0 = jnp.exp(lj0 - M)
-        S = e0 + jnp.sum(el, axis=-1)
-        value, r = -(M + jnp.log(S)), el / S[:, None]  # r: the adapters' posteriors
+        S = e0 + _sum0(el)
+        value, r = -(M + jnp.log(S)), el / S  # r: the adapters' posteriors
         r0 = e0 / S
     if need == 0:
         return value, None, None, None
     if need < 0:
-        return None, None, None, jnp.concatenate([r0[:, None], r], axis=-1)
+        return None, None, None, jnp.concatenate([r0[None], r], axis=0)
     t = jnp.ones_like(g) if q is None else q
     tr, tw = t * r, t * w
-    rs = r[..., None] * score  # (n, m, P): r_j score_j
-    # Segments of U (each adapter-major): gate, z (R per adapter), rho (regression).
-    R = spec.R
-    sz = [slice(0, R)] + ([slice(R, R + 1)] if spec.regression else [])
-    vbar = [tr[..., None]] + [rs[..., sl] for sl in sz]  # sum_j r_j v_j (+ t w on the gate)
-    grad = jnp.concatenate([tw - tr] + [-v.reshape(n, -1) for v in vbar[1:]], axis=-1)
+    rs = r[:, None] * score  # (m, Q, *S): r_j score_j
+    coords = _coords(spec)
+
+    def vbar(j, l):  # sum_j r_j v_j on coordinate (j, l)
+        return tr[j] if l == 0 else rs[j, l - 1]
+
+    grad = [tw[j] - tr[j] if l == 0 else -rs[j, l - 1] for j, l in coords]
     if need == 1:
-        return value, grad, None, None
-    # Hessian of log p = blockdiag_j(B_j) - vbar vbar^T + (t w)(t w)^T on the gate block, with
-    # B_j = r_j (L_j L_j^T + hess log f_j) + d_j on (g_j, g_j), L_j = [t_j, score_j].
+        return value, jnp.stack(grad), None, None
     d = tr * t - t * tw
     if q is not None:
         d = d - q * (1.0 - q) * (r - w)
-    rsh = rs[..., :, None] * score[..., None, :] + r[..., None, None] * Hl  # (n, m, P, P)
-    local = [[d[..., None, None]] + [(rs[..., sl] * t[..., None])[..., None, :] for sl in sz]]
-    for si in sz:
-        local.append([rs[..., si, None] * t[..., None, None]] + [rsh[..., si, sj] for sj in sz])
-    eye = None if m == 1 else jnp.eye(m, dtype=U.dtype)[:, None, :, None]
-    rows = []
-    for i, vi in enumerate(vbar):
-        row = []
-        for j, vj in enumerate(vbar):
-            Bij = local[i][j]  # (n, m, k_i, k_j)
-            ki, kj = Bij.shape[-2], Bij.shape[-1]
-            if eye is None:
-                blk = Bij[:, 0] - vi[:, 0, :, None] * vj[:, 0, None, :]
-            else:
-                blk = Bij[:, :, :, None, :] * eye - vi[:, :, :, None, None] * vj[:, None, None]
-                blk = blk.reshape(n, m * ki, m * kj)
-            if i == 0 and j == 0:
-                blk = blk + tw[:, :, None] * tw[:, None, :]
-            row.append(blk)
-        rows.append(jnp.concatenate(row, axis=-1))
-    return value, grad, -jnp.concatenate(rows, axis=-2), None
+    H = []
+    W = len(coords)
+    for a in range(W):
+        ja, la = coords[a]
+        for b in range(a, W):
+            jb, lb = coords[b]
+            h = -vbar(ja, la) * vbar(jb, lb)
+            if la == 0 and lb == 0:
+                h = h + tw[ja] * tw[jb]
+            if ja == jb:  # adapter j's own block B_j
+                if la == 0 and lb == 0:
+                    h = h + d[ja]
+                elif la == 0 or lb == 0:
+                    h = h + rs[ja, max(la, lb) - 1] * t[ja]
+                else:
+                    ia, ib = la - 1, lb - 1
+                    h = h + rs[ja, ia] * score[ja, ib] + r[ja] * Hl[ja, ia, ib]
+            H.append(-h)
+    return value, jnp.stack(grad), jnp.stack(H), None
 
 
 def mixture_row_fns(spec: MixSpec) -> RowFns:
-    """RowFns of phi(U, aux) = -row_loglik(spec, U, y, lf0) per row, aux = (y (n,), lf0 (n,)):
-    y holds labels (any integer-valued dtype) for categorical experts or real responses, lf0 the
-    frozen expert's log-density of each row. Shapes (n,), (n, W), (n, W, W)."""
+    """RowFns of phi(U, aux) = -row_loglik(spec, U, y, lf0) per row in the rows-last layout:
+    U (W, *S), aux = (y (*S), lf0 (*S)) with y labels (any integer-valued dtype) for categorical
+    experts or real responses, lf0 the frozen expert's log-density of each row. Outputs: value
+    (*S), gradient (W, *S), packed Hessian (W (W + 1) / 2, *S) (see `packed_index`)."""
     return RowFns(
         value=lambda U, aux: _core(spec, U, aux, 0)[0],
         value_grad=lambda U, aux: _core(spec, U, aux, 1)[:2],
@@ -246,6 +305,18 @@ def mixture_row_fns(spec: MixSpec) -> RowFns:
 
 
 def posteriors(spec: MixSpec, U: jax.Array, y: jax.Array, lf0: jax.Array) -> jax.Array:
-    """Component posteriors r_j = softmax_j(log w_j + log f_j), (n, m+1), column 0 the frozen
-    expert (max-shifted log space; same as `moejax.mix.responsibilities` on predictors U)."""
+    """Component posteriors r_j = softmax_j(log w_j + log f_j), (m + 1, *S), row 0 the frozen
+    expert, from predictors U (W, *S) (max-shifted log space; the same as
+    `moejax.mix.responsibilities`, transposed)."""
     return _core(spec, U, (y, lf0), -1)[3]
+
+
+__all__ = [
+    "adapter_logpdfs_rows",
+    "mixture_row_fns",
+    "packed_index",
+    "posteriors",
+    "predictor_planes",
+    "split_rows",
+    "unpack_symmetric",
+]

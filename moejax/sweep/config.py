@@ -93,6 +93,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "buffer_ratio": (float, 16.0),
         "density_points": (int, 1000),
         "memory_gb": (float, 2.0),
+        "lanes": (int, 0),
     },
 }
 
@@ -103,7 +104,14 @@ METHODS = ("direct", "em")
 SOLVER_NAMES = ("newton", "optax_lbfgs", "jaxopt_bfgs")
 INIT_MODES = ("truth", "near_truth", "multistart")
 # Fields that change how a run is executed but not its results; excluded from the config hash.
-RUN_ONLY = {("run", "chunk"), ("run", "memory_gb"), ("run", "buffer_ratio"), ("run", "block_rows")}
+# (block_rows, lanes and memory_gb may change rounding, never the data: see README "Scaling out".)
+RUN_ONLY = {
+    ("run", "chunk"),
+    ("run", "memory_gb"),
+    ("run", "buffer_ratio"),
+    ("run", "block_rows"),
+    ("run", "lanes"),
+}
 
 
 def _where(section: str, key: str) -> str:
@@ -319,10 +327,7 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     m, t, s, e, b, i, r = (
         c[k] for k in ("model", "truth", "sizes", "estimator", "bounds", "init", "run")
     )
-    if c["replicates"] < 1:
-        raise _err("replicates", c["replicates"], "must be a positive integer")
-    if c["seed"] < 0:
-        raise _err("seed", c["seed"], "must be >= 0")
+    _check_counts(c)
     if m["d"] < 1:
         raise _err("model.d", m["d"], "must be >= 1")
     if m["K"] < 2:
@@ -363,43 +368,8 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         "model.eta0", m["eta0"], (R, d), f"{rows} of d numbers", {"basis": _basis(R, d)}
     )
     _resolve_truth(m, t, R, M)
-    if s["list"] is not None:
-        if isinstance(s["list"], str):
-            raise _err("sizes.list", s["list"], "expected a list of integers")
-        sizes = s["list"]
-        for v in sizes:
-            if v != int(v) or v < 1:
-                raise _err("sizes.list", v, "sample sizes must be positive integers")
-        if len(set(sizes)) != len(sizes):
-            raise _err("sizes.list", sizes, "sample sizes must be distinct")
-        sizes = sorted(int(v) for v in sizes)
-    else:
-        for f in ("min", "max", "count"):
-            if s[f] < 1:
-                raise _err(f"sizes.{f}", s[f], "must be a positive integer")
-        if s["min"] > s["max"]:
-            raise _err("sizes.min", s["min"], f"must not exceed sizes.max = {s['max']}")
-        sizes = log_spaced_sizes(s["min"], s["max"], s["count"])
-    if not sizes:
-        raise _err("sizes.list", sizes, "expected at least one sample size")
-    if max(sizes) >= 2**31:
-        raise _err("sizes", max(sizes), "sample sizes must be below 2^31")
-    n_params = free_parameters(m)
-    if min(sizes) < n_params:
-        raise _err(
-            "sizes",
-            min(sizes),
-            f"a sample size below the model's {n_params} free parameters cannot identify them",
-        )
-    s.clear()
-    s["list"] = sizes
-    _check_choice("estimator.method", e["method"], METHODS)
-    _check_choice("estimator.solver", e["solver"], SOLVER_NAMES)
-    for f in ("max_iter", "inner_max_iter"):
-        if e[f] < 1:
-            raise _err(f"estimator.{f}", e[f], "must be a positive integer")
-    if e["tol"] <= 0:
-        raise _err("estimator.tol", e["tol"], "must be > 0")
+    sizes = _resolve_sizes(s, free_parameters(m))
+    _check_estimator(e)
     for f, v in b.items():
         if isinstance(v, str) or len(v) != 2:
             raise _err(f"bounds.{f}", v, "expected [lower, upper]")
@@ -426,12 +396,65 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
                 list(lo_hi[f]),
                 f"the truth's {f} ({vals}) must lie inside the bounds",
             )
+    _check_init(i)
+    _check_run(r)
+    return c
+
+
+def _resolve_sizes(s: dict[str, Any], n_params: int) -> list[int]:
+    """The sorted sample sizes of a [sizes] table (sets s to {"list": sizes})."""
+    if s["list"] is not None:
+        if isinstance(s["list"], str):
+            raise _err("sizes.list", s["list"], "expected a list of integers")
+        sizes = s["list"]
+        for v in sizes:
+            if v != int(v) or v < 1:
+                raise _err("sizes.list", v, "sample sizes must be positive integers")
+        if len(set(sizes)) != len(sizes):
+            raise _err("sizes.list", sizes, "sample sizes must be distinct")
+        sizes = sorted(int(v) for v in sizes)
+    else:
+        for f in ("min", "max", "count"):
+            if s[f] < 1:
+                raise _err(f"sizes.{f}", s[f], "must be a positive integer")
+        if s["min"] > s["max"]:
+            raise _err("sizes.min", s["min"], f"must not exceed sizes.max = {s['max']}")
+        sizes = log_spaced_sizes(s["min"], s["max"], s["count"])
+    if not sizes:
+        raise _err("sizes.list", sizes, "expected at least one sample size")
+    if max(sizes) >= 2**31:
+        raise _err("sizes", max(sizes), "sample sizes must be below 2^31")
+    if min(sizes) < n_params:
+        raise _err(
+            "sizes",
+            min(sizes),
+            f"a sample size below the model's {n_params} free parameters cannot identify them",
+        )
+    s.clear()
+    s["list"] = sizes
+    return sizes
+
+
+def _check_estimator(e: dict[str, Any]) -> None:
+    _check_choice("estimator.method", e["method"], METHODS)
+    _check_choice("estimator.solver", e["solver"], SOLVER_NAMES)
+    for f in ("max_iter", "inner_max_iter"):
+        if e[f] < 1:
+            raise _err(f"estimator.{f}", e[f], "must be a positive integer")
+    if e["tol"] <= 0:
+        raise _err("estimator.tol", e["tol"], "must be > 0")
+
+
+def _check_init(i: dict[str, Any]) -> None:
     _check_choice("init.mode", i["mode"], INIT_MODES)
     for f in ("c_gate", "c_expert", "start_scale", "rho"):
         if i[f] < 0:
             raise _err(f"init.{f}", i[f], "must be >= 0")
     if i["n_starts"] < 1:
         raise _err("init.n_starts", i["n_starts"], "must be a positive integer")
+
+
+def _check_run(r: dict[str, Any]) -> None:
     if r["chunk"] < 0:
         raise _err("run.chunk", r["chunk"], "must be a positive integer (or 0 for automatic)")
     if r["max_padding"] < 1:
@@ -444,7 +467,51 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         raise _err("run.density_points", r["density_points"], "must be >= 0 (0 turns it off)")
     if r["memory_gb"] <= 0:
         raise _err("run.memory_gb", r["memory_gb"], "must be > 0")
-    return c
+    if r["lanes"] < 0:
+        raise _err("run.lanes", r["lanes"], "must be a positive integer (or 0 for automatic)")
+
+
+def resolve_engine(raw: dict[str, Any], min_size: int = 1) -> dict[str, Any]:
+    """The sections of a config that the engine reads besides the model (name, seed,
+    replicates, sizes, estimator, init, run), validated as `resolve` does, for a problem whose
+    model is built in Python (its free parameters: ``min_size``)."""
+    c = merge_defaults(raw)
+    _check_counts(c)
+    out = {k: c[k] for k in ("name", "seed", "replicates", "estimator", "init", "run")}
+    out["sizes"] = dict(c["sizes"])
+    _resolve_sizes(out["sizes"], min_size)
+    _check_estimator(out["estimator"])
+    _check_init(out["init"])
+    _check_run(out["run"])
+    return out
+
+
+def override_engine(
+    cfg: dict[str, Any],
+    sizes: Any = None,
+    replicates: Any = None,
+    seed: Any = None,
+    min_size: int = 1,
+) -> dict[str, Any]:
+    """A copy of a resolved config with sizes, replicates and seed replaced (validated)."""
+    out = json.loads(json.dumps(cfg))
+    if sizes is not None:
+        out["sizes"] = {"list": _resolve_sizes({"list": [int(v) for v in sizes]}, min_size)}
+    if replicates is not None:
+        out["replicates"] = replicates
+    if seed is not None:
+        out["seed"] = seed
+    _check_counts(out)
+    return out
+
+
+def _check_counts(c: dict[str, Any]) -> None:
+    for f, lo in (("replicates", 1), ("seed", 0)):
+        v = c[f]
+        if isinstance(v, bool) or not isinstance(v, int | np.integer):
+            raise _err(f, v, "expected an integer")
+        if v < lo:
+            raise _err(f, v, "must be a positive integer" if lo else "must be >= 0")
 
 
 def _read_toml(p: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:

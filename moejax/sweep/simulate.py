@@ -1,0 +1,627 @@
+"""The pure core of the engine: a problem -> every (sample size, replicate) lane -> arrays.
+
+``simulate(config)`` runs every lane of a study through compiled, vmapped fits and returns the
+per-fit columns of fits.csv as arrays of shape (sizes, replicates), touching no disk. The sweep
+driver (`moejax.sweep.engine.run_sweep`) adds chunks on disk, resume and progress around the
+same `Engine`.
+
+A lane's data are generated inside the compiled function from a key folded from (seed, n,
+replicate), block by block, so they depend on nothing else. A lane's *arithmetic* depends on
+nothing else either: every compiled call runs exactly ``lanes`` lanes per device (G, a static
+part of the plan chosen from the config, never from the chunk size or the device count), so
+the same kernels of the same shapes compute every lane, wherever it sits in a call and however
+many devices share the call. A sweep's results are therefore bitwise identical whatever its
+chunk size and device count (tests/test_sweep.py checks chunks 1, 4, 8, 64 and 1, 2, 4 host
+devices).
+
+One program serves every sample size of a buffer class (sizes within a factor
+``run.buffer_ratio``): data live in a buffer as long as the class's largest n, and every pass
+over them loops over the active row blocks only (rows beyond n carry weight 0).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from moejax.estimation.bounds import Bounds
+from moejax.estimation.estimators import FitData, best_fit, fit_data
+from moejax.estimation.init import init_near_truth, random_inits
+from moejax.estimation.objective import Blocks
+from moejax.estimation.solvers import STATUS_NAMES
+from moejax.losses import mean_hellinger
+from moejax.mix.density import frozen_logpdf, log_class_probs
+from moejax.mix.sampling import DATA_BLOCK, sample_block, sample_covariates
+from moejax.mix.spec import MixSpec
+from moejax.mix.truth import MixTruth, drifting_truth
+from moejax.sweep import config as config_mod
+from moejax.voronoi import voronoi_errors
+
+#: Lanes per device per compiled call when run.lanes = 0 (automatic), by platform: enough
+#: lanes for the fused pass to vectorise and amortise its per-call costs on a CPU core
+#: (benchmarks/scaling.py), thousands to fill a GPU. Lowered automatically for large buffers
+#: (`plan`).
+DEFAULT_LANES: dict[str, int] = {"cpu": 16, "gpu": 2048, "tpu": 2048}
+#: Lanes per part on disk when run.chunk = 0 (the resume granularity of `moejax sweep`).
+DEFAULT_CHUNK_LANES = 64
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a study needs: the model, its truth schedule, its box, and the resolved config
+    sections the engine reads (``estimator``, ``init``, ``run``, ``sizes``, ``replicates``,
+    ``seed``, ``model.radius``, ``truth.regime`` / ``gamma`` and ``name``)."""
+
+    spec: MixSpec
+    truth: MixTruth
+    bounds: Bounds
+    cfg: dict[str, Any]
+
+
+def build_problem(cfg: dict[str, Any]) -> Problem:
+    """The model (any member of the family), its truth schedule and its box from a resolved
+    config."""
+    m, t, b = cfg["model"], cfg["truth"], cfg["bounds"]
+    spec = MixSpec(
+        d=m["d"],
+        K=m["K"],
+        frozen=m["frozen"],
+        adapter=m["adapter"],
+        eta0=m["eta0"],
+        adapters=m["adapters"],
+        gate=m["gate"],
+        likelihood=m["likelihood"],
+        frozen_likelihood=m["frozen_likelihood"],
+        nu0=m["nu0"],
+        scale=m["scale"],
+        frozen_scale=m["frozen_scale"],
+        bias=m["bias"],
+        frozen_bias=m["frozen_bias"],
+    )
+    p = spec.params(t["beta"], t["tau"], t["eta"], t["nu"])
+    nu_delta = t["nu_delta"] if spec.regression else np.zeros(spec.m)
+    truth = drifting_truth(p, np.asarray(t["delta"]), np.asarray(nu_delta), t["gamma"])
+    bounds = Bounds(*(tuple(b[f]) for f in Bounds._fields)).validate()
+    return Problem(spec, truth, bounds, cfg)
+
+
+def problem(
+    spec: MixSpec,
+    truth: MixTruth,
+    *,
+    bounds: Bounds | None = None,
+    estimator: dict[str, Any] | None = None,
+    init: dict[str, Any] | None = None,
+    run: dict[str, Any] | None = None,
+    sizes: Iterable[int] | None = None,
+    replicates: int = 40,
+    seed: int = 0,
+    radius: float | None = None,
+    name: str = "problem",
+) -> Problem:
+    """A study built in Python: any model of the family (a `moejax.ModelSpec` or a
+    `moejax.mix.MixSpec`, user activations included), a truth schedule (`moejax.Truth`,
+    `moejax.mix.fixed_truth` / `drifting_truth`), the box, and the estimator / init / run
+    options of a sweep config as dicts (keys and defaults of the ``[estimator]``, ``[init]``
+    and ``[run]`` tables). ``sizes`` defaults to the config default (20 log-spaced sizes in
+    [1e3, 1e5]). Bad options raise ValueError naming the field."""
+    if not isinstance(spec, MixSpec):
+        raise ValueError(f"spec: expected a ModelSpec or MixSpec, got {type(spec).__name__}")
+    if not isinstance(truth, MixTruth):
+        raise ValueError(
+            "truth: expected a truth schedule (moejax.Truth, moejax.mix.fixed_truth or "
+            f"drifting_truth), got {type(truth).__name__}"
+        )
+    try:
+        spec.check_params(truth.at(1.0))
+    except ValueError as err:
+        raise ValueError(f"truth: does not fit the spec ({err})") from None
+    bounds = (Bounds() if bounds is None else Bounds(*bounds)).validate()
+    raw = {
+        "name": name,
+        "seed": seed,
+        "replicates": replicates,
+        "estimator": dict(estimator or {}),
+        "init": dict(init or {}),
+        "run": dict(run or {}),
+        "sizes": {"list": [int(v) for v in sizes]} if sizes is not None else {},
+    }
+    if radius is not None and not radius > 0:
+        raise ValueError(f"radius: must be > 0, got {radius}")
+    cfg = config_mod.resolve_engine(raw, min_size=spec.n_params)
+    cfg["model"] = {"radius": None if radius is None else float(radius)}
+    gamma = float(np.asarray(truth.gamma))
+    cfg["truth"] = {
+        "regime": "homogeneous" if spec.homogeneous else "heterogeneous",
+        "gamma": gamma,
+    }
+    return Problem(spec, truth, bounds, cfg)
+
+
+def block_padding(sizes: list[int], block: int) -> float:
+    """Rows processed over real rows when each n is rounded up to whole blocks."""
+    return sum(-(-n // block) * block for n in sizes) / sum(sizes)
+
+
+def choose_block(sizes: list[int], block_rows: int, max_padding: float) -> int:
+    """The compute block: the largest multiple of DATA_BLOCK <= block_rows, halving, whose
+    padding stays <= max_padding. (The data do not depend on it: they are drawn in
+    DATA_BLOCK-row blocks keyed by their index.)"""
+    B = max(DATA_BLOCK, block_rows // DATA_BLOCK * DATA_BLOCK)
+    while B > DATA_BLOCK and block_padding(sizes, B) > max_padding:
+        B = max(DATA_BLOCK, B // 2 // DATA_BLOCK * DATA_BLOCK)
+    return B
+
+
+def buffer_classes(sizes: list[int], block: int, ratio: float) -> list[tuple[int, list[int]]]:
+    """Group sorted sizes into buffer classes spanning at most a factor ``ratio`` each; a
+    class's buffer holds its largest n rounded up to whole blocks. Returns [(N, sizes)].
+
+    The work never depends on the buffer (loops run over active blocks only), but allocating
+    and filling a buffer does: a few classes keep small n from paying for the largest buffer,
+    at the price of one compiled program per class."""
+    classes: list[tuple[int, list[int]]] = []
+    for n in sorted(sizes):
+        if classes and n <= classes[-1][1][0] * ratio:
+            classes[-1][1].append(n)
+        else:
+            classes.append((0, [n]))
+    return [(-(-max(g) // block) * block, g) for _, g in classes]
+
+
+class LaneData(NamedTuple):
+    """What every lane starts from: the truth at n, the active row blocks, the keys left for
+    the initialisation and the density error, and either the data buffers (held) or the
+    block source that draws them again on every pass (streamed); see `lane_data`."""
+
+    tp: Any
+    blocks: Blocks
+    k_init: jax.Array
+    k_dens: jax.Array
+    X1: jax.Array | None
+    y: jax.Array | None
+    w: jax.Array | None
+    lf0: jax.Array | None
+    source: Callable[[jax.Array], tuple[jax.Array, Any, jax.Array]] | None
+
+
+def block_drawer(
+    spec: MixSpec, tp: Any, k_data: jax.Array, n: jax.Array, B: int, radius: float | None
+) -> Callable[[jax.Array], tuple[jax.Array, Any, jax.Array]]:
+    """``draw(b) -> (X1_b (d+1, B), (y_b (B,), lf0_b (B,)), w_b (B,))``: compute block b of a
+    lane's data, rows b B .. (b+1) B - 1, as planes (rows last), from its DATA_BLOCK-row blocks
+    `moejax.mix.sample_block(k_data, j, ...)`; rows past n are zeros of weight 0. The held
+    buffers are exactly these blocks one after the other, so held and streamed data agree."""
+    d, y_dtype = spec.d, spec.y_dtype
+
+    def draw(b):
+        sub = jnp.arange(B // DATA_BLOCK) + b * (B // DATA_BLOCK)
+        one = lambda j: sample_block(k_data, j, spec, tp, DATA_BLOCK, radius)
+        Xb, yb = jax.vmap(one)(sub)
+        Xb, yb = Xb.reshape(B, d), yb.reshape(B)
+        keep = (b * B + jnp.arange(B)) < n
+        Xb = jnp.where(keep[:, None], Xb, 0.0)
+        yb = jnp.where(keep, yb, 0).astype(y_dtype)
+        lf0 = frozen_logpdf(spec, Xb, yb)
+        X1b = jnp.concatenate([Xb.T, jnp.ones((1, B), Xb.dtype)], axis=0)
+        return X1b, (yb, lf0), keep.astype(jnp.float64)
+
+    return draw
+
+
+def lane_data(
+    spec: MixSpec,
+    truth: MixTruth,
+    seed: jax.Array,
+    n: jax.Array,
+    r: jax.Array,
+    N: int,
+    B: int,
+    radius: float | None,
+    streamed: bool = False,
+) -> LaneData:
+    """Keys folded from (seed, n, r) alone, the truth at n, and the lane's data: drawn into
+    buffers of N rows block by block over the ceil(n / B) active blocks only (held), or left
+    to be drawn block by block on every pass over the data (streamed: nothing of size n is
+    held). Buffers, rows last: X1 (d+1, N) covariate planes with a ones plane, y (N,) (int32
+    labels or float64 responses), w (N,) (1 for the first n rows, else 0) and lf0 (N,), the
+    frozen expert's log-density; rows past n hold zeros."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), n), r)
+    k_data, k_init, k_dens = jax.random.split(key, 3)
+    tp = truth.at(n)
+    blocks = Blocks(B, (n + B - 1) // B)
+    draw = block_drawer(spec, tp, k_data, n, B, radius)
+    if streamed:
+        return LaneData(tp, blocks, k_init, k_dens, None, None, None, None, draw)
+
+    def fill(b, bufs):
+        X1b, (yb, lf0b), wb = draw(b)
+        put = lambda buf, v: jax.lax.dynamic_update_slice_in_dim(buf, v, b * B, axis=buf.ndim - 1)
+        return tuple(put(buf, v) for buf, v in zip(bufs, (X1b, yb, wb, lf0b), strict=True))
+
+    d = spec.d
+    zeros = (
+        jnp.zeros((d + 1, N)),
+        jnp.zeros((N,), spec.y_dtype),
+        jnp.zeros((N,)),
+        jnp.zeros((N,)),
+    )
+    bufs = jax.lax.fori_loop(0, blocks.count, fill, zeros)
+    return LaneData(tp, blocks, k_init, k_dens, *bufs, None)
+
+
+def make_lane_fn(problem: Problem, N: int, streamed: bool = False) -> Callable[..., dict]:
+    """The per-lane function ``lane(n, r, seed, truth) -> {column: ()}`` for a buffer of N rows
+    (pure; the engine vmaps it over r with n shared). N must be a multiple of the block size.
+
+    The lane's data are generated in DATA_BLOCK-row blocks keyed by their index
+    (`moejax.mix.sample_block`; `moejax.mix.sample` reproduces them) into the buffer, so they
+    depend on (seed, n, replicate) only; every pass over the data (sampling, likelihood,
+    derivatives) loops over the ceil(n / block) active blocks only, so one compiled program
+    serves every sample size with work proportional to n. Seed and truth are arguments, not
+    constants, so the program (and JAX's persistent cache) is shared by configs that differ
+    only in them. Errors are the Voronoi blocks (`moejax.voronoi`), the plain block errors
+    for one adapter. ``streamed``: no buffers; every pass draws its blocks again from their
+    keys (same data, memory independent of n)."""
+    cfg = problem.cfg
+    spec, bounds = problem.spec, problem.bounds
+    e, ini, run = cfg["estimator"], cfg["init"], cfg["run"]
+    radius = cfg["model"]["radius"]
+    B = choose_block(cfg["sizes"]["list"], run["block_rows"], run["max_padding"])
+    if N % B:
+        raise ValueError(f"N: buffer length {N} is not a multiple of the block size {B}")
+    fit_kw = dict(
+        method=e["method"],
+        solver=e["solver"],
+        bounds=bounds,
+        max_iter=e["max_iter"],
+        tol=e["tol"],
+        inner_max_iter=e["inner_max_iter"],
+    )
+    m_dens = run["density_points"]
+    many = spec.m > 1
+
+    def lane(n, r, seed, truth):
+        ld = lane_data(spec, truth, seed, n, r, N, B, radius, streamed)
+        tp, blocks = ld.tp, ld.blocks
+        data = FitData(ld.X1, ld.y, ld.w, jnp.asarray(n, jnp.float64), ld.lf0)
+
+        if ini["mode"] == "multistart":
+            starts = random_inits(ld.k_init, spec, ini["n_starts"], bounds, ini["start_scale"])
+            res = best_fit(
+                jax.vmap(
+                    lambda p: fit_data(spec, data, p, blocks=blocks, source=ld.source, **fit_kw)
+                )(starts)
+            )
+        else:
+            init = (
+                tp
+                if ini["mode"] == "truth"
+                else init_near_truth(
+                    ld.k_init, spec, tp, n, ini["c_gate"], ini["c_expert"], ini["rho"]
+                )
+            )
+            res = fit_data(spec, data, init, blocks=blocks, source=ld.source, **fit_kw)
+        est = res.params
+        err = voronoi_errors(est.beta, est.tau, est.eta, est.nu, tp.beta, tp.tau, tp.eta, tp.nu)
+        if m_dens > 0 and not spec.regression:
+            Xh = sample_covariates(ld.k_dens, spec.d, m_dens, radius)
+            dens = mean_hellinger(log_class_probs(spec, est, Xh), log_class_probs(spec, tp, Xh))
+        else:
+            dens = jnp.nan  # off, or regression: no closed-form Hellinger distance
+        return {
+            "err_beta": err.beta if spec.has_beta else jnp.nan,
+            "err_exp_tau": err.exp_tau,
+            "err_eta": err.eta,
+            "err_density": dens,
+            "err_nu": err.nu if spec.regression else jnp.nan,
+            "err_voronoi": err.total if many else jnp.nan,
+            "n_empty_cells": err.n_empty.astype(jnp.int32) if many else jnp.int32(0),
+            **fit_columns(res),
+        }
+
+    return lane
+
+
+def fit_columns(res: Any) -> dict[str, jax.Array]:
+    """The fits.csv columns that describe a fit's outcome (a `FitResult`)."""
+    return {
+        "loglik": res.loglik,
+        "n_iter": res.n_iter,
+        "inner_steps": res.inner_steps,
+        "converged": res.converged.astype(jnp.int32),
+        "at_bound": res.at_bound.astype(jnp.int32),
+        "status_code": res.status,
+        "grad_norm": res.grad_norm,
+    }
+
+
+class SweepPlanError(ValueError):
+    """A sweep that cannot run within its memory budget (refused before anything is written)."""
+
+
+def held_lane_bytes(problem: Problem, N: int) -> int:
+    """Memory of one lane's held data in a buffer of N rows: X1, y, w and lf0 (d + 4 numbers
+    a row) plus an EM posterior buffer (m + 1 numbers a row), counted twice for the buffers'
+    copies."""
+    d, m = problem.spec.d, problem.spec.m
+    return 8 * 2 * (d + 4 + m) * N
+
+
+def streamed_lane_bytes(problem: Problem, B: int) -> int:
+    """Working memory of one streamed lane: a block's draws, predictors, row-derivative planes
+    and covariate products (B rows of about d + 6 + W + W^2 + (d + 2)^2 / 2 numbers, counted
+    four times for temporaries)."""
+    spec = problem.spec
+    W = spec.m * (1 + spec.R + (1 if spec.regression else 0))
+    return 8 * 4 * B * (spec.d + 6 + W + W * W + (spec.d + 2) ** 2 // 2)
+
+
+class ClassPlan(NamedTuple):
+    """How the lanes of one buffer class run: buffer rows N, its sizes, G lanes per device per
+    compiled call, the devices one call uses, and whether the data are streamed."""
+
+    N: int
+    sizes: tuple[int, ...]
+    lanes: int
+    devices: int
+    streamed: bool
+
+    @property
+    def per_call(self) -> int:
+        return self.lanes * self.devices
+
+
+class Plan(NamedTuple):
+    """The compute block (rows per pass step) and every buffer class's `ClassPlan`."""
+
+    block: int
+    classes: tuple[ClassPlan, ...]
+
+    def class_of(self, n: int) -> ClassPlan:
+        for c in self.classes:
+            if n in c.sizes:
+                return c
+        raise ValueError(f"n: {n} is not a sample size of this plan")
+
+
+def host_memory_bytes() -> int:
+    """Physical memory of this machine (0 if unknown)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def plan(problem: Problem, n_devices: int, platform: str | None = None) -> Plan:
+    """Plan every buffer class within run.memory_gb, before anything is compiled.
+
+    run.memory_gb is the budget of one device's call. G (lanes per device per call) is
+    run.lanes, or the platform's `DEFAULT_LANES` lowered to what fits the budget; a class whose
+    G lanes' data do not fit is streamed (every pass draws its data again), and a budget that
+    cannot hold even G streamed lanes is refused (`SweepPlanError`). G depends on the config
+    and the buffer only, never on the device count or the chunk size, so neither changes any
+    result. On a CPU the host devices share the machine's memory: a call uses at most as many
+    of them as fit in half of it."""
+    cfg = problem.cfg
+    run = cfg["run"]
+    platform = platform or jax.default_backend()
+    sizes = cfg["sizes"]["list"]
+    B = choose_block(sizes, run["block_rows"], run["max_padding"])
+    budget = run["memory_gb"] * 2**30
+    starts = cfg["init"]["n_starts"] if cfg["init"]["mode"] == "multistart" else 1
+    auto = DEFAULT_LANES.get(platform, DEFAULT_LANES["gpu"])
+    host = host_memory_bytes() // 2 if platform == "cpu" else 0
+    out = []
+    for N, group in buffer_classes(sizes, B, run["buffer_ratio"]):
+        held = held_lane_bytes(problem, N) * starts
+        stream = streamed_lane_bytes(problem, B) * starts
+        G = run["lanes"] or min(auto, max(1, int(budget // held)))
+        streamed = G * held > budget
+        if streamed:
+            G = run["lanes"] or min(auto, max(1, int(budget // stream)))
+            if G * stream > budget:
+                raise SweepPlanError(
+                    f"run.memory_gb = {run['memory_gb']}: {G} streamed lane(s) need about "
+                    f"{G * stream / 2**20:.1f} MiB ({B}-row blocks); raise the budget or lower "
+                    "run.block_rows or run.lanes"
+                )
+        one = G * (stream if streamed else held)
+        D = n_devices if not host else max(1, min(n_devices, int(host // one)))
+        out.append(ClassPlan(N, tuple(group), G, D, streamed))
+    return Plan(B, tuple(out))
+
+
+def chunk_lanes(problem: Problem, cp: ClassPlan) -> int:
+    """Lanes per chunk (one part on disk): run.chunk, or DEFAULT_CHUNK_LANES rounded up to
+    whole calls."""
+    c = problem.cfg["run"]["chunk"]
+    if c:
+        return int(c)
+    return max(cp.per_call, -(-DEFAULT_CHUNK_LANES // cp.per_call) * cp.per_call)
+
+
+class Engine:
+    """The compiled programs of one problem, and ``run(n, replicates)`` on any lanes.
+
+    Every call runs exactly ``lanes x devices`` lanes of one sample size (the last call of a
+    request is padded with copies of its last lane), sharded over the class's devices along
+    the lane axis (`jax.sharding.NamedSharding`); programs are compiled on first use (one per
+    buffer class) and kept. ``compile_s`` and ``compute_s`` accumulate the wall time of each.
+    """
+
+    def __init__(self, problem: Problem, devices: list[Any] | None = None) -> None:
+        self.problem = problem
+        self.devices = list(devices if devices is not None else jax.local_devices())
+        self.plan = plan(problem, len(self.devices), self.devices[0].platform)
+        self.compile_s = 0.0
+        self.compute_s = 0.0
+        self._programs: dict[int, Any] = {}
+        self._seed_host = np.uint32(problem.cfg["seed"])
+
+    def _mesh(self, cp: ClassPlan):
+        mesh = jax.sharding.Mesh(np.array(self.devices[: cp.devices]), ("lanes",))
+        lanes = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("lanes"))
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        return lanes, replicated
+
+    def program(self, cp: ClassPlan):
+        """(compiled call, lane sharding, replicated sharding, (seed, truth)) of a class."""
+        if cp.N not in self._programs:
+            lanes, rep = self._mesh(cp)
+            fn = jax.jit(
+                jax.vmap(make_lane_fn(self.problem, cp.N, cp.streamed), in_axes=(None, 0, None, None)),
+                in_shardings=(rep, lanes, rep, rep),
+                out_shardings=lanes,
+            )
+            seed = jax.ShapeDtypeStruct((), jnp.uint32, sharding=rep)
+            truth = jax.tree_util.tree_map(
+                lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.asarray(a).dtype, sharding=rep),
+                self.problem.truth,
+            )
+            n_arg = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
+            r_arg = jax.ShapeDtypeStruct((cp.per_call,), jnp.int32, sharding=lanes)
+            t0 = time.perf_counter()
+            compiled = fn.lower(n_arg, r_arg, seed, truth).compile()
+            self.compile_s += time.perf_counter() - t0
+            args = (jax.device_put(self._seed_host, rep), jax.device_put(self.problem.truth, rep))
+            self._programs[cp.N] = (compiled, lanes, rep, args)
+        return self._programs[cp.N]
+
+    def compile_all(self) -> None:
+        for cp in self.plan.classes:
+            self.program(cp)
+
+    def run(self, n: int, replicates: list[int] | np.ndarray) -> dict[str, np.ndarray]:
+        """Fit lanes (n, r) for r in ``replicates``: {column: (len(replicates),)} (the columns
+        of `make_lane_fn` plus n and replicate)."""
+        rs = [int(r) for r in replicates]
+        if not rs:
+            raise ValueError("replicates: expected at least one replicate")
+        cp = self.plan.class_of(int(n))
+        compiled, lanes, rep, (seed, truth) = self.program(cp)
+        C = cp.per_call
+        padded = rs + [rs[-1]] * (-len(rs) % C)
+        n_dev = jax.device_put(np.int32(n), rep)
+        t0 = time.perf_counter()
+        outs = [
+            compiled(n_dev, jax.device_put(np.array(padded[i : i + C], np.int32), lanes), seed, truth)
+            for i in range(0, len(padded), C)
+        ]
+        got = jax.device_get(outs)
+        self.compute_s += time.perf_counter() - t0
+        k = len(rs)
+        res = {key: np.concatenate([np.asarray(o[key]) for o in got])[:k] for key in got[0]}
+        res["n"] = np.full(k, int(n), np.int64)
+        res["replicate"] = np.array(rs, np.int64)
+        return res
+
+
+def resolve_problem(config: Any, sizes: Iterable[int] | None, replicates: int | None, seed: int | None) -> Problem:
+    """A `Problem` from a config path, a config dict (raw or resolved) or a `Problem`, with
+    sizes / replicates / seed overridden when given."""
+    if isinstance(config, Problem):
+        if sizes is None and replicates is None and seed is None:
+            return config
+        cfg = config_mod.override_engine(
+            config.cfg, sizes, replicates, seed, min_size=config.spec.n_params
+        )
+        return Problem(config.spec, config.truth, config.bounds, cfg)
+    overrides: dict[str, Any] = {}
+    if sizes is not None:
+        overrides["sizes.list"] = [int(v) for v in sizes]
+    if replicates is not None:
+        overrides["replicates"] = replicates
+    if seed is not None:
+        overrides["seed"] = seed
+    if isinstance(config, str | os.PathLike):
+        cfg = config_mod.load(Path(config), overrides)
+    elif isinstance(config, dict):
+        cfg = config_mod.resolve(config_mod.apply_overrides(config, overrides))
+    else:
+        raise ValueError(
+            "config: expected a config path, a config dict or a moejax Problem, got "
+            f"{type(config).__name__}"
+        )
+    return build_problem(cfg)
+
+
+def simulate(
+    config: Any,
+    sizes: Iterable[int] | None = None,
+    replicates: int | None = None,
+    seed: int | None = None,
+    *,
+    progress: bool | None = None,
+    devices: list[Any] | None = None,
+) -> dict[str, np.ndarray]:
+    """Run every (sample size, replicate) lane of a study and return its fits as arrays.
+
+    Args:
+      config: a sweep config path (TOML), a config dict (as read from TOML, or resolved), or a
+        `Problem` built in Python (`moejax.problem`).
+      sizes, replicates, seed: override the config's.
+      progress: a progress bar on stderr (None: only on a terminal).
+      devices: the devices to shard calls over (default: every local device).
+
+    Returns:
+      {column: (len(sizes), replicates) array} for every column of fits.csv (``n``,
+      ``replicate``, ``err_beta``, ``err_exp_tau``, ``err_eta``, ``err_density``, ``err_nu``,
+      ``err_voronoi``, ``loglik``, ``n_iter``, ``inner_steps``, ``converged``, ``at_bound``,
+      ``n_empty_cells``, ``status`` (names), ``grad_norm``), plus ``status_code``; row i is
+      sizes[i] in increasing order. Equal to the fits.csv of ``moejax sweep`` on the same config
+      and seed (same program, same lanes). Nothing is written to disk.
+    """
+    prob = resolve_problem(config, sizes, replicates, seed)
+    cfg = prob.cfg
+    grid, R = cfg["sizes"]["list"], cfg["replicates"]
+    eng = Engine(prob, devices)
+    bar = progress_bar(len(grid) * R, 0, progress, "moejax simulate")
+    rows = []
+    try:
+        for n in grid:
+            cp = eng.plan.class_of(n)
+            step = max(cp.per_call, -(-DEFAULT_CHUNK_LANES // cp.per_call) * cp.per_call)
+            parts = []
+            for i in range(0, R, step):
+                parts.append(eng.run(n, list(range(i, min(R, i + step)))))
+                if bar is not None:
+                    bar.update(len(parts[-1]["n"]))
+            rows.append({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+    finally:
+        if bar is not None:
+            bar.close()
+    out = {k: np.stack([row[k] for row in rows]) for k in rows[0]}
+    codes = out["status_code"]
+    names = np.array(STATUS_NAMES + tuple(f"status_{i}" for i in range(len(STATUS_NAMES), 16)))
+    out["status"] = names[np.clip(codes, 0, len(names) - 1)]
+    return out
+
+
+def progress_bar(total: int, initial: int, enabled: bool | None, desc: str):
+    """A tqdm bar on stderr, or None when disabled (``enabled`` None: only on a terminal; the
+    environment variable MOEJAX_NO_PROGRESS=1 turns it off)."""
+    if enabled is False or os.environ.get("MOEJAX_NO_PROGRESS") == "1":
+        return None
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="fit",
+        desc=desc,
+        dynamic_ncols=True,
+        file=sys.stderr,
+        disable=None if enabled is None else False,
+    )
+
