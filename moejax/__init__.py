@@ -46,6 +46,28 @@ from moejax.truth import Truth, heterogeneous_truth, homogeneous_truth, truth_at
 
 __version__ = "0.1.0"
 
+#: Names served lazily (see `__getattr__`): the engine and the report are layers above the
+#: model, and importing them on `import moejax` would load the sweep and plotting code first.
+_LAZY = {
+    "simulate": ("moejax.sweep.simulate", "simulate"),
+    "problem": ("moejax.sweep.simulate", "problem"),
+    "Problem": ("moejax.sweep.simulate", "Problem"),
+    "slopes": ("moejax.report.api", "slopes"),
+    "use_all_cores": ("moejax.devices", "use_all_cores"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'moejax' has no attribute {name!r}")
+
+
 __all__ = [
     "BAD_DATA",
     "BUILTIN_ACTIVATIONS",
@@ -60,6 +82,7 @@ __all__ = [
     "FitResult",
     "ModelSpec",
     "Params",
+    "Problem",
     "Truth",
     "adapter_posterior",
     "class_probs",
@@ -76,12 +99,16 @@ __all__ = [
     "log_likelihood",
     "mix",
     "parameter_errors",
+    "problem",
     "random_inits",
     "sample",
     "sample_block",
     "sample_blocked",
     "sample_covariates",
     "sample_labels",
+    "simulate",
+    "slopes",
     "status_name",
     "truth_at",
+    "use_all_cores",
 ]

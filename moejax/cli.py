@@ -463,11 +463,10 @@ ACCELERATOR_PLUGINS = (
 
 def _cpu_compile_flags() -> None:
     """CPU-only installs: compile with XLA's LLVM optimisation level 1 (measured: ~60% of the
-    default level's compile time, no slower to run), and, with MOEJAX_HOST_DEVICES=N, expose N
-    host devices so that chunks are sharded over N cores (measured: 2 devices on 2 cores cut
-    compute by ~1.45x; XLA otherwise runs this program on about one core). Not the default:
-    a different device count changes each device's batch shape and so the rounding, and a few
-    ill-conditioned fits (flat likelihood at a bound) then stop ~1e-8 apart. Either flag given
+    default level's compile time, no slower to run), and expose one host device per core, so
+    that a sweep's calls are sharded over every core (XLA runs one program on about one core).
+    MOEJAX_HOST_DEVICES=N asks for N devices instead. The device count never changes a result:
+    every call runs run.lanes lanes per device (see `moejax.sweep.simulate`). Either flag given
     in XLA_FLAGS wins. Must run before JAX starts its backend; GPU/TPU installs are left alone.
     """
     if any(importlib.util.find_spec(m) is not None for m in ACCELERATOR_PLUGINS):
@@ -477,9 +476,12 @@ def _cpu_compile_flags() -> None:
     if "xla_backend_optimization_level" not in flags:
         extra.append("--xla_backend_optimization_level=1")
     if "xla_force_host_platform_device_count" not in flags:
-        n = os.environ.get("MOEJAX_HOST_DEVICES", "1")
-        if n.isdigit() and int(n) > 1:
-            extra.append(f"--xla_force_host_platform_device_count={int(n)}")
+        n = os.environ.get("MOEJAX_HOST_DEVICES", "")
+        from moejax.devices import cpu_cores
+
+        count = int(n) if n.isdigit() and int(n) >= 1 else cpu_cores()
+        if count > 1:
+            extra.append(f"--xla_force_host_platform_device_count={count}")
     if extra:
         os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
 

@@ -617,15 +617,15 @@ def test_linear_predictor_objective_matches_autodiff(adapter: Any, bias: Any):
     x = jnp.asarray(0.7 * rng.standard_normal(spec.n_params))
     refs = [jax.jit(generic_objective(fn).value_grad_hess)(x) for fn in (direct, model_nll)]
     row_impls = {
-        "autodiff": (phi, (jnp.asarray(ym), jnp.asarray(lp0y))),
+        "autodiff": (phi, (jnp.asarray(ym), jnp.asarray(lp0y))),  # (per-row: any layout)
         "closed_form": (
             mixture_row_fns(spec),
             (jnp.asarray(ym), jnp.asarray(lp0y)),
         ),
     }
     for rows, aux in row_impls.values():
-        lpo = linear_predictor_objective(
-            rows, jnp.asarray(X1), aux, jnp.asarray(w), jnp.asarray(total), (d + 1, d, d)
+        lpo = linear_predictor_objective(  # planes: X1 (d+1, n), rows last
+            rows, jnp.asarray(X1.T), aux, jnp.asarray(w), jnp.asarray(total), (d + 1, d, d)
         )
         f, g, H = jax.jit(lpo.value_grad_hess)(x)
         f2, g2 = jax.jit(lpo.value_and_grad)(x)
@@ -669,7 +669,7 @@ def test_linear_predictor_objective_single_predictor_with_aux():
         return -(ri * jax.nn.log_sigmoid(u[0]) + (1 - ri) * jax.nn.log_sigmoid(-u[0]))
 
     lpo = linear_predictor_objective(
-        phi, jnp.asarray(X1), jnp.asarray(r), jnp.asarray(w), jnp.asarray(total), (d + 1,)
+        phi, jnp.asarray(X1.T), jnp.asarray(r), jnp.asarray(w), jnp.asarray(total), (d + 1,)
     )
 
     def direct(x):

@@ -1,5 +1,6 @@
-"""Closed-form row derivatives of the general mixture (`moejax.mix.rows`) and the activation
-derivatives (`moejax.experts.activation_derivs`) against autodiff of the same functions.
+"""Closed-form row derivatives of the general mixture (`moejax.mix.rows`, rows-last planes with a
+packed Hessian) and the activation derivatives (`moejax.experts.activation_derivs`) against
+autodiff of the same functions (rows first, full Hessians).
 
 Every case is small (16 rows); the cases of a test share one compilation."""
 
@@ -16,7 +17,7 @@ import moejax  # noqa: F401  (float64)
 from moejax.experts import Expert, activation_derivs, resolve_activation
 from moejax.mix import MixSpec
 from moejax.mix.density import component_logjoint, n_predictors, row_loglik
-from moejax.mix.rows import mixture_row_fns, posteriors
+from moejax.mix.rows import mixture_row_fns, posteriors, unpack_symmetric
 
 GATES = ("softmax", "input_free", "sigmoid")
 PAIRS = (  # (adapter likelihood, frozen likelihood, K)
@@ -84,12 +85,18 @@ def _reference(spec, U, y, lf0):
 
 
 def _closed(spec, U, y, lf0):
-    rows = mixture_row_fns(spec)
+    """The closed forms in their rows-last layout (U (W, rows), packed Hessian planes),
+    brought back to rows first (and the Hessian unpacked) to compare with the reference."""
+    rows, W, Ut = mixture_row_fns(spec), n_predictors(spec), U.T
+    v1, g1 = rows.value_grad(Ut, (y, lf0))
+    v2, g2, hp = rows.value_grad_hess(Ut, (y, lf0))
+    h2 = jnp.moveaxis(unpack_symmetric(hp, W), -1, 0)
+    assert hp.shape == (W * (W + 1) // 2, U.shape[0])
     return (
-        rows.value(U, (y, lf0)),
-        rows.value_grad(U, (y, lf0)),
-        rows.value_grad_hess(U, (y, lf0)),
-        posteriors(spec, U, y, lf0),
+        rows.value(Ut, (y, lf0)),
+        (v1, g1.T),
+        (v2, g2.T, h2),
+        posteriors(spec, Ut, y, lf0).T,
     )
 
 
@@ -153,7 +160,7 @@ def test_float_labels_accepted():
     spec = _spec("sigmoid", "categorical", "categorical", 3, 2)
     U, y, lf0 = _data(spec, seed=4)
     f = jax.jit(mixture_row_fns(spec).value_grad_hess)
-    for a, b in zip(f(U, (y, lf0)), f(U, (y.astype(jnp.float64), lf0)), strict=True):
+    for a, b in zip(f(U.T, (y, lf0)), f(U.T, (y.astype(jnp.float64), lf0)), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15)
 
 

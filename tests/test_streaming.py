@@ -22,7 +22,7 @@ from moejax.sweep.engine import (
     build_problem,
     held_lane_bytes,
     lane_data,
-    plan_chunk,
+    plan,
     streamed_lane_bytes,
 )
 
@@ -40,16 +40,23 @@ def _rows(out: Path) -> list[dict[str, str]]:
 
 
 def test_plan_holds_what_fits_and_streams_what_does_not():
+    """G lanes per device: held when G lanes' data fit run.memory_gb (G lowered automatically
+    to what fits), streamed when not even one lane's data fit, refused when not even one
+    streamed lane fits; never a function of the device count."""
     p = build_problem(_cfg())
     N, B = 2624, 64
     held = held_lane_bytes(p, N)
-    assert plan_chunk(p, N, B, 1)[1] is False  # 2 GiB: held
+    (cp,) = plan(p, 1, "cpu").classes
+    assert (cp.N, cp.streamed, cp.lanes) == (N, False, 16)  # 2 GiB: 16 held lanes
+    fewer = build_problem(_cfg(**{"run.memory_gb": 3.5 * held / 2**30}))
+    assert [(c.lanes, c.streamed) for c in plan(fewer, 1, "cpu").classes] == [(3, False)]
     small = build_problem(_cfg(**{"run.memory_gb": 0.9 * held / 2**30}))
-    chunk, streamed = plan_chunk(small, N, B, 1)
-    assert streamed and chunk >= 1
+    (cs,) = plan(small, 1, "cpu").classes
+    assert cs.streamed and cs.lanes >= 1
+    assert plan(small, 4, "cpu").classes[0].lanes == cs.lanes  # not the device count
     tiny = build_problem(_cfg(**{"run.memory_gb": 0.5 * streamed_lane_bytes(p, B) / 2**30}))
     with pytest.raises(SweepPlanError, match=r"run\.memory_gb"):
-        plan_chunk(tiny, N, B, 1)
+        plan(tiny, 1, "cpu")
 
 
 def test_streamed_blocks_are_the_held_buffers():
@@ -62,12 +69,12 @@ def test_streamed_blocks_are_the_held_buffers():
     )
     assert stream.X1 is None and stream.source is not None
     blocks = [stream.source(jnp.int32(b)) for b in range(math.ceil(n / B))]
-    X1 = np.concatenate([np.asarray(b[0]) for b in blocks])
+    X1 = np.concatenate([np.asarray(b[0]) for b in blocks], axis=1)  # planes (d+1, rows)
     y = np.concatenate([np.asarray(b[1][0]) for b in blocks])
     lf0 = np.concatenate([np.asarray(b[1][1]) for b in blocks])
     w = np.concatenate([np.asarray(b[2]) for b in blocks])
-    m = X1.shape[0]
-    np.testing.assert_array_equal(X1, np.asarray(held.X1)[:m])
+    m = X1.shape[1]
+    np.testing.assert_array_equal(X1, np.asarray(held.X1)[:, :m])
     np.testing.assert_array_equal(y, np.asarray(held.y)[:m])
     np.testing.assert_array_equal(lf0, np.asarray(held.lf0)[:m])
     np.testing.assert_array_equal(w, np.asarray(held.w)[:m])

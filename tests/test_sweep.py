@@ -1,17 +1,19 @@
 """Tests of the sweep engine (moejax.sweep) and of `moejax sweep` / `moejax report` on real runs.
 
-Cost: every distinct compiled program costs ~5-25 s on this shared 2-core CPU, so tests share a few:
-  P1  tiny config (d = 2, K = 2, sizes [200, 300] = one bucket of N = 300), chunk 2, 1 device;
-  P2  the same with chunk 4;  P3  the same on 4 forced CPU devices;  P4  estimator.max_iter = 1;
-  P5  sizes [200] alone (bucket N = 200).
-The sample sizes and the number of replicates are runtime arguments of the compiled function, so
-runs that differ only in those (the resume study with 100 replicates, --replicates 3) reuse P1
-through JAX's persistent cache, which a session fixture points at a temporary directory (in this
-process via jax.config, in subprocesses via MOEJAX_CACHE_DIR).
+Cost: every distinct compiled program costs a few seconds on this 2-core CPU, so tests share a few:
+  P1  tiny config (d = 2, K = 2, sizes [200, 300] = one bucket of N = 320), 4 lanes per device
+      per call, in process;  P1' the same through the CLI (its XLA flags);  P2, P4 the same on 2
+      and 4 forced CPU devices (CLI);  P5 estimator.max_iter = 1;  P6 sizes [200] alone.
+The chunk size, the sample sizes and the number of replicates are not part of the compiled
+program, so runs that differ only in those reuse it (in process, or through JAX's persistent
+cache, which a session fixture points at a temporary directory: in this process via jax.config,
+in subprocesses via MOEJAX_CACHE_DIR).
 
-Determinism is checked to 1e-9 relative on the float columns, not bit for bit: a different chunk
-size or device count changes the batch shape XLA vectorises over, which may reorder float
-operations (observed differences ~1e-14 relative); integer columns and status must be equal.
+Determinism is bit for bit: every call runs run.lanes lanes per device whatever the chunk size
+and the device count, so the same kernels compute every lane (chunks 1, 2, 4, 8, 64 and 1, 2, 4
+devices give identical fits.csv bytes). Comparisons across *different programs* (another
+buffer, another block size, the CLI's XLA flags against the in-process default) use
+`assert_fits_equal`'s tolerances.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from moejax.sweep import (
 )
 from moejax.sweep.config import SCHEMA
 from moejax.sweep.engine import buffer_classes
+from moejax.sweep.store import FLOAT_COLUMNS
 
 BASE_TOML = """\
 name = "tiny"
@@ -61,6 +64,7 @@ K = 2
 list = [200, 300]
 [run]
 chunk = 2
+lanes = 4
 density_points = 20
 """
 BASE_SIZES = [200, 300]
@@ -252,14 +256,15 @@ def test_manifest_records_config_versions_devices_timings(base_run, base_toml: P
     t = man["timings"]
     assert t["compile_s"] > 0 and t["wall_s"] >= t["compile_s"] and t["compute_s"] >= 0
     assert t["lanes_this_run"] == len(BASE_SIZES) * BASE_REPS
-    assert 1.0 <= man["padding_ratio"] <= 1.3
     # One buffer for all sizes, rounded up to whole blocks; each n is processed in
-    # ceil(n / block) blocks (chunks never mix sizes), so the work ratio is the block rounding.
+    # ceil(n / block) blocks (chunks never mix sizes), and each chunk of 2 lanes runs one call
+    # of 4 lanes: the work ratio is the block rounding times the lane padding (4 / 2).
     B, N = man["block_rows"], man["buffer_rows"]
     assert N % B == 0 and N >= max(BASE_SIZES)
-    expected = sum(-(-n // B) * B for n in BASE_SIZES) / sum(BASE_SIZES)
+    expected = 2 * sum(-(-n // B) * B for n in BASE_SIZES) / sum(BASE_SIZES)
     assert man["padding_ratio"] == pytest.approx(expected)
     assert [(b["padded_size"], b["sizes"]) for b in man["buckets"]] == [(N, BASE_SIZES)]
+    assert [(b["lanes_per_device"], b["devices"]) for b in man["buckets"]] == [(4, 1)]
     c = man["counts"]
     assert c["n_fits"] == len(BASE_SIZES) * BASE_REPS
     assert c["n_converged"] + c["n_failed"] == c["n_fits"]
@@ -290,32 +295,58 @@ def test_fits_csv_layout(base_run) -> None:
 # determinism
 
 
-def test_chunk_size_does_not_change_results(base_run, base_toml: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk", [1, 4, 8, 64])
+def test_chunk_size_does_not_change_results(base_run, base_toml, tmp_path, chunk) -> None:
+    """Bit for bit: the same program runs every lane, wherever it sits in a call."""
     out, _ = base_run
-    cfg4 = load(base_toml, {"run.chunk": 4})
-    man = run_sweep(cfg4, tmp_path / "c4", progress=False)
+    man = run_sweep(load(base_toml, {"run.chunk": chunk}), tmp_path / "c", progress=False)
     assert man["config_hash"] == manifest(out)["config_hash"]  # chunk is run-only
-    assert n_parts(tmp_path / "c4") == 2 and n_parts(out) == 4
-    assert_fits_equal(out / "fits.csv", tmp_path / "c4" / "fits.csv")
+    assert n_parts(tmp_path / "c") == len(BASE_SIZES) * -(-BASE_REPS // chunk)
+    assert (tmp_path / "c" / "fits.csv").read_bytes() == (out / "fits.csv").read_bytes()
 
 
-def test_four_cpu_devices_match_one_device(base_run, base_toml, jax_cache, tmp_path) -> None:
-    if jax.default_backend() != "cpu":
-        pytest.skip("the in-process reference must run on CPU to compare with forced CPU devices")
+def test_simulate_equals_the_sweep(base_run, base_toml) -> None:
+    """`moejax.simulate` returns fits.csv's columns as (sizes, replicates) arrays, bit for bit."""
+    import moejax as mj
+
     out, _ = base_run
-    env = cli_env(
-        jax_cache, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
-    )
-    dev4 = tmp_path / "dev4"
-    proc = cli(["sweep", str(base_toml), "--out", str(dev4), "--no-report"], env)
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
-    man = manifest(dev4)
-    assert len(man["devices"]) == 4, man["devices"]
-    assert man["config_hash"] == manifest(out)["config_hash"]
-    # chunk 2 is rounded up to a multiple of the device count: 8 lanes in 2 calls of 4.
-    assert n_parts(dev4) == 2
-    assert_fits_equal(out / "fits.csv", dev4 / "fits.csv")
+    got = mj.simulate(base_toml, progress=False)
+    _, rows = read_fits(out / "fits.csv")
+    assert got["n"].shape == (len(BASE_SIZES), BASE_REPS)
+    for c in FIT_COLUMNS:
+        want = np.array([r[c] for r in rows]).reshape(len(BASE_SIZES), BASE_REPS)
+        if c == "status":
+            np.testing.assert_array_equal(got[c], want)
+        else:
+            have = np.array(
+                [repr(float(v)) if c in FLOAT_COLUMNS else str(int(v)) for v in got[c].ravel()]
+            )
+            np.testing.assert_array_equal(have.reshape(want.shape), want, err_msg=c)
+
+
+def test_device_count_does_not_change_results(base_toml, jax_cache, tmp_path) -> None:
+    """1, 2 and 4 forced CPU devices (each call: 4 lanes per device), same CLI program otherwise:
+    identical fits.csv bytes."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("forced CPU devices")
+    got = {}
+    for dev in (1, 2, 4):
+        env = cli_env(
+            jax_cache,
+            XLA_FLAGS=f"--xla_force_host_platform_device_count={dev}",
+            JAX_PLATFORMS="cpu",
+            MOEJAX_HOST_DEVICES=str(dev),
+        )
+        out = tmp_path / f"dev{dev}"
+        proc = cli(["sweep", str(base_toml), "--out", str(out), "--no-report"], env)
+        assert proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stderr
+        man = manifest(out)
+        assert len(man["devices"]) == dev, man["devices"]
+        assert [b["devices"] for b in man["buckets"]] == [dev]
+        assert n_parts(out) == 4  # chunk 2: parts do not depend on the devices
+        got[dev] = (out / "fits.csv").read_bytes()
+    assert got[1] == got[2] == got[4]
 
 
 def test_result_does_not_depend_on_bucket_padding(base_run, base_toml, tmp_path) -> None:
@@ -325,7 +356,7 @@ def test_result_does_not_depend_on_bucket_padding(base_run, base_toml, tmp_path)
     alone = tmp_path / "alone"
     man = run_sweep(load(base_toml, {"sizes.list": [200]}), alone, progress=False)
     assert man["buckets"][0]["sizes"] == [200]
-    assert man["padding_ratio"] <= 1.3
+    assert man["buffer_rows"] < manifest(out)["buffer_rows"]
     # different buffer length and compute block, same data and same fits
     assert_fits_equal(out / "fits.csv", alone / "fits.csv", only_n=200)
 

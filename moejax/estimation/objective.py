@@ -79,10 +79,8 @@ def autodiff_rows(phi: Callable[[jax.Array, Any], jax.Array]) -> RowFns:
     def over_rows(fn):
         def batched(U, aux):
             S = U.shape[1:]
-            flat = lambda a: jnp.reshape(a, a.shape[: a.ndim - len(S)] + (-1,))
-            out = jax.vmap(fn, in_axes=-1, out_axes=-1)(
-                flat(U), jax.tree_util.tree_map(flat, aux)
-            )
+            flat = lambda a: jnp.reshape(a, (*a.shape[: a.ndim - len(S)], -1))
+            out = jax.vmap(fn, in_axes=-1, out_axes=-1)(flat(U), jax.tree_util.tree_map(flat, aux))
             return jax.tree_util.tree_map(lambda o: jnp.reshape(o, o.shape[:-1] + S), out)
 
         return batched

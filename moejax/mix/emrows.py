@@ -55,7 +55,7 @@ def _gate_core(spec: MixSpec, g: jax.Array, r: jax.Array, need: int):
 def _expert_core(spec: MixSpec, U: jax.Array, aux, need: int):
     y, r = aux
     m, R = spec.m, spec.R
-    Z = U[: m * R].reshape((m, R) + U.shape[1:])
+    Z = U[: m * R].reshape((m, R, *U.shape[1:]))
     rk = r[1:]
     if spec.regression:
         lf, score, Hl = _regression(spec, Z, U[m * R :], y, need)

@@ -198,7 +198,7 @@ def split_rows(spec: MixSpec, U: jax.Array):
     """U (W, *S) -> (g (m, *S), Z (m, R, *S), log_nu (m, *S) or None)."""
     m, R = spec.m, spec.R
     g = U[:m]
-    Z = U[m : m + m * R].reshape((m, R) + U.shape[1:])
+    Z = U[m : m + m * R].reshape((m, R, *U.shape[1:]))
     rho = U[m + m * R :] if spec.regression else None
     return g, Z, rho
 
@@ -262,10 +262,10 @@ def _core(spec: MixSpec, U: jax.Array, aux, need: int):
     rs = r[:, None] * score  # (m, Q, *S): r_j score_j
     coords = _coords(spec)
 
-    def vbar(j, l):  # sum_j r_j v_j on coordinate (j, l)
-        return tr[j] if l == 0 else rs[j, l - 1]
+    def vbar(j, k):  # sum_j r_j v_j on coordinate (j, local index k)
+        return tr[j] if k == 0 else rs[j, k - 1]
 
-    grad = [tw[j] - tr[j] if l == 0 else -rs[j, l - 1] for j, l in coords]
+    grad = [tw[j] - tr[j] if k == 0 else -rs[j, k - 1] for j, k in coords]
     if need == 1:
         return value, jnp.stack(grad), None, None
     d = tr * t - t * tw

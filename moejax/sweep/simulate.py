@@ -478,7 +478,9 @@ class Engine:
         if cp.N not in self._programs:
             lanes, rep = self._mesh(cp)
             fn = jax.jit(
-                jax.vmap(make_lane_fn(self.problem, cp.N, cp.streamed), in_axes=(None, 0, None, None)),
+                jax.vmap(
+                    make_lane_fn(self.problem, cp.N, cp.streamed), in_axes=(None, 0, None, None)
+                ),
                 in_shardings=(rep, lanes, rep, rep),
                 out_shardings=lanes,
             )
@@ -513,7 +515,9 @@ class Engine:
         n_dev = jax.device_put(np.int32(n), rep)
         t0 = time.perf_counter()
         outs = [
-            compiled(n_dev, jax.device_put(np.array(padded[i : i + C], np.int32), lanes), seed, truth)
+            compiled(
+                n_dev, jax.device_put(np.array(padded[i : i + C], np.int32), lanes), seed, truth
+            )
             for i in range(0, len(padded), C)
         ]
         got = jax.device_get(outs)
@@ -525,7 +529,9 @@ class Engine:
         return res
 
 
-def resolve_problem(config: Any, sizes: Iterable[int] | None, replicates: int | None, seed: int | None) -> Problem:
+def resolve_problem(
+    config: Any, sizes: Iterable[int] | None, replicates: int | None, seed: int | None
+) -> Problem:
     """A `Problem` from a config path, a config dict (raw or resolved) or a `Problem`, with
     sizes / replicates / seed overridden when given."""
     if isinstance(config, Problem):
@@ -624,4 +630,3 @@ def progress_bar(total: int, initial: int, enabled: bool | None, desc: str):
         file=sys.stderr,
         disable=None if enabled is None else False,
     )
-
