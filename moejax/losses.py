@@ -36,6 +36,14 @@ def hellinger_distance(spec: MixSpec, est: Params, truth: Params, X: jax.Array) 
 def mean_hellinger(log_p: jax.Array, log_q: jax.Array) -> jax.Array:
     """Mean over rows of the Hellinger distance between class distributions given as log
     probabilities (m, K) each (any categorical model of the family)."""
+    return mean_hellinger_planes(jnp.asarray(log_p).T, jnp.asarray(log_q).T)
+
+
+def mean_hellinger_planes(log_p: jax.Array, log_q: jax.Array) -> jax.Array:
+    """`mean_hellinger` of log probabilities given as planes (K, m) (rows last)."""
     ra, rb = jnp.exp(0.5 * log_p), jnp.exp(0.5 * log_q)
     # H = sqrt(sum (sqrt p - sqrt q)^2 / 2): exactly 0 for equal laws, no cancellation.
-    return jnp.mean(jnp.sqrt(0.5 * jnp.sum((ra - rb) ** 2, axis=-1)))
+    sq = (ra[0] - rb[0]) ** 2
+    for k in range(1, ra.shape[0]):
+        sq = sq + (ra[k] - rb[k]) ** 2
+    return jnp.mean(jnp.sqrt(0.5 * sq))

@@ -50,7 +50,7 @@ def test_sizes_below_the_free_parameters_are_refused(model):
     """The config's parameter count is the estimator's (spec.n_params); a smaller n is refused
     with one line naming the size and the count, and n = P itself is accepted."""
     from moejax.sweep.config import free_parameters, resolve
-    from moejax.sweep.engine import build_problem
+    from moejax.sweep.simulate import build_problem
 
     raw = {"model": model}
     if model.get("likelihood") == "gaussian":

@@ -90,6 +90,7 @@ def _closed(spec, U, y, lf0):
     rows, W, Ut = mixture_row_fns(spec), n_predictors(spec), U.T
     v1, g1 = rows.value_grad(Ut, (y, lf0))
     v2, g2, hp = rows.value_grad_hess(Ut, (y, lf0))
+    g1, g2, hp = (jnp.stack(list(p)) for p in (g1, g2, hp))  # lists of planes -> arrays
     h2 = jnp.moveaxis(unpack_symmetric(hp, W), -1, 0)
     assert hp.shape == (W * (W + 1) // 2, U.shape[0])
     return (

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from moejax.sweep import load, run_sweep
-from moejax.sweep.engine import (
+from moejax.sweep.simulate import (
     SweepPlanError,
     build_problem,
     held_lane_bytes,
@@ -63,22 +63,24 @@ def test_streamed_blocks_are_the_held_buffers():
     """The keyed data are the same either way: the held buffers are the streamed blocks."""
     p = build_problem(_cfg())
     n, N, B = 1500, 1536, 64
-    held = lane_data(p.spec, p.truth, jnp.uint32(0), jnp.int32(n), jnp.int32(2), N, B, None)
-    stream = lane_data(
-        p.spec, p.truth, jnp.uint32(0), jnp.int32(n), jnp.int32(2), N, B, None, streamed=True
-    )
-    assert stream.X1 is None and stream.source is not None
-    blocks = [stream.source(jnp.int32(b)) for b in range(math.ceil(n / B))]
-    X1 = np.concatenate([np.asarray(b[0]) for b in blocks], axis=1)  # planes (d+1, rows)
-    y = np.concatenate([np.asarray(b[1][0]) for b in blocks])
-    lf0 = np.concatenate([np.asarray(b[1][1]) for b in blocks])
+    bufs, source = lane_data(p.spec, p.truth, jnp.uint32(0), jnp.int32(n), jnp.int32(2), N, B, None)
+    count = math.ceil(n / B)
+    blocks = [source(jnp.int32(b)) for b in range(count)]
+    np.testing.assert_array_equal(np.stack([b[0] for b in blocks]), bufs.X1[0, :count])
+    np.testing.assert_array_equal(np.stack([b[1][0] for b in blocks]), bufs.y[0, :count])
+    np.testing.assert_array_equal(np.stack([b[1][1] for b in blocks]), bufs.lf0[0, :count])
     w = np.concatenate([np.asarray(b[2]) for b in blocks])
-    m = X1.shape[1]
-    np.testing.assert_array_equal(X1, np.asarray(held.X1)[:, :m])
-    np.testing.assert_array_equal(y, np.asarray(held.y)[:m])
-    np.testing.assert_array_equal(lf0, np.asarray(held.lf0)[:m])
-    np.testing.assert_array_equal(w, np.asarray(held.w)[:m])
-    assert w.sum() == n
+    assert w.sum() == n and np.all(w[:n] == 1)
+    # and they are the sampler's rows: moejax.mix.sample with the lane's data key
+    from moejax.mix import sample
+    from moejax.sweep.simulate import lane_keys
+
+    X, y = sample(
+        lane_keys(jnp.uint32(0), jnp.int32(n), jnp.int32(2)).data, p.spec, p.truth.at(n), n
+    )
+    X1 = np.concatenate([np.asarray(b[0]) for b in blocks], axis=1)
+    np.testing.assert_array_equal(X1[:-1, :n], np.asarray(X).T)
+    np.testing.assert_array_equal(np.concatenate([np.asarray(b[1][0]) for b in blocks])[:n], y)
 
 
 @pytest.mark.parametrize(

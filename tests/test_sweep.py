@@ -50,7 +50,7 @@ from moejax.sweep import (
     run_sweep,
 )
 from moejax.sweep.config import SCHEMA
-from moejax.sweep.engine import buffer_classes
+from moejax.sweep.simulate import buffer_classes
 from moejax.sweep.store import FLOAT_COLUMNS
 
 BASE_TOML = """\

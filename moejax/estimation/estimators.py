@@ -186,9 +186,10 @@ def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, inner_max_iter, tol, b
     sigmoid-switch regression with soft targets r) and the experts' problem (each adapter's
     likelihood weighted by its r_j), each solved by ``solver`` warm-started and capped by
     ``inner_max_iter``; stop when the relative change of the log-likelihood falls below
-    ``tol`` or after ``max_iter`` iterations. Held data keep the posteriors in an (n, m+1)
-    buffer; streamed data (``source``) recompute them block by block from the E-step's
-    parameters on every M-step pass, so nothing of size n is held."""
+    ``tol`` or after ``max_iter`` iterations. Data held in ``data`` keep the posteriors in an
+    (m+1, n) buffer; data read block by block from ``source`` (the engine's, held or
+    streamed) recompute them block by block from the E-step's parameters on every M-step
+    pass, so nothing of size n is added."""
     d, m = spec.d, spec.m
     full = objective(spec, data, blocks, source)
     widths, starts = layout(spec)
@@ -218,7 +219,7 @@ def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, inner_max_iter, tol, b
             )
             return gate, expert
 
-        def with_r(b):
+        def with_r(b):  # the posteriors, recomputed block by block on every pass
             X1b, (yb, lf0b), wb = source(b)
             return X1b, yb, post_rows(p, X1b, yb, lf0b), wb
 

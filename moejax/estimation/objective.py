@@ -50,9 +50,10 @@ def as_objective(fun: Objective | Callable[[jax.Array], jax.Array]) -> Objective
 class RowFns(NamedTuple):
     """Derivatives of phi in the linear predictors, *rows last*: U (W, *S) with the rows as the
     trailing axes S ((B,) for one lane's block, (G, B) under a vmap over G lanes), aux a pytree
-    of arrays whose trailing axes are S. value(U, aux) -> (*S); value_grad -> ((*S), (W, *S));
-    value_grad_hess -> (.., .., (W (W + 1) / 2, *S)), the Hessian packed as its upper triangle
-    in row-major order (`moejax.mix.rows.packed_index`)."""
+    of arrays whose trailing axes are S. value(U, aux) -> (*S); value_grad -> ((*S), W planes);
+    value_grad_hess -> (.., .., W (W + 1) / 2 planes), the Hessian packed as its upper
+    triangle in row-major order (`packed_index`). "Planes" are a (k, *S) array or a sequence
+    of k arrays (*S) (the closed forms return lists: the fused pass stacks them once)."""
 
     value: Callable[[jax.Array, Any], jax.Array]
     value_grad: Callable[[jax.Array, Any], tuple[jax.Array, jax.Array]]
@@ -197,7 +198,7 @@ def linear_predictor_objective(
     starts = starts or (0,) * m
     offsets = [sum(widths[:j]) for j in range(m)]
     cols = [range(s0, s0 + wj) for s0, wj in zip(starts, widths, strict=True)]
-    if X1 is not None:
+    if source is None:
         C = X1.shape[0]
     else:
         C = jax.eval_shape(source, jnp.int32(0))[0].shape[0]
@@ -226,13 +227,14 @@ def linear_predictor_objective(
             return jnp.sum(jnp.where(wmask, ww * rows.value(U, auxb), 0.0), axis=-1)
         if order == 1:
             v, G = rows.value_grad(U, auxb)
-            F = jnp.concatenate([v[None], G], axis=0)
+            planes = [v, *G]
         else:
             v, G, Hp = rows.value_grad_hess(U, auxb)
-            F = jnp.concatenate([v[None], G, Hp], axis=0)
-        F = jnp.where(wmask, ww * F, 0.0)
-        Q = _product_planes(Xb, plans[order].pairs, ones)
-        return jnp.einsum("fb,qb->fq", F, Q)
+            planes = [v, *G, *Hp]
+        # Mask (padding rows may hold anything) and weight each plane, stack them once, then
+        # one product with the covariate-product planes, contracted over the rows.
+        F = jnp.stack([jnp.where(wmask, ww * f, 0.0) for f in planes])
+        return jnp.einsum("fb,qb->fq", F, _product_planes(Xb, plans[order].pairs, ones))
 
     def total_of(x, order):
         if blocks is None:

@@ -13,6 +13,7 @@ both use it. All arithmetic is in log space (log-softmax, log-sigmoid, logsumexp
 from __future__ import annotations
 
 import math
+from functools import reduce
 from typing import Any
 
 import jax
@@ -108,12 +109,16 @@ def predictors(spec: MixSpec, params: MixParams, X: jax.Array) -> jax.Array:
 
 def frozen_logpdf(spec: MixSpec, X: jax.Array, y: jax.Array) -> jax.Array:
     """log f_0(y_i | x_i), (n,): the frozen expert with known eta0 (and nu0)."""
-    X = jnp.asarray(X, jnp.float64)
-    z0 = X @ spec.eta0_array().T  # (n, R)
+    return frozen_logpdf_planes(spec, jnp.asarray(X, jnp.float64).T, y)
+
+
+def frozen_logpdf_planes(spec: MixSpec, X: jax.Array, y: jax.Array) -> jax.Array:
+    """`frozen_logpdf` from covariate planes X (d, n) (rows last), (n,)."""
+    z0 = spec.eta0_array() @ X  # (R, n)
     if spec.regression:
-        mean = expert_mean(spec.frozen, z0[:, 0])
+        mean = expert_mean(spec.frozen, z0[0])
         return regression_logpdf(spec.frozen_likelihood, y, mean, jnp.log(spec.nu0))
-    return categorical_logpmf(spec.frozen, z0, y)
+    return pick_class(_log_softmax_planes(_logits_planes(spec.frozen, z0)), y)
 
 
 def as_labels(spec: MixSpec, y: Any) -> jax.Array:
@@ -164,18 +169,122 @@ def log_class_probs(spec: MixSpec, params: MixParams, X: jax.Array) -> jax.Array
     if spec.regression:
         raise ValueError("log_class_probs: only for categorical experts")
     _check(spec, params, X)
-    X = jnp.asarray(X, jnp.float64)
-    g, Z, _ = split_predictors(spec, predictors(spec, params, X))
-    lw = gate_log_weights(spec.gate, g)  # (n, m+1)
-    z0 = X @ spec.eta0_array().T
-    lp = jnp.concatenate(
-        [
-            jax.nn.log_softmax(spec.frozen.logits_from_z(z0), axis=-1)[:, None, :],
-            jax.nn.log_softmax(spec.adapter.logits_from_z(Z), axis=-1),
-        ],
-        axis=1,
-    )  # (n, m+1, K)
-    return jax.nn.logsumexp(lw[:, :, None] + lp, axis=1)
+    return class_log_probs_planes(spec, params, jnp.asarray(X, jnp.float64).T).T
+
+
+def _sum0(a: jax.Array) -> jax.Array:
+    """Sum over the (small, static) leading axis as explicit additions of planes."""
+    return reduce(jnp.add, [a[i] for i in range(a.shape[0])])
+
+
+def _max0(a: jax.Array) -> jax.Array:
+    return reduce(jnp.maximum, [a[i] for i in range(a.shape[0])])
+
+
+def _logaddexp(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(log(e^a + e^b), e^a / (e^a + e^b), e^b / (e^a + e^b)) from one exp and one log1p."""
+    D = b - a
+    E = jnp.exp(-jnp.abs(D))
+    inv = 1.0 / (1.0 + E)
+    pos = D >= 0
+    return (
+        jnp.maximum(a, b) + jnp.log1p(E),
+        jnp.where(pos, E * inv, inv),
+        jnp.where(pos, inv, E * inv),
+    )
+
+
+def _gate(gate: str, g: jax.Array):
+    """Gate pieces from logits g (m, *S): log w_0 (*S), log w_1..m (m, *S), w_1..m (m, *S),
+    and q = sigmoid(-g) (m, *S) for the sigmoid gate (None otherwise)."""
+    if gate == "sigmoid":
+        E = jnp.exp(-jnp.abs(g))
+        inv = 1.0 / (1.0 + E)
+        pos = g >= 0
+        sg = jnp.where(pos, inv, E * inv)  # sigmoid(g)
+        q = jnp.where(pos, E * inv, inv)  # sigmoid(-g)
+        lv = -(jnp.maximum(-g, 0.0) + jnp.log1p(E))  # log sigmoid(g)
+        S = 0.5 + _sum0(sg)  # in [1/2, m + 1/2]: no overflow or underflow
+        logS = jnp.log(S)
+        return math.log(0.5) - logS, lv - logS, sg / S, q
+    if g.shape[0] == 1:  # softmax over (0, g): log w_1 = log sigmoid(g)
+        lse, _, w1 = _logaddexp(jnp.zeros_like(g[0]), g[0])
+        return -lse, g - lse, w1[None], None
+    M = jnp.maximum(_max0(g), 0.0)  # softmax over (0, g_1, .., g_m)
+    eg = jnp.exp(g - M)
+    S = jnp.exp(-M) + _sum0(eg)
+    lS = M + jnp.log(S)
+    return -lS, g - lS, eg / S, None
+
+
+def _log_softmax_planes(h: jax.Array) -> jax.Array:
+    """log softmax over the leading axis of logits h (R, *S) with a reference logit 0 appended:
+    (R + 1, *S), row R the reference class. Explicit plane arithmetic (rows last)."""
+    R = h.shape[0]
+    hm = h[0]
+    for k in range(1, R):
+        hm = jnp.maximum(hm, h[k])
+    hm = jnp.maximum(hm, 0.0)
+    den = jnp.exp(-hm)
+    for k in range(R):
+        den = den + jnp.exp(h[k] - hm)
+    lse = hm + jnp.log(den)
+    return jnp.concatenate([h - lse, -lse[None]], axis=0)
+
+
+def _logits_planes(expert: Expert, z: jax.Array) -> jax.Array:
+    """Non-reference logits s a(z_r) + b_r, (R, *S), from predictor planes z (R, *S)."""
+    h = expert.scale * resolve_activation(expert.activation)(z)
+    if expert.bias is not None:
+        h = h + jnp.asarray(expert.bias, h.dtype).reshape((-1,) + (1,) * (z.ndim - 1))
+    return h
+
+
+def class_log_probs_planes(spec: MixSpec, params: MixParams, X: jax.Array) -> jax.Array:
+    """log p_G(y = k | x), (K, n), from covariate planes X (d, n) (rows last): the engine's
+    layout of `log_class_probs` (same code). Categorical experts only."""
+    return class_log_probs_and_frozen(spec, params, X)[0]
+
+
+def frozen_log_probs_planes(spec: MixSpec, X: jax.Array) -> jax.Array:
+    """log softmax(h0(x))_k of the frozen expert, (K, n), from covariate planes X (d, n)."""
+    return _log_softmax_planes(_logits_planes(spec.frozen, spec.eta0_array() @ X))
+
+
+def class_log_probs_and_frozen(
+    spec: MixSpec, params: MixParams, X: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """(log p_G(y = k | x), the frozen expert's log softmax), each (K, n), from covariate
+    planes X (d, n): the sampler needs both (labels, and the frozen expert's log-density of
+    them), computed once."""
+    m = spec.m
+    beta = params.beta if spec.has_beta else jnp.zeros_like(params.beta)
+    g = beta @ X + params.tau[:, None]  # (m, n)
+    lw0, lwa, _, _ = _gate(spec.gate, g)
+    lw = [lw0] + [lwa[j] for j in range(m)]  # log w_j, j = 0 (frozen) .. m
+    lp0 = frozen_log_probs_planes(spec, X)  # (K, n)
+    lps = [lp0]
+    for j in range(m):
+        lps.append(_log_softmax_planes(_logits_planes(spec.adapter, params.eta[j] @ X)))
+    if m == 1:
+        return jnp.logaddexp(lw[0] + lps[0], lw[1] + lps[1]), lp0
+    terms = [lw[j] + lps[j] for j in range(m + 1)]
+    M = terms[0]
+    for t in terms[1:]:
+        M = jnp.maximum(M, t)
+    S = jnp.exp(terms[0] - M)
+    for t in terms[1:]:
+        S = S + jnp.exp(t - M)
+    return M + jnp.log(S), lp0
+
+
+def pick_class(lp: jax.Array, y: jax.Array) -> jax.Array:
+    """lp[y_i, i] for planes lp (K, n) and labels y (n,)."""
+    yi = jnp.asarray(y).astype(jnp.int32)
+    out = jnp.where(yi == 0, lp[0], 0.0)
+    for k in range(1, lp.shape[0]):
+        out = jnp.where(yi == k, lp[k], out)
+    return out
 
 
 def responsibilities(spec: MixSpec, params: MixParams, X: jax.Array, y: jax.Array) -> jax.Array:

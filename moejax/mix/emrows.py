@@ -49,7 +49,7 @@ def _gate_core(spec: MixSpec, g: jax.Array, r: jax.Array, need: int):
                 if q is not None:
                     h = h + q[k] * (1.0 - q[k]) * (rk[k] - w[k])
             H.append(h)
-    return value, grad, jnp.stack(H)
+    return value, [grad[j] for j in range(m)], H
 
 
 def _expert_core(spec: MixSpec, U: jax.Array, aux, need: int):
@@ -70,7 +70,7 @@ def _expert_core(spec: MixSpec, U: jax.Array, aux, need: int):
     coords = [(j, i) for j in range(m) for i in range(R)]
     if spec.regression:
         coords += [(j, R) for j in range(m)]
-    grad = jnp.stack([-rk[j] * score[j, i] for j, i in coords])
+    grad = [-rk[j] * score[j, i] for j, i in coords]
     if need == 1:
         return value, grad, None
     zero = jnp.zeros_like(value)
@@ -78,7 +78,7 @@ def _expert_core(spec: MixSpec, U: jax.Array, aux, need: int):
     for a, (ja, ia) in enumerate(coords):
         for jb, ib in coords[a:]:
             H.append(-rk[ja] * Hl[ja, ia, ib] if ja == jb else zero)
-    return value, grad, jnp.stack(H)
+    return value, grad, H
 
 
 def _fns(core, spec: MixSpec) -> RowFns:

@@ -56,7 +56,7 @@ import numpy as np
 
 from moejax.estimation.objective import RowFns, packed_index
 from moejax.experts import activation_derivs, resolve_activation
-from moejax.mix.density import _LOG_2PI
+from moejax.mix.density import _LOG_2PI, _gate, _logaddexp, _max0, _sum0
 from moejax.mix.spec import MixSpec
 
 _LOG_HALF = math.log(0.5)
@@ -69,54 +69,9 @@ def unpack_symmetric(packed: jax.Array, W: int) -> jax.Array:
     return jnp.asarray(packed)[packed_index(W)]
 
 
-def _sum0(a: jax.Array) -> jax.Array:
-    """Sum over the (small, static) leading axis as explicit additions of planes."""
-    return reduce(jnp.add, [a[i] for i in range(a.shape[0])])
-
-
-def _max0(a: jax.Array) -> jax.Array:
-    return reduce(jnp.maximum, [a[i] for i in range(a.shape[0])])
-
-
 def _lead(v: jax.Array, ndim: int) -> jax.Array:
     """A (k,) constant shaped (k, 1, ..., 1) to broadcast against (k, *S) with len(S) = ndim."""
     return jnp.reshape(jnp.asarray(v), (-1,) + (1,) * ndim)
-
-
-def _logaddexp(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(log(e^a + e^b), e^a / (e^a + e^b), e^b / (e^a + e^b)) from one exp and one log1p."""
-    D = b - a
-    E = jnp.exp(-jnp.abs(D))
-    inv = 1.0 / (1.0 + E)
-    pos = D >= 0
-    return (
-        jnp.maximum(a, b) + jnp.log1p(E),
-        jnp.where(pos, E * inv, inv),
-        jnp.where(pos, inv, E * inv),
-    )
-
-
-def _gate(gate: str, g: jax.Array):
-    """Gate pieces from logits g (m, *S): log w_0 (*S), log w_1..m (m, *S), w_1..m (m, *S),
-    and q = sigmoid(-g) (m, *S) for the sigmoid gate (None otherwise)."""
-    if gate == "sigmoid":
-        E = jnp.exp(-jnp.abs(g))
-        inv = 1.0 / (1.0 + E)
-        pos = g >= 0
-        sg = jnp.where(pos, inv, E * inv)  # sigmoid(g)
-        q = jnp.where(pos, E * inv, inv)  # sigmoid(-g)
-        lv = -(jnp.maximum(-g, 0.0) + jnp.log1p(E))  # log sigmoid(g)
-        S = 0.5 + _sum0(sg)  # in [1/2, m + 1/2]: no overflow or underflow
-        logS = jnp.log(S)
-        return _LOG_HALF - logS, lv - logS, sg / S, q
-    if g.shape[0] == 1:  # softmax over (0, g): log w_1 = log sigmoid(g)
-        lse, _, w1 = _logaddexp(jnp.zeros_like(g[0]), g[0])
-        return -lse, g - lse, w1[None], None
-    M = jnp.maximum(_max0(g), 0.0)  # softmax over (0, g_1, .., g_m)
-    eg = jnp.exp(g - M)
-    S = jnp.exp(-M) + _sum0(eg)
-    lS = M + jnp.log(S)
-    return -lS, g - lS, eg / S, None
 
 
 def _categorical(spec: MixSpec, Z: jax.Array, y: jax.Array, need: int):
@@ -267,7 +222,7 @@ def _core(spec: MixSpec, U: jax.Array, aux, need: int):
 
     grad = [tw[j] - tr[j] if k == 0 else -rs[j, k - 1] for j, k in coords]
     if need == 1:
-        return value, jnp.stack(grad), None, None
+        return value, grad, None, None
     d = tr * t - t * tw
     if q is not None:
         d = d - q * (1.0 - q) * (r - w)
@@ -289,7 +244,7 @@ def _core(spec: MixSpec, U: jax.Array, aux, need: int):
                     ia, ib = la - 1, lb - 1
                     h = h + rs[ja, ia] * score[ja, ib] + r[ja] * Hl[ja, ia, ib]
             H.append(-h)
-    return value, jnp.stack(grad), jnp.stack(H), None
+    return value, grad, H, None
 
 
 def mixture_row_fns(spec: MixSpec) -> RowFns:
@@ -301,7 +256,7 @@ def mixture_row_fns(spec: MixSpec) -> RowFns:
         value=lambda U, aux: _core(spec, U, aux, 0)[0],
         value_grad=lambda U, aux: _core(spec, U, aux, 1)[:2],
         value_grad_hess=lambda U, aux: _core(spec, U, aux, 2)[:3],
-    )
+    )  # (gradient and Hessian as lists of planes: the fused pass stacks them once)
 
 
 def posteriors(spec: MixSpec, U: jax.Array, y: jax.Array, lf0: jax.Array) -> jax.Array:

@@ -14,9 +14,12 @@ import numpy as np
 from jax.scipy.special import gammainc
 
 from moejax.mix.density import (
+    class_log_probs_and_frozen,
+    class_log_probs_planes,
     expert_mean,
+    frozen_logpdf_planes,
     gate_log_weights,
-    log_class_probs,
+    pick_class,
     predictors,
     split_predictors,
 )
@@ -57,9 +60,19 @@ def sample_covariates(key: jax.Array, d: int, n: int, radius: float | None = Non
 def sample_labels(key: jax.Array, probs: jax.Array) -> jax.Array:
     """y_i by inverse CDF of one uniform per row; probs (n, K) -> y (n,) int32 in 0..K-1."""
     u = jax.random.uniform(key, probs.shape[:1], dtype=probs.dtype)
-    cdf = jnp.cumsum(probs, axis=-1)
-    y = jnp.sum(cdf < u[:, None], axis=-1)
-    return jnp.minimum(y, probs.shape[-1] - 1).astype(jnp.int32)
+    return labels_from_uniforms(probs.T, u)
+
+
+def labels_from_uniforms(probs: jax.Array, u: jax.Array) -> jax.Array:
+    """Inverse CDF from class-probability planes (K, n) and uniforms u (n,): y_i = the number
+    of running sums p_0 + .. + p_k below u_i, capped at K - 1; (n,) int32."""
+    K = probs.shape[0]
+    cdf = probs[0]
+    y = (cdf < u).astype(jnp.int32)
+    for k in range(1, K):
+        cdf = cdf + probs[k]
+        y = y + (cdf < u).astype(jnp.int32)
+    return jnp.minimum(y, K - 1)
 
 
 def _noise(key: jax.Array, lik: str, shape: tuple[int, ...]) -> jax.Array:
@@ -73,7 +86,8 @@ def sample_responses(key: jax.Array, spec: MixSpec, params: MixParams, X: jax.Ar
     """y (n,) ~ p_G(. | x_i) for X (n, d): int32 labels 0..K-1 by inverse CDF (categorical), or
     float64 responses drawn component first (regression)."""
     if not spec.regression:
-        return sample_labels(key, jnp.exp(log_class_probs(spec, params, X)))
+        u = jax.random.uniform(key, (X.shape[0],), dtype=jnp.float64)
+        return labels_from_uniforms(jnp.exp(class_log_probs_planes(spec, params, X.T)), u)
     kc, ky = jax.random.split(key)
     U = predictors(spec, params, X)
     g, Z, log_nu = split_predictors(spec, U)
@@ -105,6 +119,42 @@ def sample_rows(
     kx, ky = jax.random.split(key)
     X = sample_covariates(kx, spec.d, n, radius)
     return X, sample_responses(ky, spec, params, X)
+
+
+def sample_block_planes(
+    key: jax.Array,
+    b: jax.Array,
+    spec: MixSpec,
+    params: MixParams,
+    block: int,
+    rows: int,
+    radius: float | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Rows b rows .. (b + 1) rows - 1 of a blocked dataset as planes: X (d, rows), y (rows,)
+    and the frozen expert's log-density of them, lf0 (rows,). They are the DATA_BLOCK-row
+    blocks b rows / block, ... of `sample_block` one after the other (the same draws, the
+    labels from the same class probabilities); the sweep engine's data path. ``rows`` must be
+    a multiple of ``block``."""
+    nb = rows // block
+    ids = jnp.arange(nb) + b * nb
+    if spec.regression:  # component first, then the response: the rows path
+        X, y = jax.vmap(lambda j: sample_block(key, j, spec, params, block, radius))(ids)
+        Xp, y = X.reshape(rows, spec.d).T, y.reshape(rows)
+        return Xp, y, frozen_logpdf_planes(spec, Xp, y)
+
+    def draws(j):  # sample_rows' two keys: covariates, then the labels' uniforms
+        kx, ky = jax.random.split(jax.random.fold_in(key, j))
+        u = jax.random.uniform(ky, (block,), dtype=jnp.float64)
+        return sample_covariates(kx, spec.d, block, radius), u
+
+    X, u = jax.vmap(draws)(ids)  # (nb, block, d), (nb, block)
+    # Materialise the draws in their own layout before turning them into planes: fused into
+    # the transposition, XLA's normal sampler runs on strided elements (measured ~2.5x slower).
+    X, u = jax.lax.optimization_barrier((X, u))
+    Xp = X.reshape(rows, spec.d).T
+    lp, lp0 = class_log_probs_and_frozen(spec, params, Xp)
+    y = labels_from_uniforms(jnp.exp(lp), u.reshape(rows))
+    return Xp, y, pick_class(lp0, y)
 
 
 def sample_block(

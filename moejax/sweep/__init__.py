@@ -1,12 +1,23 @@
-"""Sweeps: TOML configs, the batched engine, and results on disk."""
+"""Sweeps: TOML configs, the pure engine (`simulate`), the driver on disk (`run_sweep`), results."""
 
 from moejax.sweep.config import ConfigError, config_hash, load, log_spaced_sizes, resolve
-from moejax.sweep.engine import block_padding, build_problem, choose_block, run_sweep
+from moejax.sweep.engine import run_sweep
+from moejax.sweep.simulate import (
+    Engine,
+    Problem,
+    block_padding,
+    build_problem,
+    choose_block,
+    problem,
+    simulate,
+)
 from moejax.sweep.store import FIT_COLUMNS, StoreError
 
 __all__ = [
     "FIT_COLUMNS",
     "ConfigError",
+    "Engine",
+    "Problem",
     "StoreError",
     "block_padding",
     "build_problem",
@@ -14,6 +25,8 @@ __all__ = [
     "config_hash",
     "load",
     "log_spaced_sizes",
+    "problem",
     "resolve",
     "run_sweep",
+    "simulate",
 ]

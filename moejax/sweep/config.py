@@ -90,7 +90,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "chunk": (int, 0),
         "max_padding": (float, 1.3),
         "block_rows": (int, 1024),
-        "buffer_ratio": (float, 16.0),
+        "buffer_ratio": (float, 1000.0),
         "density_points": (int, 1000),
         "memory_gb": (float, 2.0),
         "lanes": (int, 0),

@@ -27,43 +27,14 @@ from moejax.sweep import store
 from moejax.sweep.config import config_hash
 from moejax.sweep.simulate import (
     Engine,
-    LaneData,
     Problem,
     SweepPlanError,
-    block_drawer,
-    block_padding,
-    buffer_classes,
     build_problem,
-    choose_block,
     chunk_lanes,
-    fit_columns,
-    held_lane_bytes,
-    lane_data,
-    make_lane_fn,
-    plan,
     progress_bar,
-    streamed_lane_bytes,
 )
 
-__all__ = [
-    "Engine",
-    "LaneData",
-    "Problem",
-    "SweepPlanError",
-    "adapter_weight",
-    "block_drawer",
-    "block_padding",
-    "buffer_classes",
-    "build_problem",
-    "choose_block",
-    "fit_columns",
-    "held_lane_bytes",
-    "lane_data",
-    "make_lane_fn",
-    "plan",
-    "run_sweep",
-    "streamed_lane_bytes",
-]
+__all__ = ["RunDirError", "SweepPlanError", "adapter_weight", "run_sweep"]
 
 
 def versions() -> dict[str, str]:
@@ -107,10 +78,15 @@ def _prepare_dir(out: Path, cfg: dict, digest: str, force: bool) -> None:
 def adapter_weight(problem: Problem, points: int = 200_000) -> float:
     """E_X[total gate weight of the adapters] at the truth, by Monte Carlo (gates do not
     drift with n)."""
-    spec, truth = problem.spec, problem.truth
-    X = sample_covariates(jax.random.key(20260101), spec.d, points, problem.cfg["model"]["radius"])
-    g = predictors(spec, truth.at(1.0), X)[:, : spec.m]
-    return float(jnp.mean(1.0 - jnp.exp(gate_log_weights(spec.gate, g)[:, 0])))
+    spec, radius = problem.spec, problem.cfg["model"]["radius"]
+
+    @jax.jit  # one small program (op by op, its ~30 operations cost ~1 s of compilation)
+    def weight(truth):
+        X = sample_covariates(jax.random.key(20260101), spec.d, points, radius)
+        g = predictors(spec, truth.at(1.0), X)[:, : spec.m]
+        return jnp.mean(1.0 - jnp.exp(gate_log_weights(spec.gate, g)[:, 0]))
+
+    return float(weight(problem.truth))
 
 
 def _manifest(cfg, digest, status, extra) -> dict[str, Any]:

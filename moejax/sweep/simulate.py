@@ -37,9 +37,9 @@ from moejax.estimation.estimators import FitData, best_fit, fit_data
 from moejax.estimation.init import init_near_truth, random_inits
 from moejax.estimation.objective import Blocks
 from moejax.estimation.solvers import STATUS_NAMES
-from moejax.losses import mean_hellinger
-from moejax.mix.density import frozen_logpdf, log_class_probs
-from moejax.mix.sampling import DATA_BLOCK, sample_block, sample_covariates
+from moejax.losses import mean_hellinger_planes
+from moejax.mix.density import class_log_probs_planes
+from moejax.mix.sampling import DATA_BLOCK, sample_block_planes, sample_covariates
 from moejax.mix.spec import MixSpec
 from moejax.mix.truth import MixTruth, drifting_truth
 from moejax.sweep import config as config_mod
@@ -177,44 +177,190 @@ def buffer_classes(sizes: list[int], block: int, ratio: float) -> list[tuple[int
     return [(-(-max(g) // block) * block, g) for _, g in classes]
 
 
-class LaneData(NamedTuple):
-    """What every lane starts from: the truth at n, the active row blocks, the keys left for
-    the initialisation and the density error, and either the data buffers (held) or the
-    block source that draws them again on every pass (streamed); see `lane_data`."""
+class LaneKeys(NamedTuple):
+    """A lane's keys, folded from (seed, n, replicate) alone: its data, its initialisation and
+    its density-error points."""
 
-    tp: Any
-    blocks: Blocks
-    k_init: jax.Array
-    k_dens: jax.Array
-    X1: jax.Array | None
-    y: jax.Array | None
-    w: jax.Array | None
-    lf0: jax.Array | None
-    source: Callable[[jax.Array], tuple[jax.Array, Any, jax.Array]] | None
+    data: jax.Array
+    init: jax.Array
+    dens: jax.Array
 
 
-def block_drawer(
-    spec: MixSpec, tp: Any, k_data: jax.Array, n: jax.Array, B: int, radius: float | None
-) -> Callable[[jax.Array], tuple[jax.Array, Any, jax.Array]]:
-    """``draw(b) -> (X1_b (d+1, B), (y_b (B,), lf0_b (B,)), w_b (B,))``: compute block b of a
-    lane's data, rows b B .. (b+1) B - 1, as planes (rows last), from its DATA_BLOCK-row blocks
-    `moejax.mix.sample_block(k_data, j, ...)`; rows past n are zeros of weight 0. The held
-    buffers are exactly these blocks one after the other, so held and streamed data agree."""
-    d, y_dtype = spec.d, spec.y_dtype
+def lane_keys(seed: jax.Array, n: jax.Array, r: jax.Array) -> LaneKeys:
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), n), r)
+    return LaneKeys(*jax.random.split(key, 3))
 
-    def draw(b):
-        sub = jnp.arange(B // DATA_BLOCK) + b * (B // DATA_BLOCK)
-        one = lambda j: sample_block(k_data, j, spec, tp, DATA_BLOCK, radius)
-        Xb, yb = jax.vmap(one)(sub)
-        Xb, yb = Xb.reshape(B, d), yb.reshape(B)
-        keep = (b * B + jnp.arange(B)) < n
-        Xb = jnp.where(keep[:, None], Xb, 0.0)
-        yb = jnp.where(keep, yb, 0).astype(y_dtype)
-        lf0 = frozen_logpdf(spec, Xb, yb)
-        X1b = jnp.concatenate([Xb.T, jnp.ones((1, B), Xb.dtype)], axis=0)
-        return X1b, (yb, lf0), keep.astype(jnp.float64)
 
-    return draw
+Block = tuple[jax.Array, Any, jax.Array]  # (X1_b (d+1, B), (y_b (B,), lf0_b (B,)), w_b (B,))
+
+
+def block_weights(n: jax.Array, b: jax.Array, B: int) -> jax.Array:
+    """w_b (B,): 1 for the rows of block b below n, else 0."""
+    return ((b * B + jnp.arange(B)) < n).astype(jnp.float64)
+
+
+def draw_block(
+    spec: MixSpec, tp: Any, k_data: jax.Array, n: jax.Array, b: jax.Array, B: int, radius
+) -> Block:
+    """Compute block b of a lane's data, rows b B .. (b+1) B - 1, as planes (rows last), from
+    its DATA_BLOCK-row blocks `moejax.mix.sample_block(k_data, j, ...)` (the sampler's own
+    draws: `moejax.mix.sample` reproduces them); rows past n are zeros of weight 0. Held and
+    streamed lanes use these very blocks, so their data agree bit for bit."""
+    Xb, yb, lf0 = sample_block_planes(k_data, b, spec, tp, DATA_BLOCK, B, radius)
+    keep = (b * B + jnp.arange(B)) < n
+    Xb = jnp.where(keep, Xb, 0.0)
+    yb = jnp.where(keep, yb, 0).astype(spec.y_dtype)
+    lf0 = jnp.where(keep, lf0, 0.0)
+    X1b = jnp.concatenate([Xb, jnp.ones((1, B), Xb.dtype)], axis=0)
+    return X1b, (yb, lf0), keep.astype(jnp.float64)
+
+
+class Buffers(NamedTuple):
+    """Held data of L lanes, block-major planes: X1 (L, N / B, d+1, B) covariate planes with a
+    ones plane, y (L, N / B, B) labels or responses, lf0 (L, N / B, B) the frozen expert's
+    log-density. Only a lane's first ceil(n / B) blocks are meaningful (rows past n: zeros);
+    later blocks hold whatever an earlier call left there and are never read."""
+
+    X1: jax.Array
+    y: jax.Array
+    lf0: jax.Array
+
+
+def empty_buffers(spec: MixSpec, lanes: int, N: int, B: int) -> Buffers:
+    """Zeroed `Buffers` for ``lanes`` lanes of N rows in blocks of B."""
+    nb = N // B
+    return Buffers(
+        jnp.zeros((lanes, nb, spec.d + 1, B)),
+        jnp.zeros((lanes, nb, B), spec.y_dtype),
+        jnp.zeros((lanes, nb, B)),
+    )
+
+
+def fill_buffers(
+    spec: MixSpec,
+    tp: Any,
+    k_data: jax.Array,
+    n: jax.Array,
+    B: int,
+    radius: float | None,
+    bufs: Buffers,
+) -> Buffers:
+    """Draw the ceil(n / B) active blocks of every lane into ``bufs`` (L lanes, keys k_data
+    (L,)), in place: a loop over blocks, each block drawn for all lanes at once (vmap) and
+    written along the block axis, so no lane ever pays for the buffer's length."""
+    count = (n + B - 1) // B
+    draw = jax.vmap(lambda k, b: draw_block(spec, tp, k, n, b, B, radius), in_axes=(0, None))
+
+    def body(b, bufs):
+        X1b, (yb, lf0b), _ = draw(k_data, b)
+        put = lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v, b, axis=1)
+        return Buffers(put(bufs.X1, X1b), put(bufs.y, yb), put(bufs.lf0, lf0b))
+
+    return jax.lax.fori_loop(0, count, body, bufs)
+
+
+def held_source(n: jax.Array, B: int, X1: jax.Array, y: jax.Array, lf0: jax.Array):
+    """``source(b)`` of one lane's held blocks (X1 (N / B, d+1, B), y and lf0 (N / B, B))."""
+    return lambda b: (X1[b], (y[b], lf0[b]), block_weights(n, b, B))
+
+
+def fit_lane(
+    problem: Problem,
+    n: jax.Array,
+    tp: Any,
+    keys: LaneKeys,
+    source: Callable[[jax.Array], Block],
+    blocks: Blocks,
+) -> dict[str, jax.Array]:
+    """One lane's fit and errors, its data read block by block from ``source`` (held or
+    streamed): {column: ()} of fits.csv (pure; the engine vmaps it over the lanes)."""
+    cfg = problem.cfg
+    spec, bounds = problem.spec, problem.bounds
+    e, ini, run = cfg["estimator"], cfg["init"], cfg["run"]
+    radius = cfg["model"]["radius"]
+    fit_kw = dict(
+        method=e["method"],
+        solver=e["solver"],
+        bounds=bounds,
+        max_iter=e["max_iter"],
+        tol=e["tol"],
+        inner_max_iter=e["inner_max_iter"],
+    )
+    data = FitData(None, None, None, jnp.asarray(n, jnp.float64), None)
+    if ini["mode"] == "multistart":
+        starts = random_inits(keys.init, spec, ini["n_starts"], bounds, ini["start_scale"])
+        res = best_fit(
+            jax.vmap(lambda p: fit_data(spec, data, p, blocks=blocks, source=source, **fit_kw))(
+                starts
+            )
+        )
+    else:
+        init = (
+            tp
+            if ini["mode"] == "truth"
+            else init_near_truth(keys.init, spec, tp, n, ini["c_gate"], ini["c_expert"], ini["rho"])
+        )
+        res = fit_data(spec, data, init, blocks=blocks, source=source, **fit_kw)
+    est = res.params
+    err = voronoi_errors(est.beta, est.tau, est.eta, est.nu, tp.beta, tp.tau, tp.eta, tp.nu)
+    m_dens = run["density_points"]
+    if m_dens > 0 and not spec.regression:
+        Xh = sample_covariates(keys.dens, spec.d, m_dens, radius).T  # planes (d, points)
+        both = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), est, tp)
+        lp = jax.vmap(lambda p: class_log_probs_planes(spec, p, Xh))(both)  # one kernel set
+        dens = mean_hellinger_planes(lp[0], lp[1])
+    else:
+        dens = jnp.nan  # off, or regression: no closed-form Hellinger distance
+    many = spec.m > 1
+    return {
+        "err_beta": err.beta if spec.has_beta else jnp.nan,
+        "err_exp_tau": err.exp_tau,
+        "err_eta": err.eta,
+        "err_density": dens,
+        "err_nu": err.nu if spec.regression else jnp.nan,
+        "err_voronoi": err.total if many else jnp.nan,
+        "n_empty_cells": err.n_empty.astype(jnp.int32) if many else jnp.int32(0),
+        **fit_columns(res),
+    }
+
+
+def make_chunk_fn(problem: Problem, N: int, streamed: bool = False) -> Callable[..., Any]:
+    """The engine's program for a buffer of N rows: ``chunk(n, rs, seed, truth, bufs) ->
+    (columns, bufs)`` fits the lanes (n, r) for r in rs (L,) and returns {column: (L,)}.
+
+    Held (``bufs`` a `Buffers` of L lanes, donated by the engine and handed back): the active
+    blocks of every lane are drawn into the buffers, then the fits (vmapped over the lanes)
+    read them block by block. Streamed (``bufs`` None): every pass of every fit draws its
+    blocks again from their keys (same data; memory independent of n). Every pass over the
+    data loops over the ceil(n / B) active blocks only, so one program serves every sample
+    size of the class with work proportional to n; seed and truth are arguments, so the
+    program (and JAX's persistent cache) is shared by configs that differ only in them."""
+    cfg = problem.cfg
+    spec = problem.spec
+    radius = cfg["model"]["radius"]
+    B = choose_block(cfg["sizes"]["list"], cfg["run"]["block_rows"], cfg["run"]["max_padding"])
+    if N % B:
+        raise ValueError(f"N: buffer length {N} is not a multiple of the block size {B}")
+
+    def chunk(n, rs, seed, truth, bufs):
+        keys = jax.vmap(lambda r: lane_keys(seed, n, r))(rs)
+        tp = truth.at(n)
+        blocks = Blocks(B, (n + B - 1) // B)
+        if streamed:
+
+            def one(k: LaneKeys):
+                src = lambda b: draw_block(spec, tp, k.data, n, b, B, radius)
+                return fit_lane(problem, n, tp, k, src, blocks)
+
+            return jax.vmap(one)(keys), None
+        bufs = fill_buffers(spec, tp, keys.data, n, B, radius, bufs)
+
+        def one(k: LaneKeys, X1, y, lf0):
+            return fit_lane(problem, n, tp, k, held_source(n, B, X1, y, lf0), blocks)
+
+        return jax.vmap(one)(keys, *bufs), bufs
+
+    return chunk
 
 
 def lane_data(
@@ -226,109 +372,13 @@ def lane_data(
     N: int,
     B: int,
     radius: float | None,
-    streamed: bool = False,
-) -> LaneData:
-    """Keys folded from (seed, n, r) alone, the truth at n, and the lane's data: drawn into
-    buffers of N rows block by block over the ceil(n / B) active blocks only (held), or left
-    to be drawn block by block on every pass over the data (streamed: nothing of size n is
-    held). Buffers, rows last: X1 (d+1, N) covariate planes with a ones plane, y (N,) (int32
-    labels or float64 responses), w (N,) (1 for the first n rows, else 0) and lf0 (N,), the
-    frozen expert's log-density; rows past n hold zeros."""
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), n), r)
-    k_data, k_init, k_dens = jax.random.split(key, 3)
+) -> tuple[Buffers, Callable[[jax.Array], Block]]:
+    """One lane's held buffers (L = 1, as the engine fills them) and its streamed source: the
+    data of lane (seed, n, r) both ways (tests and benchmarks)."""
+    keys = lane_keys(seed, n, r)
     tp = truth.at(n)
-    blocks = Blocks(B, (n + B - 1) // B)
-    draw = block_drawer(spec, tp, k_data, n, B, radius)
-    if streamed:
-        return LaneData(tp, blocks, k_init, k_dens, None, None, None, None, draw)
-
-    def fill(b, bufs):
-        X1b, (yb, lf0b), wb = draw(b)
-        put = lambda buf, v: jax.lax.dynamic_update_slice_in_dim(buf, v, b * B, axis=buf.ndim - 1)
-        return tuple(put(buf, v) for buf, v in zip(bufs, (X1b, yb, wb, lf0b), strict=True))
-
-    d = spec.d
-    zeros = (
-        jnp.zeros((d + 1, N)),
-        jnp.zeros((N,), spec.y_dtype),
-        jnp.zeros((N,)),
-        jnp.zeros((N,)),
-    )
-    bufs = jax.lax.fori_loop(0, blocks.count, fill, zeros)
-    return LaneData(tp, blocks, k_init, k_dens, *bufs, None)
-
-
-def make_lane_fn(problem: Problem, N: int, streamed: bool = False) -> Callable[..., dict]:
-    """The per-lane function ``lane(n, r, seed, truth) -> {column: ()}`` for a buffer of N rows
-    (pure; the engine vmaps it over r with n shared). N must be a multiple of the block size.
-
-    The lane's data are generated in DATA_BLOCK-row blocks keyed by their index
-    (`moejax.mix.sample_block`; `moejax.mix.sample` reproduces them) into the buffer, so they
-    depend on (seed, n, replicate) only; every pass over the data (sampling, likelihood,
-    derivatives) loops over the ceil(n / block) active blocks only, so one compiled program
-    serves every sample size with work proportional to n. Seed and truth are arguments, not
-    constants, so the program (and JAX's persistent cache) is shared by configs that differ
-    only in them. Errors are the Voronoi blocks (`moejax.voronoi`), the plain block errors
-    for one adapter. ``streamed``: no buffers; every pass draws its blocks again from their
-    keys (same data, memory independent of n)."""
-    cfg = problem.cfg
-    spec, bounds = problem.spec, problem.bounds
-    e, ini, run = cfg["estimator"], cfg["init"], cfg["run"]
-    radius = cfg["model"]["radius"]
-    B = choose_block(cfg["sizes"]["list"], run["block_rows"], run["max_padding"])
-    if N % B:
-        raise ValueError(f"N: buffer length {N} is not a multiple of the block size {B}")
-    fit_kw = dict(
-        method=e["method"],
-        solver=e["solver"],
-        bounds=bounds,
-        max_iter=e["max_iter"],
-        tol=e["tol"],
-        inner_max_iter=e["inner_max_iter"],
-    )
-    m_dens = run["density_points"]
-    many = spec.m > 1
-
-    def lane(n, r, seed, truth):
-        ld = lane_data(spec, truth, seed, n, r, N, B, radius, streamed)
-        tp, blocks = ld.tp, ld.blocks
-        data = FitData(ld.X1, ld.y, ld.w, jnp.asarray(n, jnp.float64), ld.lf0)
-
-        if ini["mode"] == "multistart":
-            starts = random_inits(ld.k_init, spec, ini["n_starts"], bounds, ini["start_scale"])
-            res = best_fit(
-                jax.vmap(
-                    lambda p: fit_data(spec, data, p, blocks=blocks, source=ld.source, **fit_kw)
-                )(starts)
-            )
-        else:
-            init = (
-                tp
-                if ini["mode"] == "truth"
-                else init_near_truth(
-                    ld.k_init, spec, tp, n, ini["c_gate"], ini["c_expert"], ini["rho"]
-                )
-            )
-            res = fit_data(spec, data, init, blocks=blocks, source=ld.source, **fit_kw)
-        est = res.params
-        err = voronoi_errors(est.beta, est.tau, est.eta, est.nu, tp.beta, tp.tau, tp.eta, tp.nu)
-        if m_dens > 0 and not spec.regression:
-            Xh = sample_covariates(ld.k_dens, spec.d, m_dens, radius)
-            dens = mean_hellinger(log_class_probs(spec, est, Xh), log_class_probs(spec, tp, Xh))
-        else:
-            dens = jnp.nan  # off, or regression: no closed-form Hellinger distance
-        return {
-            "err_beta": err.beta if spec.has_beta else jnp.nan,
-            "err_exp_tau": err.exp_tau,
-            "err_eta": err.eta,
-            "err_density": dens,
-            "err_nu": err.nu if spec.regression else jnp.nan,
-            "err_voronoi": err.total if many else jnp.nan,
-            "n_empty_cells": err.n_empty.astype(jnp.int32) if many else jnp.int32(0),
-            **fit_columns(res),
-        }
-
-    return lane
+    bufs = fill_buffers(spec, tp, keys.data[None], n, B, radius, empty_buffers(spec, 1, N, B))
+    return bufs, lambda b: draw_block(spec, tp, keys.data, n, b, B, radius)
 
 
 def fit_columns(res: Any) -> dict[str, jax.Array]:
@@ -465,6 +515,7 @@ class Engine:
         self.compile_s = 0.0
         self.compute_s = 0.0
         self._programs: dict[int, Any] = {}
+        self._bufs: dict[int, Any] = {}
         self._seed_host = np.uint32(problem.cfg["seed"])
 
     def _mesh(self, cp: ClassPlan):
@@ -474,28 +525,40 @@ class Engine:
         return lanes, replicated
 
     def program(self, cp: ClassPlan):
-        """(compiled call, lane sharding, replicated sharding, (seed, truth)) of a class."""
+        """(compiled call, lane sharding, replicated sharding, (seed, truth)) of a class; its
+        held buffers (donated to every call and handed back) live in ``self._bufs``."""
         if cp.N not in self._programs:
             lanes, rep = self._mesh(cp)
+            spec, B = self.problem.spec, self.plan.block
+            bufs_sh = None if cp.streamed else Buffers(lanes, lanes, lanes)
             fn = jax.jit(
-                jax.vmap(
-                    make_lane_fn(self.problem, cp.N, cp.streamed), in_axes=(None, 0, None, None)
-                ),
-                in_shardings=(rep, lanes, rep, rep),
-                out_shardings=lanes,
+                make_chunk_fn(self.problem, cp.N, cp.streamed),
+                in_shardings=(rep, lanes, rep, rep, bufs_sh),
+                out_shardings=(lanes, bufs_sh),
+                donate_argnums=() if cp.streamed else (4,),
             )
-            seed = jax.ShapeDtypeStruct((), jnp.uint32, sharding=rep)
-            truth = jax.tree_util.tree_map(
-                lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.asarray(a).dtype, sharding=rep),
-                self.problem.truth,
+            spec_of = lambda a, sh: jax.ShapeDtypeStruct(
+                np.shape(a), jnp.asarray(a).dtype, sharding=sh
             )
-            n_arg = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
-            r_arg = jax.ShapeDtypeStruct((cp.per_call,), jnp.int32, sharding=lanes)
+            truth = jax.tree_util.tree_map(lambda a: spec_of(a, rep), self.problem.truth)
+            args = [
+                jax.ShapeDtypeStruct((), jnp.int32, sharding=rep),
+                jax.ShapeDtypeStruct((cp.per_call,), jnp.int32, sharding=lanes),
+                jax.ShapeDtypeStruct((), jnp.uint32, sharding=rep),
+                truth,
+            ]
+            if cp.streamed:
+                args.append(None)
+                bufs = None
+            else:
+                bufs = jax.device_put(empty_buffers(spec, cp.per_call, cp.N, B), lanes)
+                args.append(jax.tree_util.tree_map(lambda a: spec_of(a, lanes), bufs))
             t0 = time.perf_counter()
-            compiled = fn.lower(n_arg, r_arg, seed, truth).compile()
+            compiled = fn.lower(*args).compile()
             self.compile_s += time.perf_counter() - t0
-            args = (jax.device_put(self._seed_host, rep), jax.device_put(self.problem.truth, rep))
-            self._programs[cp.N] = (compiled, lanes, rep, args)
+            consts = (jax.device_put(self._seed_host, rep), jax.device_put(self.problem.truth, rep))
+            self._programs[cp.N] = (compiled, lanes, rep, consts)
+            self._bufs[cp.N] = bufs
         return self._programs[cp.N]
 
     def compile_all(self) -> None:
@@ -504,7 +567,7 @@ class Engine:
 
     def run(self, n: int, replicates: list[int] | np.ndarray) -> dict[str, np.ndarray]:
         """Fit lanes (n, r) for r in ``replicates``: {column: (len(replicates),)} (the columns
-        of `make_lane_fn` plus n and replicate)."""
+        of `fit_lane` plus n and replicate)."""
         rs = [int(r) for r in replicates]
         if not rs:
             raise ValueError("replicates: expected at least one replicate")
@@ -514,12 +577,11 @@ class Engine:
         padded = rs + [rs[-1]] * (-len(rs) % C)
         n_dev = jax.device_put(np.int32(n), rep)
         t0 = time.perf_counter()
-        outs = [
-            compiled(
-                n_dev, jax.device_put(np.array(padded[i : i + C], np.int32), lanes), seed, truth
-            )
-            for i in range(0, len(padded), C)
-        ]
+        outs = []
+        for i in range(0, len(padded), C):
+            r_dev = jax.device_put(np.array(padded[i : i + C], np.int32), lanes)
+            cols, self._bufs[cp.N] = compiled(n_dev, r_dev, seed, truth, self._bufs[cp.N])
+            outs.append(cols)
         got = jax.device_get(outs)
         self.compute_s += time.perf_counter() - t0
         k = len(rs)
