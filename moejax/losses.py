@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,9 +41,14 @@ def mean_hellinger(log_p: jax.Array, log_q: jax.Array) -> jax.Array:
 
 def mean_hellinger_planes(log_p: jax.Array, log_q: jax.Array) -> jax.Array:
     """`mean_hellinger` of log probabilities given as planes (K, m) (rows last)."""
-    ra, rb = jnp.exp(0.5 * log_p), jnp.exp(0.5 * log_q)
-    # H = sqrt(sum (sqrt p - sqrt q)^2 / 2): exactly 0 for equal laws, no cancellation.
-    sq = (ra[0] - rb[0]) ** 2
-    for k in range(1, ra.shape[0]):
-        sq = sq + (ra[k] - rb[k]) ** 2
+    return mean_hellinger_probs(jnp.exp(log_p), jnp.exp(log_q))
+
+
+def mean_hellinger_probs(p: Any, q: Any) -> jax.Array:
+    """Mean over points of the Hellinger distance between class distributions given as
+    probability planes p, q (K planes (m,) or (K, m) arrays): H = sqrt(sum_k (sqrt p_k -
+    sqrt q_k)^2 / 2), exactly 0 for equal laws, no cancellation."""
+    sq = (jnp.sqrt(p[0]) - jnp.sqrt(q[0])) ** 2
+    for k in range(1, len(p)):
+        sq = sq + (jnp.sqrt(p[k]) - jnp.sqrt(q[k])) ** 2
     return jnp.mean(jnp.sqrt(0.5 * sq))

@@ -114,11 +114,10 @@ def frozen_logpdf(spec: MixSpec, X: jax.Array, y: jax.Array) -> jax.Array:
 
 def frozen_logpdf_planes(spec: MixSpec, X: jax.Array, y: jax.Array) -> jax.Array:
     """`frozen_logpdf` from covariate planes X (d, n) (rows last), (n,)."""
-    z0 = spec.eta0_array() @ X  # (R, n)
     if spec.regression:
-        mean = expert_mean(spec.frozen, z0[0])
+        mean = expert_mean(spec.frozen, linear_planes(spec.eta0_array(), X)[0])
         return regression_logpdf(spec.frozen_likelihood, y, mean, jnp.log(spec.nu0))
-    return pick_class(_log_softmax_planes(_logits_planes(spec.frozen, z0)), y)
+    return pick_class(frozen_log_probs_planes(spec, X), y)
 
 
 def as_labels(spec: MixSpec, y: Any) -> jax.Array:
@@ -217,72 +216,115 @@ def _gate(gate: str, g: jax.Array):
     return -lS, g - lS, eg / S, None
 
 
-def _log_softmax_planes(h: jax.Array) -> jax.Array:
-    """log softmax over the leading axis of logits h (R, *S) with a reference logit 0 appended:
-    (R + 1, *S), row R the reference class. Explicit plane arithmetic (rows last)."""
-    R = h.shape[0]
-    hm = h[0]
-    for k in range(1, R):
-        hm = jnp.maximum(hm, h[k])
+def linear_planes(W: jax.Array, X: jax.Array) -> list[jax.Array]:
+    """[W_k . x for each row k of W (k, d)] as planes (n,), from covariate planes X (d, n):
+    explicit multiply-adds for small d (no tiny matmul splits the elementwise fusions)."""
+    d = X.shape[0]
+    if d > 16:
+        return list(W @ X)
+    out = []
+    for k in range(W.shape[0]):
+        z = W[k, 0] * X[0]
+        for c in range(1, d):
+            z = z + W[k, c] * X[c]
+        out.append(z)
+    return out
+
+
+def _log_softmax_planes(h: list[jax.Array]) -> list[jax.Array]:
+    """log softmax of the logits h (R planes) with a reference logit 0 appended: R + 1 planes,
+    the last one the reference class. Explicit plane arithmetic (rows last)."""
+    hm = reduce(jnp.maximum, h)
     hm = jnp.maximum(hm, 0.0)
     den = jnp.exp(-hm)
-    for k in range(R):
-        den = den + jnp.exp(h[k] - hm)
+    for hk in h:
+        den = den + jnp.exp(hk - hm)
     lse = hm + jnp.log(den)
-    return jnp.concatenate([h - lse, -lse[None]], axis=0)
+    return [hk - lse for hk in h] + [-lse]
 
 
-def _logits_planes(expert: Expert, z: jax.Array) -> jax.Array:
-    """Non-reference logits s a(z_r) + b_r, (R, *S), from predictor planes z (R, *S)."""
-    h = expert.scale * resolve_activation(expert.activation)(z)
+def _logits_planes(expert: Expert, z: list[jax.Array]) -> list[jax.Array]:
+    """Non-reference logits s a(z_r) + b_r (R planes) from predictor planes z (R planes)."""
+    act = resolve_activation(expert.activation)
+    h = [expert.scale * act(zr) for zr in z]
     if expert.bias is not None:
-        h = h + jnp.asarray(expert.bias, h.dtype).reshape((-1,) + (1,) * (z.ndim - 1))
+        h = [hr + b for hr, b in zip(h, expert.bias, strict=True)]
     return h
 
 
 def class_log_probs_planes(spec: MixSpec, params: MixParams, X: jax.Array) -> jax.Array:
     """log p_G(y = k | x), (K, n), from covariate planes X (d, n) (rows last): the engine's
     layout of `log_class_probs` (same code). Categorical experts only."""
-    return class_log_probs_and_frozen(spec, params, X)[0]
+    return jnp.stack(class_log_probs_and_frozen(spec, params, X)[0])
 
 
-def frozen_log_probs_planes(spec: MixSpec, X: jax.Array) -> jax.Array:
-    """log softmax(h0(x))_k of the frozen expert, (K, n), from covariate planes X (d, n)."""
-    return _log_softmax_planes(_logits_planes(spec.frozen, spec.eta0_array() @ X))
+def frozen_log_probs_planes(spec: MixSpec, X: jax.Array) -> list[jax.Array]:
+    """log softmax(h0(x))_k of the frozen expert (K planes) from covariate planes X (d, n)."""
+    return _log_softmax_planes(_logits_planes(spec.frozen, linear_planes(spec.eta0_array(), X)))
 
 
 def class_log_probs_and_frozen(
     spec: MixSpec, params: MixParams, X: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """(log p_G(y = k | x), the frozen expert's log softmax), each (K, n), from covariate
-    planes X (d, n): the sampler needs both (labels, and the frozen expert's log-density of
-    them), computed once."""
+) -> tuple[list[jax.Array], list[jax.Array]]:
+    """(log p_G(y = k | x), the frozen expert's log softmax), K planes (n,) each, from
+    covariate planes X (d, n): the sampler needs both (labels, and the frozen expert's
+    log-density of them), computed once."""
     m = spec.m
     beta = params.beta if spec.has_beta else jnp.zeros_like(params.beta)
-    g = beta @ X + params.tau[:, None]  # (m, n)
+    g = jnp.stack([gj + tj for gj, tj in zip(linear_planes(beta, X), params.tau, strict=True)])
     lw0, lwa, _, _ = _gate(spec.gate, g)
     lw = [lw0] + [lwa[j] for j in range(m)]  # log w_j, j = 0 (frozen) .. m
-    lp0 = frozen_log_probs_planes(spec, X)  # (K, n)
+    lp0 = frozen_log_probs_planes(spec, X)
     lps = [lp0]
     for j in range(m):
-        lps.append(_log_softmax_planes(_logits_planes(spec.adapter, params.eta[j] @ X)))
+        lps.append(
+            _log_softmax_planes(_logits_planes(spec.adapter, linear_planes(params.eta[j], X)))
+        )
+    K = len(lp0)
     if m == 1:
-        return jnp.logaddexp(lw[0] + lps[0], lw[1] + lps[1]), lp0
-    terms = [lw[j] + lps[j] for j in range(m + 1)]
-    M = terms[0]
-    for t in terms[1:]:
-        M = jnp.maximum(M, t)
-    S = jnp.exp(terms[0] - M)
-    for t in terms[1:]:
-        S = S + jnp.exp(t - M)
-    return M + jnp.log(S), lp0
+        return [jnp.logaddexp(lw[0] + lps[0][k], lw[1] + lps[1][k]) for k in range(K)], lp0
+    out = []
+    for k in range(K):
+        terms = [lw[j] + lps[j][k] for j in range(m + 1)]
+        M = reduce(jnp.maximum, terms)
+        S = reduce(jnp.add, [jnp.exp(t - M) for t in terms])
+        out.append(M + jnp.log(S))
+    return out, lp0
 
 
-def pick_class(lp: jax.Array, y: jax.Array) -> jax.Array:
-    """lp[y_i, i] for planes lp (K, n) and labels y (n,)."""
+def _softmax_planes(h: list[jax.Array]) -> list[jax.Array]:
+    """softmax of the logits h (R planes) with a reference logit 0 appended: R + 1 planes of
+    probabilities (max-shifted: no overflow), the reference class last."""
+    hm = jnp.maximum(reduce(jnp.maximum, h), 0.0)
+    ex = [jnp.exp(hk - hm) for hk in h] + [jnp.exp(-hm)]
+    inv = 1.0 / reduce(jnp.add, ex)
+    return [e * inv for e in ex]
+
+
+def class_probs_planes(spec: MixSpec, params: MixParams, X: jax.Array) -> list[jax.Array]:
+    """p_G(y = k | x), K planes (n,), from covariate planes X (d, n), in probability space:
+    sum_j w_j(x) softmax(h_j(x))_k (the sampler's inverse CDF needs probabilities only, to
+    absolute accuracy; a third of the transcendentals of `class_log_probs_planes`)."""
+    m = spec.m
+    beta = params.beta if spec.has_beta else jnp.zeros_like(params.beta)
+    g = jnp.stack([gj + tj for gj, tj in zip(linear_planes(beta, X), params.tau, strict=True)])
+    lw0, _, w, _ = _gate(spec.gate, g)
+    pis = [_softmax_planes(_logits_planes(spec.frozen, linear_planes(spec.eta0_array(), X)))]
+    for j in range(m):
+        z = linear_planes(params.eta[j], X)
+        pis.append(_softmax_planes(_logits_planes(spec.adapter, z)))
+    weights = [jnp.exp(lw0)] + [w[j] for j in range(m)]
+    return [
+        reduce(jnp.add, [wj * pi[k] for wj, pi in zip(weights, pis, strict=True)])
+        for k in range(len(pis[0]))
+    ]
+
+
+def pick_class(lp: Any, y: jax.Array) -> jax.Array:
+    """lp[y_i, i] for planes lp (K planes (n,), or a (K, n) array) and labels y (n,)."""
     yi = jnp.asarray(y).astype(jnp.int32)
     out = jnp.where(yi == 0, lp[0], 0.0)
-    for k in range(1, lp.shape[0]):
+    for k in range(1, len(lp)):
         out = jnp.where(yi == k, lp[k], out)
     return out
 

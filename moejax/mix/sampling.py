@@ -8,18 +8,18 @@ Threefry, a blocked dataset of n rows is the first n rows of any longer one with
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammainc
 
 from moejax.mix.density import (
-    class_log_probs_and_frozen,
-    class_log_probs_planes,
+    class_probs_planes,
     expert_mean,
     frozen_logpdf_planes,
     gate_log_weights,
-    pick_class,
     predictors,
     split_predictors,
 )
@@ -63,10 +63,11 @@ def sample_labels(key: jax.Array, probs: jax.Array) -> jax.Array:
     return labels_from_uniforms(probs.T, u)
 
 
-def labels_from_uniforms(probs: jax.Array, u: jax.Array) -> jax.Array:
-    """Inverse CDF from class-probability planes (K, n) and uniforms u (n,): y_i = the number
-    of running sums p_0 + .. + p_k below u_i, capped at K - 1; (n,) int32."""
-    K = probs.shape[0]
+def labels_from_uniforms(probs: Any, u: jax.Array) -> jax.Array:
+    """Inverse CDF from class-probability planes (K planes (n,) or a (K, n) array) and
+    uniforms u (n,): y_i = the number of running sums p_0 + .. + p_k below u_i, capped at
+    K - 1; (n,) int32."""
+    K = len(probs)
     cdf = probs[0]
     y = (cdf < u).astype(jnp.int32)
     for k in range(1, K):
@@ -87,7 +88,7 @@ def sample_responses(key: jax.Array, spec: MixSpec, params: MixParams, X: jax.Ar
     float64 responses drawn component first (regression)."""
     if not spec.regression:
         u = jax.random.uniform(key, (X.shape[0],), dtype=jnp.float64)
-        return labels_from_uniforms(jnp.exp(class_log_probs_planes(spec, params, X.T)), u)
+        return labels_from_uniforms(class_probs_planes(spec, params, X.T), u)
     kc, ky = jax.random.split(key)
     U = predictors(spec, params, X)
     g, Z, log_nu = split_predictors(spec, U)
@@ -134,27 +135,41 @@ def sample_block_planes(
     and the frozen expert's log-density of them, lf0 (rows,). They are the DATA_BLOCK-row
     blocks b rows / block, ... of `sample_block` one after the other (the same draws, the
     labels from the same class probabilities); the sweep engine's data path. ``rows`` must be
-    a multiple of ``block``."""
-    nb = rows // block
-    ids = jnp.arange(nb) + b * nb
+    a multiple of ``block``. (`draw_planes` then `respond_planes`, in one go.)"""
     if spec.regression:  # component first, then the response: the rows path
+        nb = rows // block
+        ids = jnp.arange(nb) + b * nb
         X, y = jax.vmap(lambda j: sample_block(key, j, spec, params, block, radius))(ids)
         Xp, y = X.reshape(rows, spec.d).T, y.reshape(rows)
         return Xp, y, frozen_logpdf_planes(spec, Xp, y)
+    Xp, u = draw_planes(key, b, spec, block, rows, radius)
+    return (Xp, *respond_planes(spec, params, Xp, u))
 
-    def draws(j):  # sample_rows' two keys: covariates, then the labels' uniforms
+
+def draw_planes(
+    key: jax.Array, b: jax.Array, spec: MixSpec, block: int, rows: int, radius: float | None
+) -> tuple[jax.Array, jax.Array]:
+    """The random draws of `sample_block_planes` for categorical experts: covariate planes
+    X (d, rows) and the labels' uniforms u (rows,) (`sample_rows`' two keys per block)."""
+    nb = rows // block
+    ids = jnp.arange(nb) + b * nb
+
+    def draws(j):
         kx, ky = jax.random.split(jax.random.fold_in(key, j))
         u = jax.random.uniform(ky, (block,), dtype=jnp.float64)
         return sample_covariates(kx, spec.d, block, radius), u
 
     X, u = jax.vmap(draws)(ids)  # (nb, block, d), (nb, block)
-    # Materialise the draws in their own layout before turning them into planes: fused into
-    # the transposition, XLA's normal sampler runs on strided elements (measured ~2.5x slower).
-    X, u = jax.lax.optimization_barrier((X, u))
-    Xp = X.reshape(rows, spec.d).T
-    lp, lp0 = class_log_probs_and_frozen(spec, params, Xp)
-    y = labels_from_uniforms(jnp.exp(lp), u.reshape(rows))
-    return Xp, y, pick_class(lp0, y)
+    return X.reshape(rows, spec.d).T, u.reshape(rows)
+
+
+def respond_planes(
+    spec: MixSpec, params: MixParams, X: jax.Array, u: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Labels by inverse CDF of the uniforms u (n,) at covariate planes X (d, n), and the
+    frozen expert's log-density of them: (y (n,) int32, lf0 (n,)); categorical experts."""
+    y = labels_from_uniforms(class_probs_planes(spec, params, X), u)
+    return y, frozen_logpdf_planes(spec, X, y)
 
 
 def sample_block(

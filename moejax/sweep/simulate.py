@@ -37,9 +37,15 @@ from moejax.estimation.estimators import FitData, best_fit, fit_data
 from moejax.estimation.init import init_near_truth, random_inits
 from moejax.estimation.objective import Blocks
 from moejax.estimation.solvers import STATUS_NAMES
-from moejax.losses import mean_hellinger_planes
-from moejax.mix.density import class_log_probs_planes
-from moejax.mix.sampling import DATA_BLOCK, sample_block_planes, sample_covariates
+from moejax.losses import mean_hellinger_probs
+from moejax.mix.density import class_probs_planes
+from moejax.mix.sampling import (
+    DATA_BLOCK,
+    draw_planes,
+    respond_planes,
+    sample_block_planes,
+    sample_covariates,
+)
 from moejax.mix.spec import MixSpec
 from moejax.mix.truth import MixTruth, drifting_truth
 from moejax.sweep import config as config_mod
@@ -249,14 +255,42 @@ def fill_buffers(
     (L,)), in place: a loop over blocks, each block drawn for all lanes at once (vmap) and
     written along the block axis, so no lane ever pays for the buffer's length."""
     count = (n + B - 1) // B
-    draw = jax.vmap(lambda k, b: draw_block(spec, tp, k, n, b, B, radius), in_axes=(0, None))
+    keep = lambda b: (b * B + jnp.arange(B)) < n
+    put = lambda buf, v, b: jax.lax.dynamic_update_index_in_dim(buf, v, b, axis=1)
+    if spec.regression:
+        draw = jax.vmap(lambda k, b: draw_block(spec, tp, k, n, b, B, radius), in_axes=(0, None))
 
-    def body(b, bufs):
-        X1b, (yb, lf0b), _ = draw(k_data, b)
-        put = lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v, b, axis=1)
-        return Buffers(put(bufs.X1, X1b), put(bufs.y, yb), put(bufs.lf0, lf0b))
+        def body(b, bufs):
+            X1b, (yb, lf0b), _ = draw(k_data, b)
+            return Buffers(put(bufs.X1, X1b, b), put(bufs.y, yb, b), put(bufs.lf0, lf0b, b))
 
-    return jax.lax.fori_loop(0, count, body, bufs)
+        return jax.lax.fori_loop(0, count, body, bufs)
+
+    # Categorical: two loops over the blocks. The first draws the covariates and the labels'
+    # uniforms (held in lf0's place); the second computes the labels and lf0 from what the
+    # first wrote. The loop boundary materialises the draws: in one loop XLA fuses the normal
+    # sampler into each of its many consumers and computes it several times (measured 4x).
+    ones = jnp.ones((k_data.shape[0], 1, B))
+    draw = jax.vmap(lambda k, b: draw_planes(k, b, spec, DATA_BLOCK, B, radius), in_axes=(0, None))
+
+    def covariates(b, bufs):
+        Xb, u = draw(k_data, b)
+        X1b = jnp.concatenate([jnp.where(keep(b), Xb, 0.0), ones], axis=1)
+        return bufs._replace(X1=put(bufs.X1, X1b, b), lf0=put(bufs.lf0, u, b))
+
+    respond = jax.vmap(lambda X, u: respond_planes(spec, tp, X, u))
+
+    def labels(b, bufs):
+        X1b = jax.lax.dynamic_index_in_dim(bufs.X1, b, axis=1, keepdims=False)
+        u = jax.lax.dynamic_index_in_dim(bufs.lf0, b, axis=1, keepdims=False)
+        yb, lf0b = respond(X1b[:, : spec.d], u)
+        yb = jnp.where(keep(b), yb, 0).astype(spec.y_dtype)
+        return bufs._replace(
+            y=put(bufs.y, yb, b), lf0=put(bufs.lf0, jnp.where(keep(b), lf0b, 0.0), b)
+        )
+
+    bufs = jax.lax.fori_loop(0, count, covariates, bufs)
+    return jax.lax.fori_loop(0, count, labels, bufs)
 
 
 def held_source(n: jax.Array, B: int, X1: jax.Array, y: jax.Array, lf0: jax.Array):
@@ -307,8 +341,8 @@ def fit_lane(
     if m_dens > 0 and not spec.regression:
         Xh = sample_covariates(keys.dens, spec.d, m_dens, radius).T  # planes (d, points)
         both = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), est, tp)
-        lp = jax.vmap(lambda p: class_log_probs_planes(spec, p, Xh))(both)  # one kernel set
-        dens = mean_hellinger_planes(lp[0], lp[1])
+        pr = jax.vmap(lambda p: jnp.stack(class_probs_planes(spec, p, Xh)))(both)  # one kernel set
+        dens = mean_hellinger_probs(pr[0], pr[1])
     else:
         dens = jnp.nan  # off, or regression: no closed-form Hellinger distance
     many = spec.m > 1
