@@ -88,7 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="results directory (default runs/<name>)")
     s.add_argument("--replicates", type=_positive_int("--replicates"))
     s.add_argument("--sizes", type=_sizes, help="comma-separated sample sizes")
-    s.add_argument("--chunk", type=_positive_int("--chunk"), help="lanes per compiled call")
+    s.add_argument(
+        "--chunk",
+        type=_positive_int("--chunk"),
+        help="lanes per part on disk (the resume granularity)",
+    )
     s.add_argument("--seed", type=_nonneg_int("--seed"))
     s.add_argument(
         "--quick",
