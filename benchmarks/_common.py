@@ -1,8 +1,10 @@
-"""Shared helpers of the benchmark scripts: machine description, tables, RESULTS.md sections.
+"""Shared helpers of the benchmark scripts: machine description, tables, RESULTS.md sections,
+the moejax CLI's XLA flags, pinning to one core, and the engine's call plan.
 
-Not a benchmark itself. The scripts print their tables; throughput, scaling, ceiling and
-gpu_paper_study also replace their own section of ``benchmarks/RESULTS.md`` (between
-``<!-- begin NAME -->`` and ``<!-- end NAME -->``), leaving the other sections as they are.
+Not a benchmark itself. The scripts print their tables; throughput, scaling, ceiling,
+gpu_paper_study and targets also replace their own section of ``benchmarks/RESULTS.md``
+(between ``<!-- begin NAME -->`` and ``<!-- end NAME -->``), leaving the other sections as
+they are.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ QUIET_LOAD_FRACTION = 0.25
 _HEADER = """# moejax benchmark results
 
 Latest results of the scripts in `benchmarks/` (run by hand, never in CI). Each of
-`throughput.py`, `scaling.py`, `ceiling.py` and `gpu_paper_study.py` replaces its own section
-below; the command, date, machine and load average are recorded with the numbers. Sections
-marked **PRELIMINARY** come from `--quick` runs or from a machine that was busy with other work
-(see the load average); rerun the command given in the section on a quiet machine for numbers
-to quote. `adapters.py` prints its tables and appends them to the file given by `--out`.
+`targets.py`, `throughput.py`, `scaling.py`, `ceiling.py` and `gpu_paper_study.py` replaces its
+own section below; the command, date, machine and load average are recorded with the numbers.
+Sections marked **PRELIMINARY** come from `--quick` runs or from a machine that was busy with
+other work (see the load average); rerun the command given in the section on a quiet machine
+for numbers to quote. `adapters.py` and `streaming.py` print their tables and append them to
+the file given by `--out`.
 """
 
 
@@ -283,34 +286,57 @@ def run_json_subprocess(argv: list[str], env: dict[str, str] | None = None, time
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def apply_cli_xla_flags(enabled: bool = True) -> str:
-    """Set the XLA flags that the `moejax` command line sets for itself (if this version sets
-    any: ``moejax.cli._cpu_compile_flags``), so that in-process measurements compile the same
-    way as `moejax sweep`. Must run before JAX's backend starts. Returns XLA_FLAGS."""
-    if enabled:
-        try:
-            from moejax import cli
+def pin_one_core() -> int:
+    """Pin this process to one core (its lowest allowed CPU) and ask the moejax CLI flags for
+    one host device. Must run before JAX starts its backend (its thread pools are sized
+    then). Returns the core."""
+    core = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {core})
+    os.environ["MOEJAX_HOST_DEVICES"] = "1"
+    return core
 
-            fn = getattr(cli, "_cpu_compile_flags", None)
-            if fn is not None:
-                fn()
-        except ImportError:
-            pass
+
+def apply_cli_xla_flags(enabled: bool = True, host_devices: int | None = None) -> str:
+    """Set the XLA flags that the `moejax` command line sets for itself
+    (`moejax.cli._cpu_compile_flags`: ``--xla_backend_optimization_level=1`` and one host
+    device per core), so that in-process measurements compile and shard the way `moejax
+    sweep` does. ``host_devices`` overrides the device count (MOEJAX_HOST_DEVICES; 1 = one
+    device, what a process pinned to one core gets anyway); ``enabled`` False keeps JAX's
+    default optimisation level (the device count is still applied). Must run before JAX's
+    backend starts. Returns XLA_FLAGS."""
+    if host_devices is not None:
+        os.environ["MOEJAX_HOST_DEVICES"] = str(int(host_devices))
+    if enabled:
+        from moejax import cli
+
+        cli._cpu_compile_flags()
+    else:
+        n = int(os.environ.get("MOEJAX_HOST_DEVICES", "0") or 0) or nproc()
+        flags = os.environ.get("XLA_FLAGS", "")
+        if n > 1 and "xla_force_host_platform_device_count" not in flags:
+            flags = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+            os.environ["XLA_FLAGS"] = flags
     return os.environ.get("XLA_FLAGS", "")
 
 
+def moejax_argv() -> list[str]:
+    """The `moejax` command of this interpreter's environment."""
+    exe = Path(sys.executable).parent / "moejax"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "moejax.cli"]
+
+
 def block_size(cfg: dict) -> int:
-    """Rows per compute block the engine uses for this config (`engine.choose_block` of the
-    config's sizes, ``run.block_rows`` and ``run.max_padding``)."""
-    from moejax.sweep.engine import choose_block
+    """Rows per compute block the engine uses for this config (`choose_block` of the config's
+    sizes, ``run.block_rows`` and ``run.max_padding``)."""
+    from moejax.sweep.simulate import choose_block
 
     r = cfg["run"]
     return choose_block(cfg["sizes"]["list"], r["block_rows"], r["max_padding"])
 
 
-def buffer_rows(cfg: dict, n: int) -> int:
-    """Rows of the smallest lane buffer holding a sample of n rows: n rounded up to whole
-    compute blocks (`block_size`)."""
+def active_rows(cfg: dict, n: int) -> int:
+    """Rows a lane of size n works on: n rounded up to whole compute blocks (every pass loops
+    over the active blocks only, whatever the class's buffer length)."""
     B = block_size(cfg)
     return -(-n // B) * B
 
@@ -325,24 +351,28 @@ def describe_config(cfg: dict) -> str:
     )
 
 
-def chunk_plan(cfg: dict, n_devices: int = 1) -> list[tuple[list[tuple[int, int]], int, int]]:
-    """The compiled calls a sweep of ``cfg`` makes, mirroring `moejax.sweep.engine.run_sweep`:
-    a list of (real lanes [(n, r)], lanes per call C, rows per lane). Sizes are grouped into
-    buffer classes (`engine.buffer_classes`, ``run.buffer_ratio``), each with its own lanes per
-    call; chunks never mix sizes, a lane of size n works on ceil(n / B) * B rows (B =
-    `block_size`); a call's last lanes are padding (copies of its last lane) when
-    len(real) < C."""
-    from moejax.sweep.engine import auto_chunk, buffer_classes, build_problem
+def call_plan(
+    cfg: dict, n_devices: int = 1, platform: str = "cpu"
+) -> list[tuple[list[tuple[int, int]], int, int]]:
+    """The compiled calls a sweep of ``cfg`` makes, mirroring `moejax.sweep.engine.run_sweep`
+    and `Engine.run`: a list of (real lanes [(n, r)], lanes per call, rows per lane). The
+    plan (`moejax.sweep.simulate.plan`) gives every buffer class G lanes per device and the
+    devices a call uses; chunks (parts on disk, `chunk_lanes`) never mix sizes and each runs
+    whole calls of G x devices lanes, its last call padded with copies of its last lane; a
+    lane of size n works on ceil(n / B) * B rows (`active_rows`)."""
+    from moejax.sweep.simulate import build_problem, chunk_lanes, plan
 
     problem = build_problem(cfg)
-    sizes, R = cfg["sizes"]["list"], cfg["replicates"]
-    D = n_devices
-    B = block_size(cfg)
+    R = cfg["replicates"]
+    pl = plan(problem, n_devices, platform)
     out = []
-    for N, group in buffer_classes(sizes, B, cfg["run"]["buffer_ratio"]):
-        Cc = min(cfg["run"]["chunk"] or auto_chunk(problem, N, D), R)
-        Cc = -(-Cc // D) * D
-        for n in group:
+    for cp in pl.classes:
+        Cc = chunk_lanes(problem, cp)
+        P = cp.per_call
+        for n in cp.sizes:
+            rows = -(-n // pl.block) * pl.block
             for i in range(0, R, Cc):
-                out.append(([(n, r) for r in range(i, min(i + Cc, R))], Cc, -(-n // B) * B))
+                chunk = list(range(i, min(i + Cc, R)))
+                for j in range(0, len(chunk), P):
+                    out.append(([(n, r) for r in chunk[j : j + P]], P, rows))
     return out

@@ -47,9 +47,11 @@ def test_plan_holds_what_fits_and_streams_what_does_not():
     N, B = 2624, 64
     held = held_lane_bytes(p, N)
     (cp,) = plan(p, 1, "cpu").classes
-    assert (cp.N, cp.streamed, cp.lanes) == (N, False, 16)  # 2 GiB: 16 held lanes
+    assert (cp.N, cp.streamed, cp.lanes) == (N, False, 4)  # 2 GiB: the default 4 held lanes
     fewer = build_problem(_cfg(**{"run.memory_gb": 3.5 * held / 2**30}))
     assert [(c.lanes, c.streamed) for c in plan(fewer, 1, "cpu").classes] == [(3, False)]
+    gpu = plan(p, 1, "gpu").classes[0]
+    assert gpu.lanes == min(2048, int(2 * 2**30 // held)) and not gpu.streamed
     small = build_problem(_cfg(**{"run.memory_gb": 0.9 * held / 2**30}))
     (cs,) = plan(small, 1, "cpu").classes
     assert cs.streamed and cs.lanes >= 1

@@ -51,11 +51,13 @@ from moejax.mix.truth import MixTruth, drifting_truth
 from moejax.sweep import config as config_mod
 from moejax.voronoi import voronoi_errors
 
-#: Lanes per device per compiled call when run.lanes = 0 (automatic), by platform: enough
-#: lanes for the fused pass to vectorise and amortise its per-call costs on a CPU core
-#: (benchmarks/scaling.py), thousands to fill a GPU. Lowered automatically for large buffers
-#: (`plan`).
-DEFAULT_LANES: dict[str, int] = {"cpu": 16, "gpu": 2048, "tpu": 2048}
+#: Lanes per device per compiled call when run.lanes = 0 (automatic), by platform, lowered
+#: automatically for large buffers (`plan`). On a CPU the fused pass already fills the vector
+#: units with one lane's 1024-row blocks, and a vmapped while-loop runs every lane of a call as
+#: long as its slowest: measured (benchmarks/RESULTS.md) 1, 4 and 16 lanes give the same
+#: throughput within noise and 64 is slower, so 4 (little padding of a size's last call, e.g.
+#: none for 40 replicates on 1, 2, 5 or 10 devices). A GPU needs thousands of lanes.
+DEFAULT_LANES: dict[str, int] = {"cpu": 4, "gpu": 2048, "tpu": 2048}
 #: Lanes per part on disk when run.chunk = 0 (the resume granularity of `moejax sweep`).
 DEFAULT_CHUNK_LANES = 64
 
