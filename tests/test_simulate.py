@@ -1,0 +1,131 @@
+"""`moejax.simulate`, `moejax.problem` and `moejax.slopes`: the pure face of the engine.
+
+One tiny model (d = 2, K = 2, sizes [200, 300], 4 replicates, 2 lanes per call) compiled once per
+module through JAX's in-process cache of the engine's program shapes; every comparison between
+two ways of building the same study is bit for bit (same compiled program)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import moejax as mj
+from moejax.sweep import load, run_sweep
+from moejax.sweep.config import ConfigError
+
+TOML = """\
+name = "tiny"
+seed = 1
+replicates = 4
+[model]
+d = 2
+K = 2
+frozen = "linear"
+adapter = "tanh"
+scale = 2.0
+eta0 = [[1.0, 0.0]]
+[truth]
+beta = [0.5, 0.5]
+tau = 0.2
+eta = [[0.0, 1.0]]
+[sizes]
+list = [200, 300]
+[run]
+lanes = 2
+density_points = 20
+"""
+
+
+@pytest.fixture(scope="module")
+def toml(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    p = tmp_path_factory.mktemp("cfg") / "tiny.toml"
+    p.write_text(TOML)
+    return p
+
+
+@pytest.fixture(scope="module")
+def from_toml(toml: Path) -> dict[str, np.ndarray]:
+    return mj.simulate(toml, progress=False)
+
+
+def test_shapes_and_columns(from_toml) -> None:
+    from moejax.sweep.store import FIT_COLUMNS
+
+    for c in FIT_COLUMNS:
+        assert from_toml[c].shape == (2, 4), c
+    np.testing.assert_array_equal(from_toml["n"], [[200] * 4, [300] * 4])
+    np.testing.assert_array_equal(from_toml["replicate"], [list(range(4))] * 2)
+    assert from_toml["converged"].all() and (from_toml["status"] == "converged").all()
+    assert np.isfinite(from_toml["err_eta"]).all() and (from_toml["err_eta"] > 0).all()
+
+
+def test_problem_built_in_python_equals_the_config(toml, from_toml) -> None:
+    """The same study as a Python problem (face spec and truth) gives the same fits, bit for
+    bit: build_problem(config) and problem(...) describe one compiled program."""
+    spec = mj.ModelSpec(d=2, K=2, frozen="linear", adapter="tanh", eta0=[[1.0, 0.0]], scale=2.0)
+    truth = mj.heterogeneous_truth(spec, beta=[0.5, 0.5], tau=0.2, eta=[[0.0, 1.0]])
+    prob = mj.problem(
+        spec, truth, sizes=[300, 200], replicates=4, seed=1, run={"lanes": 2, "density_points": 20}
+    )
+    got = mj.simulate(prob, progress=False)
+    for c, v in from_toml.items():
+        np.testing.assert_array_equal(got[c], v, err_msg=c)
+
+
+def test_overrides_select_the_same_lanes(toml, from_toml) -> None:
+    """sizes / replicates / seed override the config; a lane's fit depends on (seed, n, r)
+    only, so a subset of replicates is the same subset of the arrays."""
+    got = mj.simulate(toml, sizes=[300], replicates=2, progress=False)
+    for c, v in from_toml.items():
+        np.testing.assert_array_equal(got[c], v[1:, :2], err_msg=c)
+    other = mj.simulate(toml, sizes=[300], replicates=2, seed=2, progress=False)
+    assert not np.array_equal(other["err_eta"], got["err_eta"])
+
+
+def test_slopes_of_arrays_equal_slopes_of_the_run(toml, from_toml, tmp_path) -> None:
+    """moejax.slopes on simulate's arrays is the slope table of the sweep's run directory."""
+    run_sweep(load(toml), tmp_path / "run", progress=False)
+    a = mj.slopes(from_toml, n_boot=100, regime="heterogeneous", gamma=None)
+    b = mj.slopes(tmp_path / "run", n_boot=100)
+    assert [r["parameter"] for r in a] == [r["parameter"] for r in b]
+    assert {r["parameter"] for r in a} >= {"beta", "exp_tau", "eta", "density"}
+    for x, y in zip(a, b, strict=True):
+        for k in ("slope", "ci_low", "ci_high", "theory", "n_fits", "n_failed"):
+            assert x[k] == pytest.approx(y[k], nan_ok=True), k
+        assert x["theory"] == -0.5 and x["n_fits"] == 8
+    # a fits.csv path works too, and an error column that does not exist is refused
+    assert mj.slopes(tmp_path / "run" / "fits.csv", n_boot=0)[0]["ci_low"] != 0
+    with pytest.raises(ValueError, match="fits"):
+        mj.slopes({"err_eta": np.ones(3)})
+
+
+def test_bad_problems_are_refused_naming_the_field() -> None:
+    spec = mj.ModelSpec(d=2, K=2, frozen="linear", adapter="tanh", eta0=[[1.0, 0.0]])
+    truth = mj.heterogeneous_truth(spec, beta=[0.5, 0.5], tau=0.2, eta=[[0.0, 1.0]])
+    with pytest.raises(ConfigError, match=r"^init\.mode"):
+        mj.problem(spec, truth, init={"mode": "nearest"})
+    with pytest.raises(ConfigError, match=r"^estimator\.maxiter: unknown key"):
+        mj.problem(spec, truth, estimator={"maxiter": 3})
+    with pytest.raises(ConfigError, match=r"^sizes"):
+        mj.problem(spec, truth, sizes=[2, 300])  # below the 6 free parameters
+    with pytest.raises(ConfigError, match=r"^replicates"):
+        mj.problem(spec, truth, replicates=0)
+    other = mj.ModelSpec(d=3, K=2, frozen="linear", adapter="tanh", eta0=[[1.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match=r"^truth: does not fit"):
+        mj.problem(other, truth)
+    with pytest.raises(ValueError, match=r"^config: expected"):
+        mj.simulate(42)
+
+
+def test_use_all_cores_after_the_backend_started_says_how() -> None:
+    import os
+
+    import jax
+
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        pytest.skip("XLA_FLAGS fixes the device count (use_all_cores then keeps it)")
+    jax.devices()  # the backend is up (this test module has computed already)
+    with pytest.raises(RuntimeError, match="before the first JAX computation"):
+        mj.use_all_cores(3)
