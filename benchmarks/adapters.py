@@ -4,6 +4,7 @@ goal 3x; record the cost per row evaluation of every gate x likelihood pair").
 
     python benchmarks/adapters.py                        # 64 fits at n = 4000, 7 repeats
     python benchmarks/adapters.py --quick                # 8 fits at n = 500, 2 repeats (check)
+    python benchmarks/adapters.py --smoke                # --quick, rows for 3 of the 9 pairs
     python benchmarks/adapters.py --out notes/adapters.md   # also append a Markdown block
 
 Per fit. One adapter: the design of sweeps/heterogeneous.toml (d = 2, K = 3, logits 4 a(eta . x),
@@ -11,9 +12,9 @@ linear frozen expert with eta0 = I_2, tanh adapter, softmax gate; beta* = 1_2 / 
 tau* = 0, eta* = 1.5 (e2, e1)). Two adapters: sweeps/adapters/two.toml (the same model with
 m = 2; beta* = (e1, e2), tau* = 0, eta*_2 = -eta*_1 rotated). Model, truth, box, max_iter and
 the near-truth start constants come from the configs themselves (`moejax.sweep.config.load`,
-`moejax.sweep.engine.build_problem`). For each m, L datasets of n rows are drawn beforehand
-(`moejax.mix.sample`) and prepared (`moejax.estimation.estimators.prepare_data`: covariates with a
-ones column, the frozen expert's log-density); the timed function is
+`moejax.sweep.simulate.build_problem`). For each m, L datasets of n rows are drawn beforehand
+(`moejax.mix.sample`) and prepared (`moejax.estimation.estimators.prepare_data`: covariate planes
+X1 (d+1, n) with a ones plane, rows last, the frozen expert's log-density); the timed function is
 ``jax.jit(jax.vmap(fit_data))``: L direct projected-Newton fits from near-truth starts
 (`moejax.estimation.init.init_near_truth`), compiled once ahead of time, one warm-up call, then the
 median of the repeated calls. Time per fit = call time / L. A vmapped while-loop runs every lane
@@ -29,15 +30,19 @@ R = 1 for regression; linear frozen expert of the same likelihood, tanh adapters
 nu0 = 1, nu* = 0.5; the truths above, regression using the first row of each eta*):
 
 - rows: ``mixture_row_fns(spec).value_grad_hess(U, (y, lf0))`` (`moejax.mix.rows`, closed
-  forms) on L x n rows at once, U = `moejax.mix.density.predictors` at the truth. The outputs
-  (value, gradient, Hessian per row) are summed over the rows inside the jitted function, so
-  the timing is the evaluation, not the writing of (rows, W, W) arrays back to the host.
+  forms, rows last) on L x n rows at once, U (W, rows) = `moejax.mix.rows.predictor_planes` at
+  the truth. The outputs (value, gradient and packed Hessian planes) are summed over the rows
+  inside the jitted function, so the timing is the evaluation, not the writing of planes back
+  to the host.
 - objective: ``objective(spec, data).value_grad_hess(theta)`` (`moejax.estimation.estimators`): one
   full pass, i.e. the predictors, the row derivatives and the weighted Gram sums that make the
   P x P Hessian, vmapped over the L datasets of n rows.
 
 Both are reported as nanoseconds per row (median call time / rows). Times depend on the
 machine and on its load: the load average and core count are printed first; compare ratios.
+
+Changed with the engine rewrite (issue 13): the data are rows last (X1 (d+1, n), planes) and
+the row functions return planes; ``--smoke`` added. One JAX device (no forced host devices).
 """
 
 from __future__ import annotations
@@ -104,7 +109,7 @@ def pad_blocks(data, n: int, block: int):
 
     nb = -(-n // block)
     extra = nb * block - n
-    pad = lambda a: jnp.pad(a, [(0, 0), (0, extra)] + [(0, 0)] * (a.ndim - 2))
+    pad = lambda a: jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, extra)])  # rows last
     padded = data._replace(X1=pad(data.X1), y=pad(data.y), w=pad(data.w), lf0=pad(data.lf0))
     return jax.device_put(padded), Blocks(block, jnp.int32(nb))
 
@@ -117,7 +122,7 @@ def fit_case(path: str, L: int, n: int, repeats: int, block: int) -> dict:
     from moejax.estimation.estimators import fit_data
     from moejax.estimation.init import init_near_truth
     from moejax.sweep.config import load
-    from moejax.sweep.engine import build_problem
+    from moejax.sweep.simulate import build_problem
 
     cfg = load(path)
     problem = build_problem(cfg)
@@ -197,20 +202,19 @@ def row_case(gate: str, lik: str, m: int, L: int, n: int, repeats: int) -> dict:
 
     from moejax.estimation.bounds import pack
     from moejax.estimation.estimators import objective
-    from moejax.mix.density import predictors
-    from moejax.mix.rows import mixture_row_fns
+    from moejax.mix.rows import mixture_row_fns, predictor_planes
 
     spec, p = row_spec(gate, lik, m)
     data = draw(spec, p, L, n, jax.random.key(SEED + 1))
     rows = L * n
-    flat = lambda a: a.reshape(rows, *a.shape[2:])
     d = spec.d
-    U = jax.jit(lambda X1: predictors(spec, p, X1[:, :d]))(flat(data.X1))
-    y, lf0 = flat(data.y), flat(data.lf0)
+    X1 = jnp.moveaxis(data.X1, 0, 1).reshape(d + 1, rows)  # (L, d+1, n) -> planes (d+1, L n)
+    U = jax.jit(lambda X1: predictor_planes(spec, p, X1[:d]))(X1)
+    y, lf0 = data.y.reshape(rows), data.lf0.reshape(rows)
     vgh = mixture_row_fns(spec).value_grad_hess
 
     def row_pass(U, y, lf0):
-        return jax.tree_util.tree_map(lambda a: jnp.sum(a, axis=0), vgh(U, (y, lf0)))
+        return jax.tree_util.tree_map(lambda a: jnp.sum(a, axis=-1), vgh(U, (y, lf0)))
 
     f_rows, c_rows = compiled(row_pass, U, y, lf0)
     t_rows, _ = timed(f_rows, (U, y, lf0), repeats)
@@ -225,7 +229,7 @@ def row_case(gate: str, lik: str, m: int, L: int, n: int, repeats: int) -> dict:
         "gate": gate,
         "likelihood": lik,
         "m": m,
-        "W": U.shape[1],
+        "W": U.shape[0],
         "P": spec.n_params,
         "rows_ns": 1e9 * t_rows / rows,
         "obj_ns": 1e9 * t_obj / rows,
@@ -236,6 +240,11 @@ def row_case(gate: str, lik: str, m: int, L: int, n: int, repeats: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="n = 500, 8 fits, 2 repeats")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="--quick with per-row costs of 3 pairs (every gate and likelihood once)",
+    )
     ap.add_argument("--n", type=int, help="rows per fit (default 4000)")
     ap.add_argument("--fits", type=int, help="vmapped fits per call, L (default 64)")
     ap.add_argument("--repeats", type=int, help="timed calls after the warm-up (default 7)")
@@ -254,6 +263,8 @@ def main() -> None:
         help="do not apply the XLA flags the moejax CLI sets (measure JAX's defaults)",
     )
     args = ap.parse_args()
+    if args.smoke:
+        args.quick = True
     info = C.RunInfo(args.quick)
     p = dict(QUICK if args.quick else FULL)
     for k in ("n", "fits", "repeats"):
@@ -263,7 +274,7 @@ def main() -> None:
     if min(n, L, reps) < 1 or args.block < 0:
         sys.exit("adapters: --n, --fits and --repeats must be >= 1, --block >= 0")
 
-    xla_flags = C.apply_cli_xla_flags(not args.no_cli_xla_flags)
+    xla_flags = C.apply_cli_xla_flags(not args.no_cli_xla_flags, host_devices=1)
     la = info.load_start
     print(
         f"adapters: load average {C.fmt_load(la)} (1/5/15 min) on nproc {info.nproc} "
@@ -361,34 +372,39 @@ def main() -> None:
 
         print(f"\nper-row costs on {L} x {n} = {L * n} rows ...", flush=True)
         res = {}
-        for gate in GATES:
-            for lik in LIKELIHOODS:
-                for m in (1, 2):
-                    res[(gate, lik, m)] = row_case(gate, lik, m, L, n, reps)
-                a, b = res[(gate, lik, 1)], res[(gate, lik, 2)]
-                print(
-                    f"  {gate:>10} x {lik:<11}: rows {a['rows_ns']:.0f} / {b['rows_ns']:.0f} ns, "
-                    f"objective {a['obj_ns']:.0f} / {b['obj_ns']:.0f} ns (m = 1 / 2)",
-                    flush=True,
-                )
+        pairs = [(g, lk) for g in GATES for lk in LIKELIHOODS]
+        if args.smoke:
+            pairs = [
+                ("softmax", "categorical"),
+                ("sigmoid", "gaussian"),
+                ("input_free", "laplace"),
+            ]
+        for gate, lik in pairs:
+            for m in (1, 2):
+                res[(gate, lik, m)] = row_case(gate, lik, m, L, n, reps)
+            a, b = res[(gate, lik, 1)], res[(gate, lik, 2)]
+            print(
+                f"  {gate:>10} x {lik:<11}: rows {a['rows_ns']:.0f} / {b['rows_ns']:.0f} ns, "
+                f"objective {a['obj_ns']:.0f} / {b['obj_ns']:.0f} ns (m = 1 / 2)",
+                flush=True,
+            )
         table_rows = []
-        for gate in GATES:
-            for lik in LIKELIHOODS:
-                a, b = res[(gate, lik, 1)], res[(gate, lik, 2)]
-                table_rows.append(
-                    [
-                        gate,
-                        lik,
-                        f"{a['W']} / {b['W']}",
-                        f"{a['P']} / {b['P']}",
-                        a["rows_ns"],
-                        b["rows_ns"],
-                        f"{b['rows_ns'] / a['rows_ns']:.2f}",
-                        a["obj_ns"],
-                        b["obj_ns"],
-                        f"{b['obj_ns'] / a['obj_ns']:.2f}",
-                    ]
-                )
+        for gate, lik in pairs:
+            a, b = res[(gate, lik, 1)], res[(gate, lik, 2)]
+            table_rows.append(
+                [
+                    gate,
+                    lik,
+                    f"{a['W']} / {b['W']}",
+                    f"{a['P']} / {b['P']}",
+                    a["rows_ns"],
+                    b["rows_ns"],
+                    f"{b['rows_ns'] / a['rows_ns']:.2f}",
+                    a["obj_ns"],
+                    b["obj_ns"],
+                    f"{b['obj_ns'] / a['obj_ns']:.2f}",
+                ]
+            )
         t_rows, md_rows = C.table(
             [
                 "gate",

@@ -14,8 +14,9 @@ the baseline with perfect parallelism on ``c`` cores:
 BLAS in the workers is pinned to one thread (the arrays are small; more threads only oversubscribe
 the cores), so per-fit CPU time is also the fit's single-core wall time.
 
-Run ``python benchmarks/baseline_scipy.py`` for a small demo (``--quick``: 2 replicates at
-n = 500, a few seconds).
+Run ``python benchmarks/baseline_scipy.py`` for a small demo (``--quick`` or ``--smoke``: 2
+replicates at n = 500, a few seconds). Unchanged by the engine rewrite of issue 13 (it uses no
+moejax code).
 """
 
 from __future__ import annotations
@@ -175,9 +176,10 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser(description="Demo of the per-fit SciPy baseline.")
     ap.add_argument("--quick", action="store_true", help="2 replicates at n = 500")
+    ap.add_argument("--smoke", action="store_true", help="same as --quick (script check)")
     ap.add_argument("--processes", type=int, help="pool size (default os.cpu_count())")
     a = ap.parse_args()
-    if a.quick:
+    if a.quick or a.smoke:
         _demo(a.processes, replicates=2, ns=(500,))
     else:
         _demo(a.processes)

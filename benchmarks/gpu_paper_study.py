@@ -1,8 +1,9 @@
 """The paper-sized study on a GPU machine, timed as one command.
 
     python benchmarks/gpu_paper_study.py                       # on a machine with a GPU
-    python benchmarks/gpu_paper_study.py --chunk 1000          # lanes per call (default: auto)
+    python benchmarks/gpu_paper_study.py --chunk 4096          # lanes per part (default: auto)
     python benchmarks/gpu_paper_study.py --quick --allow-cpu   # check the script, any device
+    python benchmarks/gpu_paper_study.py --smoke               # = --quick --allow-cpu --no-write
 
 The study: sweeps/heterogeneous.toml with 1000 replicates at 20 log-spaced sizes in [1e3, 1e5]
 (20 000 fits), run as
@@ -16,6 +17,10 @@ then again with the same cache into a new directory (warm), unless --cold-only. 
 devices (and `nvidia-smi -L`), the wall times and the manifest's compile/compute split, and
 writes its section of benchmarks/RESULTS.md. Without a GPU it refuses to run unless
 --allow-cpu (then the section says it is not a GPU run).
+
+With the engine of issue 13 the lanes per compiled call are G x devices (G = run.lanes, 2048
+per device on a GPU by default; the manifest's ``buckets``), and ``--chunk`` sets the lanes per
+part on disk (the resume granularity), not the lanes per call.
 """
 
 from __future__ import annotations
@@ -48,13 +53,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 sizes x 8 replicates (script check)")
     ap.add_argument("--config", default=CONFIG, help=f"sweep config (default {CONFIG})")
-    ap.add_argument("--chunk", type=int, help="lanes per compiled call (passed to moejax sweep)")
+    ap.add_argument("--chunk", type=int, help="lanes per part on disk (moejax sweep --chunk)")
     ap.add_argument("--cold-only", action="store_true", help="skip the warm (cached) run")
     ap.add_argument("--report", action="store_true", help="also write the report (slopes, plots)")
     ap.add_argument("--out", help="run directory (default: a temporary one, removed)")
     ap.add_argument("--allow-cpu", action="store_true", help="run even without a GPU")
     ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    ap.add_argument("--smoke", action="store_true", help="--quick --allow-cpu --no-write")
     args = ap.parse_args()
+    if args.smoke:
+        args.quick = args.allow_cpu = args.no_write = True
     info = C.RunInfo(args.quick)
     p = QUICK if args.quick else FULL
 
@@ -78,8 +86,7 @@ def main() -> None:
     R = p["replicates"]
     tmp = Path(tempfile.mkdtemp(prefix="moejax-paper-"))
     out_base = Path(args.out) if args.out else tmp
-    exe = Path(sys.executable).parent / "moejax"
-    moejax = [str(exe)] if exe.exists() else [sys.executable, "-m", "moejax.cli"]
+    moejax = C.moejax_argv()
     cmd_args = [
         "sweep",
         args.config,
@@ -119,6 +126,7 @@ def main() -> None:
                     c["n_fits"],
                     c["n_fits"] / wall,
                     f"{c['n_converged']}/{c['n_fits']}",
+                    ", ".join(f"{b['lanes_per_device']} x {b['devices']}" for b in man["buckets"]),
                     man.get("chunk", "-"),
                     man.get("buffer_rows", "-"),
                 ]
@@ -136,7 +144,8 @@ def main() -> None:
             "fits",
             "fits/s",
             "converged",
-            "lanes per call",
+            "lanes per call (G x devices)",
+            "lanes per part",
             "buffer rows",
         ],
         runs,

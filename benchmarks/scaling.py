@@ -382,11 +382,15 @@ def main() -> None:
         ratios = ""
         if one:
             t1 = one[0]["compute_s"] / one[0]["fits"]
-            ratios = " Time per fit at G = 1 over time per fit at G: " + ", ".join(
-                f"{t1 / (r['compute_s'] / r['fits']):.2f}x (G = {r['lanes']})"
-                for r in lpts
-                if r["lanes"] != 1
-            ) + " (> 1: batching lanes pays)."
+            ratios = (
+                " Time per fit at G = 1 over time per fit at G: "
+                + ", ".join(
+                    f"{t1 / (r['compute_s'] / r['fits']):.2f}x (G = {r['lanes']})"
+                    for r in lpts
+                    if r["lanes"] != 1
+                )
+                + " (> 1: batching lanes pays)."
+            )
         comment.append(
             f"Lanes per call at n = {n_lanes}: fits/s "
             + ", ".join(f"{r['fits'] / r['compute_s']:.0f} (G = {r['lanes']})" for r in lpts)

@@ -9,9 +9,16 @@
 
 Usage:
     .venv/bin/python benchmarks/streaming.py                     # per-row table only
+    .venv/bin/python benchmarks/streaming.py --smoke             # script check (n = 8192 x 2,
+        2 repeats, one streamed sweep at n = 20000 with memory_gb 0.001; under a minute)
     .venv/bin/python benchmarks/streaming.py --fit 20000000:2:0.5 --fit 100000000:1:0.5
         (size:replicates:memory_gb; each run in its own process)
     --out FILE appends a Markdown block.
+
+Changed with the engine rewrite (issue 13): held data are the engine's donated block-major
+buffers (`fill_buffers`, read through `held_source`), streamed data its `draw_block`, both
+through the `source` of the fused objective, as `make_chunk_fn` reads them (the old
+``lane_data(..., streamed)`` record is gone).
 """
 
 from __future__ import annotations
@@ -26,61 +33,76 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import _common as C  # noqa: E402
 
 
 def per_row(n: int, lanes: int, repeats: int) -> list[tuple[str, float]]:
+    """ns per row of one objective pass over ``lanes`` lanes of n rows, held (the engine's
+    block-major buffers, filled beforehand, read through `held_source`) and streamed (every
+    block drawn again from the lane's key by `draw_block`), as `make_chunk_fn` reads them."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from moejax.estimation.bounds import pack
     from moejax.estimation.estimators import FitData, objective
+    from moejax.estimation.objective import Blocks
     from moejax.sweep import load
-    from moejax.sweep.engine import build_problem, choose_block, lane_data
+    from moejax.sweep.simulate import (
+        build_problem,
+        choose_block,
+        draw_block,
+        empty_buffers,
+        fill_buffers,
+        held_source,
+        lane_keys,
+    )
 
     cfg = load(ROOT / "sweeps/heterogeneous.toml", {"sizes.list": [n]})
     p = build_problem(cfg)
+    spec, radius = p.spec, cfg["model"]["radius"]
     B = choose_block([n], cfg["run"]["block_rows"], cfg["run"]["max_padding"])
     N = -(-n // B) * B
-    theta = pack(p.spec, p.truth.at(float(n)))
+    nn = jnp.int32(n)
+    tp = p.truth.at(nn)
+    theta = pack(spec, tp)
+    blocks = Blocks(B, jnp.int32(N // B))
+    data = FitData(None, None, None, jnp.asarray(float(n)), None)
+    seed = jnp.uint32(cfg["seed"])
+    rs = jnp.arange(lanes, dtype=jnp.int32)
+    keys = jax.vmap(lambda r: lane_keys(seed, nn, r))(rs)
+    bufs = jax.jit(
+        lambda k: fill_buffers(spec, tp, k, nn, B, radius, empty_buffers(spec, lanes, N, B))
+    )(keys.data)
 
-    def one(r, streamed):
-        ld = lane_data(p.spec, p.truth, jnp.uint32(0), jnp.int32(n), r, N, B, None, streamed)
-        data = FitData(ld.X1, ld.y, ld.w, jnp.asarray(float(n)), ld.lf0)
-        return data, ld
+    def reduce(obj):
+        f, g, H = obj.value_grad_hess(theta)
+        return f + g.sum() + H.sum()
+
+    @jax.jit
+    def held(bufs):
+        one = lambda X1, y, lf0: reduce(
+            objective(spec, data, blocks, held_source(nn, B, X1, y, lf0))
+        )
+        return jax.vmap(one)(*bufs).sum()
+
+    @jax.jit
+    def streamed(k_data):
+        one = lambda k: reduce(
+            objective(spec, data, blocks, lambda b: draw_block(spec, tp, k, nn, b, B, radius))
+        )
+        return jax.vmap(one)(k_data).sum()
 
     out = []
-    for streamed in (False, True):
-
-        @jax.jit
-        def prep(rs, streamed=streamed):
-            if streamed:
-                return rs
-            return jax.vmap(lambda r: one(r, False)[0])(rs)
-
-        @jax.jit
-        def pass_(arg, streamed=streamed):
-            def lane(a):
-                if streamed:
-                    data, ld = one(a, True)
-                    obj = objective(p.spec, data, ld.blocks, ld.source)
-                else:
-                    from moejax.estimation.objective import Blocks
-
-                    obj = objective(p.spec, a, Blocks(B, jnp.int32(-(-n // B))))
-                f, g, H = obj.value_grad_hess(theta)
-                return f + g.sum() + H.sum()
-
-            return jax.vmap(lane)(arg).sum()
-
-        arg = jax.block_until_ready(prep(jnp.arange(lanes, dtype=jnp.int32)))
-        jax.block_until_ready(pass_(arg))  # compile + warm-up
+    for name, fn, arg in (("held", held, bufs), ("streamed", streamed, keys.data)):
+        jax.block_until_ready(fn(arg))  # compile + warm-up
         ts = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            jax.block_until_ready(pass_(arg))
+            jax.block_until_ready(fn(arg))
             ts.append(time.perf_counter() - t0)
-        out.append(("streamed" if streamed else "held", float(np.median(ts)) / (n * lanes) * 1e9))
+        out.append((name, float(np.median(ts)) / (n * lanes) * 1e9))
     return out
 
 
@@ -119,14 +141,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--fit", action="append", default=[], help="size:replicates:memory_gb")
     ap.add_argument("--out")
+    ap.add_argument("--smoke", action="store_true", help="script check (see the docstring)")
     a = ap.parse_args()
+    if a.smoke:
+        a.n, a.lanes, a.repeats = 8192, 2, 2
+        a.fit = a.fit or ["20000:1:0.001"]
+    # the XLA optimisation level the moejax CLI and the engine compile with; one device
+    xla_flags = C.apply_cli_xla_flags(True, host_devices=1)
     load = os.getloadavg()
     lines = [
         f"### streaming.py ({time.strftime('%Y-%m-%d %H:%M')} UTC)",
         "",
         f"- Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
         f"- nproc {os.cpu_count()}; load average at the start {load[0]:.2f} / {load[1]:.2f} / "
-        f"{load[2]:.2f}",
+        f"{load[2]:.2f}; XLA_FLAGS `{xla_flags}`, one JAX device",
         "",
     ]
     rows = per_row(a.n, a.lanes, a.repeats)
