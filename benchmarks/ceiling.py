@@ -296,7 +296,7 @@ def work_pieces(config: str, n: int) -> dict:
     eng = Engine(problem, jax.local_devices()[:1])
     cp = eng.plan.class_of(n)
     A = _cost(eng.program(cp)[0])
-    B = eng.plan.block
+    B = cp.block
     tp = problem.truth.at(n)
     key = jax.random.key(12345)
     blk = jax.jit(lambda k, b, tp: sample_block_planes(k, b, spec, tp, DATA_BLOCK, B, radius))

@@ -98,7 +98,7 @@ def point(
     rss_import = C.rss_now_mib()
     eng = Engine(build_problem(cfg))
     cp = eng.plan.class_of(n)
-    B = eng.plan.block
+    B = cp.block
     eng.compile_all()
     rs = list(range(fits))
     first = eng.run(n, rs)

@@ -130,15 +130,14 @@ def run_sweep(
     for cp in engine.plan.classes:
         C = chunk_lanes(problem, cp)
         chunks += [(n, list(range(R))[i : i + C]) for n in cp.sizes for i in range(0, R, C)]
-    B = engine.plan.block
     executed = 0
     for n, rs in chunks:
         cp = engine.plan.class_of(n)
-        executed += -(-len(rs) // cp.per_call) * cp.per_call * -(-n // B) * B
+        executed += -(-len(rs) // cp.per_call) * cp.per_call * -(-n // cp.block) * cp.block
     layout = {
         "adapter_weight": adapter_weight(problem),
         "buffer_rows": max(cp.N for cp in engine.plan.classes),
-        "block_rows": B,
+        "block_rows": max(cp.block for cp in engine.plan.classes),
         "chunk": max(chunk_lanes(problem, cp) for cp in engine.plan.classes),
         "lanes_per_device": max(cp.lanes for cp in engine.plan.classes),
         "padding_ratio": executed / (R * sum(sizes)),
@@ -148,6 +147,7 @@ def run_sweep(
                 "sizes": list(cp.sizes),
                 "chunk": chunk_lanes(problem, cp),
                 "lanes_per_device": cp.lanes,
+                "block_rows": cp.block,
                 "devices": cp.devices,
                 "streamed": cp.streamed,
             }

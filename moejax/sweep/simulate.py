@@ -215,8 +215,17 @@ def draw_block(
     its DATA_BLOCK-row blocks `moejax.mix.sample_block(k_data, j, ...)` (the sampler's own
     draws: `moejax.mix.sample` reproduces them); rows past n are zeros of weight 0. Held and
     streamed lanes use these very blocks, so their data agree bit for bit."""
-    Xb, yb, lf0 = sample_block_planes(k_data, b, spec, tp, DATA_BLOCK, B, radius)
     keep = (b * B + jnp.arange(B)) < n
+    if spec.regression:
+        Xb, yb, lf0 = sample_block_planes(k_data, b, spec, tp, DATA_BLOCK, B, radius)
+    else:
+        # The draws come out of a cond (block b is active), so they are materialised once:
+        # handed straight to their many consumers, XLA computes the normal sampler again in
+        # each of them (measured: a streamed pass 9-21x a held one).
+        zeros = lambda _: (jnp.zeros((spec.d, B)), jnp.zeros((B,)))
+        draw = lambda b: draw_planes(k_data, b, spec, DATA_BLOCK, B, radius)
+        Xb, u = jax.lax.cond(b < (n + B - 1) // B, draw, zeros, b)
+        yb, lf0 = respond_planes(spec, tp, Xb, u)
     Xb = jnp.where(keep, Xb, 0.0)
     yb = jnp.where(keep, yb, 0).astype(spec.y_dtype)
     lf0 = jnp.where(keep, lf0, 0.0)
@@ -258,42 +267,14 @@ def fill_buffers(
     (L,)), in place: a loop over blocks, each block drawn for all lanes at once (vmap) and
     written along the block axis, so no lane ever pays for the buffer's length."""
     count = (n + B - 1) // B
-    keep = lambda b: (b * B + jnp.arange(B)) < n
     put = lambda buf, v, b: jax.lax.dynamic_update_index_in_dim(buf, v, b, axis=1)
-    if spec.regression:
-        draw = jax.vmap(lambda k, b: draw_block(spec, tp, k, n, b, B, radius), in_axes=(0, None))
+    draw = jax.vmap(lambda k, b: draw_block(spec, tp, k, n, b, B, radius), in_axes=(0, None))
 
-        def body(b, bufs):
-            X1b, (yb, lf0b), _ = draw(k_data, b)
-            return Buffers(put(bufs.X1, X1b, b), put(bufs.y, yb, b), put(bufs.lf0, lf0b, b))
+    def body(b, bufs):
+        X1b, (yb, lf0b), _ = draw(k_data, b)
+        return Buffers(put(bufs.X1, X1b, b), put(bufs.y, yb, b), put(bufs.lf0, lf0b, b))
 
-        return jax.lax.fori_loop(0, count, body, bufs)
-
-    # Categorical: two loops over the blocks. The first draws the covariates and the labels'
-    # uniforms (held in lf0's place); the second computes the labels and lf0 from what the
-    # first wrote. The loop boundary materialises the draws: in one loop XLA fuses the normal
-    # sampler into each of its many consumers and computes it several times (measured 4x).
-    ones = jnp.ones((k_data.shape[0], 1, B))
-    draw = jax.vmap(lambda k, b: draw_planes(k, b, spec, DATA_BLOCK, B, radius), in_axes=(0, None))
-
-    def covariates(b, bufs):
-        Xb, u = draw(k_data, b)
-        X1b = jnp.concatenate([jnp.where(keep(b), Xb, 0.0), ones], axis=1)
-        return bufs._replace(X1=put(bufs.X1, X1b, b), lf0=put(bufs.lf0, u, b))
-
-    respond = jax.vmap(lambda X, u: respond_planes(spec, tp, X, u))
-
-    def labels(b, bufs):
-        X1b = jax.lax.dynamic_index_in_dim(bufs.X1, b, axis=1, keepdims=False)
-        u = jax.lax.dynamic_index_in_dim(bufs.lf0, b, axis=1, keepdims=False)
-        yb, lf0b = respond(X1b[:, : spec.d], u)
-        yb = jnp.where(keep(b), yb, 0).astype(spec.y_dtype)
-        return bufs._replace(
-            y=put(bufs.y, yb, b), lf0=put(bufs.lf0, jnp.where(keep(b), lf0b, 0.0), b)
-        )
-
-    bufs = jax.lax.fori_loop(0, count, covariates, bufs)
-    return jax.lax.fori_loop(0, count, labels, bufs)
+    return jax.lax.fori_loop(0, count, body, bufs)
 
 
 def held_source(n: jax.Array, B: int, X1: jax.Array, y: jax.Array, lf0: jax.Array):
@@ -381,7 +362,9 @@ def density_error(spec: MixSpec, est: Any, tp: Any, Xh: jax.Array) -> jax.Array:
     return jax.lax.scan(body, jnp.zeros((), Xh.dtype), (blocks, keep))[0] / m
 
 
-def make_chunk_fn(problem: Problem, N: int, streamed: bool = False) -> Callable[..., Any]:
+def make_chunk_fn(
+    problem: Problem, N: int, streamed: bool = False, B: int | None = None
+) -> Callable[..., Any]:
     """The engine's program for a buffer of N rows: ``chunk(n, rs, seed, truth, bufs) ->
     (columns, bufs)`` fits the lanes (n, r) for r in rs (L,) and returns {column: (L,)}.
 
@@ -395,7 +378,8 @@ def make_chunk_fn(problem: Problem, N: int, streamed: bool = False) -> Callable[
     cfg = problem.cfg
     spec = problem.spec
     radius = cfg["model"]["radius"]
-    B = choose_block(cfg["sizes"]["list"], cfg["run"]["block_rows"], cfg["run"]["max_padding"])
+    if B is None:
+        B = choose_block(cfg["sizes"]["list"], cfg["run"]["block_rows"], cfg["run"]["max_padding"])
     if N % B:
         raise ValueError(f"N: buffer length {N} is not a multiple of the block size {B}")
 
@@ -474,13 +458,15 @@ def streamed_lane_bytes(problem: Problem, B: int) -> int:
 
 class ClassPlan(NamedTuple):
     """How the lanes of one buffer class run: buffer rows N, its sizes, G lanes per device per
-    compiled call, the devices one call uses, and whether the data are streamed."""
+    compiled call, the devices one call uses, whether the data are streamed, and the compute
+    block B (rows per step of every pass; a divisor of N)."""
 
     N: int
     sizes: tuple[int, ...]
     lanes: int
     devices: int
     streamed: bool
+    block: int
 
     @property
     def per_call(self) -> int:
@@ -488,7 +474,8 @@ class ClassPlan(NamedTuple):
 
 
 class Plan(NamedTuple):
-    """The compute block (rows per pass step) and every buffer class's `ClassPlan`."""
+    """The grid's block (run.block_rows after the padding rule; classes may use a divisor of
+    it, see `lane_block`) and every buffer class's `ClassPlan`."""
 
     block: int
     classes: tuple[ClassPlan, ...]
@@ -508,6 +495,22 @@ def host_memory_bytes() -> int:
         return 0
 
 
+#: Rows x lanes of one step of a pass: a plane of that many float64 (128 KiB) keeps a step's
+#: planes in cache. Measured at 256 lanes: 150 ns per row evaluation with 1024-row blocks,
+#: 63 with 64- or 256-row blocks (benchmarks/RESULTS.md).
+STEP_ELEMENTS = 16384
+
+
+def lane_block(B: int, lanes: int) -> int:
+    """The compute block of G = ``lanes`` lanes: the largest divisor of B that is a multiple of
+    DATA_BLOCK with lanes x block <= STEP_ELEMENTS (B itself for few lanes; DATA_BLOCK at
+    least)."""
+    for k in range(1, B // DATA_BLOCK + 1):
+        if B % k == 0 and (B // k) % DATA_BLOCK == 0 and lanes * (B // k) <= STEP_ELEMENTS:
+            return B // k
+    return DATA_BLOCK
+
+
 def plan(problem: Problem, n_devices: int, platform: str | None = None) -> Plan:
     """Plan every buffer class within run.memory_gb, before anything is compiled.
 
@@ -517,7 +520,7 @@ def plan(problem: Problem, n_devices: int, platform: str | None = None) -> Plan:
     cannot hold even G streamed lanes is refused (`SweepPlanError`). G depends on the config
     and the buffer only, never on the device count or the chunk size, so neither changes any
     result. On a CPU the host devices share the machine's memory: a call uses at most as many
-    of them as fit in half of it."""
+    of them as fit in half of it. The compute block is `lane_block` of G."""
     cfg = problem.cfg
     run = cfg["run"]
     platform = platform or jax.default_backend()
@@ -543,7 +546,7 @@ def plan(problem: Problem, n_devices: int, platform: str | None = None) -> Plan:
                 )
         one = G * (stream if streamed else held)
         D = n_devices if not host else max(1, min(n_devices, int(host // one)))
-        out.append(ClassPlan(N, tuple(group), G, D, streamed))
+        out.append(ClassPlan(N, tuple(group), G, D, streamed, lane_block(B, G)))
     return Plan(B, tuple(out))
 
 
@@ -596,10 +599,10 @@ class Engine:
         held buffers (donated to every call and handed back) live in ``self._bufs``."""
         if cp.N not in self._programs:
             lanes, rep = self._mesh(cp)
-            spec, B = self.problem.spec, self.plan.block
+            spec, B = self.problem.spec, cp.block
             bufs_sh = None if cp.streamed else Buffers(lanes, lanes, lanes)
             fn = jax.jit(
-                make_chunk_fn(self.problem, cp.N, cp.streamed),
+                make_chunk_fn(self.problem, cp.N, cp.streamed, cp.block),
                 in_shardings=(rep, lanes, rep, rep, bufs_sh),
                 out_shardings=(lanes, bufs_sh),
                 donate_argnums=() if cp.streamed else (4,),
