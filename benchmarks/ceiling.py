@@ -189,7 +189,7 @@ def rows_point(config: str, n: int, lanes_list: list[int], repeats: int, budget:
     from moejax.estimation.objective import Blocks
     from moejax.mix.sampling import sample
     from moejax.sweep.config import load
-    from moejax.sweep.simulate import build_problem, choose_block
+    from moejax.sweep.simulate import build_problem, choose_block, lane_block
 
     cfg = load(config, {"sizes.list": [n]})
     problem = build_problem(cfg)
@@ -214,13 +214,15 @@ def rows_point(config: str, n: int, lanes_list: list[int], repeats: int, budget:
     data1 = jax.tree_util.tree_map(lambda a: a[0], draw(jax.random.split(jax.random.key(7), 1)))
     flat = jax.jit(lambda dt, th: objective(spec, dt).value_grad_hess(th))
     flops, trans, nbytes = _cost(flat.lower(data1, theta).compile())
-    blocks = Blocks(B, jnp.int32(n // B))
-
-    def batched(data, th):
-        return jax.vmap(lambda dt: objective(spec, dt, blocks).value_grad_hess(th))(data)
-
     out = {}
     for L in lanes_list:
+        # the compute block the engine gives L lanes (lanes x rows per step <= 16384)
+        BL = lane_block(B, L)
+        blocks = Blocks(BL, jnp.int32(n // BL))
+
+        def batched(data, th, blocks=blocks):
+            return jax.vmap(lambda dt: objective(spec, dt, blocks).value_grad_hess(th))(data)
+
         data = jax.block_until_ready(draw(jax.random.split(jax.random.key(11), L)))
         t0 = time.perf_counter()
         fn = jax.jit(batched).lower(data, theta).compile()
@@ -236,6 +238,7 @@ def rows_point(config: str, n: int, lanes_list: list[int], repeats: int, budget:
             "ns_per_row_median": 1e9 * sorted(ts)[len(ts) // 2] / (L * n),
             "calls": len(ts),
             "compile_s": t_compile,
+            "block": BL,
         }
         del data
     return {
@@ -440,7 +443,10 @@ def main() -> None:
     )
     row_notes = [
         "Row evaluation: `jax.vmap` over L lanes of `objective(spec, data, "
-        f"Blocks({rows['block']}, {n_rows // rows['block']})).value_grad_hess(theta)` on "
+        "Blocks(B_L, n / B_L)).value_grad_hess(theta)` (B_L the engine's compute block of L "
+        f"lanes, `lane_block({rows['block']}, L)`: "
+        + ", ".join(f"{k} lanes {v['block']}" for k, v in rows["lanes"].items())
+        + ") on "
         f"prepared data of n = {n_rows} rows per lane (P = {rows['P']}), one core (child "
         f"affinity {rows['affinity']}, JAX devices {', '.join(rows['devices'])}), min over "
         f"repeated calls (at most {reps}); ns = seconds / (L n). XLA_FLAGS "

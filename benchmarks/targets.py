@@ -336,8 +336,10 @@ def main() -> None:
         f"0..{p['fits'] - 1} at n = {p['n_lanes']}; compute s = `Engine.compute_s` of a warm "
         "`run` after a first one (min and median of 3); each G in its own process (cold "
         "compile, no persistent cache).",
-        f"Row 3: `jax.vmap` over L lanes of `objective(spec, data, Blocks({rows['block']}, "
-        f"{p['row_n'] // rows['block']})).value_grad_hess(theta)`, {p['row_n']} rows per lane, "
+        "Row 3: `jax.vmap` over L lanes of `objective(spec, data, Blocks(B_L, n / B_L))"
+        ".value_grad_hess(theta)` with the engine's compute block B_L of L lanes ("
+        + ", ".join(f"{k} lanes: {v['block']} rows" for k, v in rows["lanes"].items())
+        + f"), {p['row_n']} rows per lane, "
         f"one core, min over calls. Elementwise floor = {rows['trans_per_row']:.2f} "
         f"transcendentals per row (XLA cost analysis of one unblocked pass / n) x "
         f"{1e9 * s_trans:.2f} ns per float64 transcendental on one core = "
