@@ -128,3 +128,31 @@ def test_use_all_cores_after_the_backend_started_says_how(monkeypatch) -> None:
     jax.devices()  # the backend is up (this test module has computed already)
     with pytest.raises(RuntimeError, match="before the first JAX computation"):
         mj.use_all_cores(3)
+
+
+def test_several_host_devices_do_not_deadlock_on_a_larger_model(tmp_path) -> None:
+    """d = 8 (25 parameters) on 2 host devices: each device runs its own program (shard_map)
+    and the Newton step's eigendecompositions run one matrix at a time on a CPU; before, the
+    batched LAPACK kernel of both devices waited on one shared thread pool forever. A
+    subprocess (the device count is fixed at start-up) with a timeout."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import moejax as mj, numpy as np\n"
+        "spec = mj.ModelSpec(d=8, K=3, frozen='linear', adapter='tanh', eta0=np.eye(2, 8), "
+        "scale=4.0)\n"
+        "truth = mj.heterogeneous_truth(spec, beta=np.full(8, 8 ** -0.5), tau=0.0, "
+        "eta=np.eye(2, 8)[::-1] * 1.5)\n"
+        "out = mj.simulate(mj.problem(spec, truth, sizes=[1000], replicates=8, "
+        "run={'lanes': 4, 'density_points': 10}), progress=False)\n"
+        "import jax; print(len(jax.devices()), int(out['converged'].sum()))\n"
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env.pop("MOEJAX_HOST_DEVICES", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["2", "8"], proc.stdout

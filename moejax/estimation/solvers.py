@@ -65,6 +65,29 @@ def projected_grad_norm(
     return jnp.max(jnp.abs(x - jnp.clip(x - g, lower, upper)))
 
 
+@jax.custom_batching.custom_vmap
+def _eigh_one_at_a_time(H: jax.Array) -> tuple[jax.Array, jax.Array]:
+    lam, V = jnp.linalg.eigh(H)
+    return lam, V
+
+
+@_eigh_one_at_a_time.def_vmap
+def _eigh_one_at_a_time_vmap(axis_size, in_batched, H):
+    del axis_size, in_batched
+    return jax.lax.map(_eigh_one_at_a_time, H), (True, True)
+
+
+def symmetric_eigh(H: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(eigenvalues, eigenvectors) of a symmetric H (P, P). On a CPU a vmapped call runs one
+    matrix at a time: XLA's batched LAPACK kernel splits a batch over the intra-op thread pool
+    and waits for it, which deadlocks when several host devices run their programs on that
+    same pool at once (measured: P = 25 on 2 devices, every time). Elsewhere: the batched
+    kernel."""
+    return jax.lax.platform_dependent(
+        H, cpu=_eigh_one_at_a_time, default=lambda H: tuple(jnp.linalg.eigh(H))
+    )
+
+
 def _finish(x, f, g, it, lower, upper, gtol, ok_flag) -> SolveResult:
     finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(x))
     pg = projected_grad_norm(x, g, lower, upper)
@@ -119,7 +142,7 @@ class ProjectedNewton:
             Hf = jnp.where(free[:, None] & free[None, :], H, 0.0) + jnp.diag(
                 jnp.where(free, 0.0, 1.0)
             )
-            lam, V = jnp.linalg.eigh(Hf)
+            lam, V = symmetric_eigh(Hf)
             lam = jnp.abs(lam)
             lam = jnp.maximum(lam, 1e-10 * jnp.maximum(1.0, jnp.max(lam)))
             gf = jnp.where(free, g, 0.0)

@@ -592,17 +592,31 @@ class Engine:
         mesh = jax.sharding.Mesh(np.array(self.devices[: cp.devices]), ("lanes",))
         lanes = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("lanes"))
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        return lanes, replicated
+        return mesh, lanes, replicated
 
     def program(self, cp: ClassPlan):
         """(compiled call, lane sharding, replicated sharding, (seed, truth)) of a class; its
         held buffers (donated to every call and handed back) live in ``self._bufs``."""
         if cp.N not in self._programs:
-            lanes, rep = self._mesh(cp)
+            mesh, lanes, rep = self._mesh(cp)
             spec, B = self.problem.spec, cp.block
             bufs_sh = None if cp.streamed else Buffers(lanes, lanes, lanes)
-            fn = jax.jit(
+            # Each device runs the single-device program on its own G lanes (shard_map): no
+            # collective, no loop that waits for another device's slowest lane. (Sharded by
+            # the SPMD partitioner instead, the vmapped while-loop's "any lane left" test is an
+            # all-reduce over the devices: every device then iterates as long as the slowest
+            # lane of the whole call, and on host devices the all-reduce can deadlock.)
+            P, lane_p = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec("lanes")
+            bufs_p = None if cp.streamed else Buffers(lane_p, lane_p, lane_p)
+            local = jax.shard_map(
                 make_chunk_fn(self.problem, cp.N, cp.streamed, cp.block),
+                mesh=mesh,
+                in_specs=(P, lane_p, P, P, bufs_p),
+                out_specs=(lane_p, bufs_p),
+                check_vma=False,
+            )
+            fn = jax.jit(
+                local,
                 in_shardings=(rep, lanes, rep, rep, bufs_sh),
                 out_shardings=(lanes, bufs_sh),
                 donate_argnums=() if cp.streamed else (4,),
