@@ -495,9 +495,10 @@ def host_memory_bytes() -> int:
         return 0
 
 
-#: Rows x lanes of one step of a pass: a plane of that many float64 (128 KiB) keeps a step's
-#: planes in cache. Measured at 256 lanes: 150 ns per row evaluation with 1024-row blocks,
-#: 63 with 64- or 256-row blocks (benchmarks/RESULTS.md).
+#: Rows x lanes of one step of a pass on a CPU: a plane of that many float64 (128 KiB) keeps a
+#: step's planes in cache. Measured at 256 lanes: 150 ns per row evaluation with 1024-row
+#: blocks, 63 with 64- or 256-row blocks (benchmarks/RESULTS.md). Accelerators keep
+#: run.block_rows (thousands of lanes x 1024 rows fill a GPU).
 STEP_ELEMENTS = 16384
 
 
@@ -520,7 +521,7 @@ def plan(problem: Problem, n_devices: int, platform: str | None = None) -> Plan:
     cannot hold even G streamed lanes is refused (`SweepPlanError`). G depends on the config
     and the buffer only, never on the device count or the chunk size, so neither changes any
     result. On a CPU the host devices share the machine's memory: a call uses at most as many
-    of them as fit in half of it. The compute block is `lane_block` of G."""
+    of them as fit in half of it. The compute block is `lane_block` of G on a CPU."""
     cfg = problem.cfg
     run = cfg["run"]
     platform = platform or jax.default_backend()
@@ -546,7 +547,8 @@ def plan(problem: Problem, n_devices: int, platform: str | None = None) -> Plan:
                 )
         one = G * (stream if streamed else held)
         D = n_devices if not host else max(1, min(n_devices, int(host // one)))
-        out.append(ClassPlan(N, tuple(group), G, D, streamed, lane_block(B, G)))
+        block = lane_block(B, G) if platform == "cpu" else B
+        out.append(ClassPlan(N, tuple(group), G, D, streamed, block))
     return Plan(B, tuple(out))
 
 
