@@ -1,5 +1,5 @@
 """Command line: `moejax sweep CONFIG --out DIR`, `moejax report DIR`, `moejax compare ...`,
-`moejax phase ...`, `moejax predecessor ...`, `moejax gates ...`.
+`moejax study DIR` (a CONFIG with a [grid] table is a study: one run per grid point).
 
 Bad input exits with status 2 and one line on stderr; a results directory that cannot be used
 exits with status 1 and one line; nothing is computed or written before the input is valid.
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
 import os
 import sys
 from pathlib import Path
@@ -139,24 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="side-by-side rate figure of several run directories")
     c.add_argument("dirs", nargs="+")
     c.add_argument("--out", required=True, help="output path stem (writes .png and .pdf)")
-    ph = sub.add_parser("phase", help="rate exponent against gamma from homogeneous runs")
-    ph.add_argument("dirs", nargs="+")
-    ph.add_argument("--out", required=True, help="output path stem (.csv, .png, .pdf)")
-    ph.add_argument("--n-boot", type=_positive_int("--n-boot"), default=500)
-    pr = sub.add_parser(
-        "predecessor", help="our slopes beside the regression predecessor's published ones"
+    st = sub.add_parser(
+        "study", help="the study report (study.csv/.md/.png) of DIR from its grid points' runs"
     )
-    pr.add_argument("--distinguishable", metavar="DIR", help="run of the distinguishable setting")
-    pr.add_argument("--collapse-eta", metavar="DIR", help="run with eta* -> eta0 at n^(-1/8)")
-    pr.add_argument("--collapse-nu", metavar="DIR", help="run with nu* -> nu0 at n^(-1/8)")
-    pr.add_argument("--collapse-eta-weak", metavar="DIR", help="collapse eta*, 10x smaller drift")
-    pr.add_argument("--collapse-nu-weak", metavar="DIR", help="collapse nu*, 10x smaller drift")
-    pr.add_argument("--out", required=True, help="output path stem (.csv, .md, .png, .pdf)")
-    pr.add_argument("--n-boot", type=_positive_int("--n-boot"), default=1000)
-    g = sub.add_parser("gates", help="error against the adapter weight, input-free vs softmax gate")
-    g.add_argument("dirs", nargs="+", help="runs, each at one gate type and one truth tau*")
-    g.add_argument("--out", required=True, help="output path stem (.csv, .md, .png, .pdf)")
-    g.add_argument("--n-boot", type=_positive_int("--n-boot"), default=1000)
+    st.add_argument("dir", help="a study directory, filled by `moejax sweep GRID.toml --out DIR`")
     return p
 
 
@@ -253,18 +238,12 @@ def _init_distributed(args: argparse.Namespace) -> str | None:
     return None
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from moejax.sweep.config import ConfigError, load, log_spaced_sizes
+def _sweep_overrides(args: argparse.Namespace, n0: int | None) -> dict[str, Any]:
+    """Dotted-key overrides from the flags (``n0``: the smallest configured n, for --quick)."""
+    from moejax.sweep.config import log_spaced_sizes
 
-    err = _distributed_flags_error(args)
-    if err:
-        return _die(err, 2)
     overrides: dict[str, Any] = {}
-    if args.quick:
-        try:
-            n0 = min(load(args.config)["sizes"]["list"])
-        except ConfigError as exc:
-            return _die(str(exc), 2)
+    if args.quick and n0 is not None:
         overrides["sizes.list"] = log_spaced_sizes(n0, QUICK_SPAN * n0, QUICK_SIZES)
         overrides["replicates"] = QUICK_REPLICATES
     if args.replicates is not None:
@@ -275,11 +254,40 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         overrides["run.chunk"] = args.chunk
     if args.seed is not None:
         overrides["seed"] = args.seed
+    return overrides
+
+
+def _resolve_sweeps(args: argparse.Namespace) -> tuple[str, list[tuple[str, dict, Any]], bool]:
+    """``(name, [(point or "", resolved config, manifest study entry or None)], is_study)``.
+
+    Raises ConfigError."""
+    from moejax.sweep.config import load
+    from moejax.sweep.grid import is_grid, read_raw, study_from_raw
+
+    raw = read_raw(args.config)
+    if not is_grid(raw):
+        n0 = min(load(args.config)["sizes"]["list"]) if args.quick else None
+        cfg = load(args.config, _sweep_overrides(args, n0))
+        return cfg["name"], [("", cfg, None)], False
+    n0 = None
+    if args.quick:
+        n0 = min(min(p.config["sizes"]["list"]) for p in study_from_raw(raw).points)
+    study = study_from_raw(raw, _sweep_overrides(args, n0))
+    runs = [(p.name, p.config, study.manifest_entry(i)) for i, p in enumerate(study.points)]
+    return study.name, runs, True
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from moejax.sweep.config import ConfigError
+
+    err = _distributed_flags_error(args)
+    if err:
+        return _die(err, 2)
     try:
-        cfg = load(args.config, overrides)
+        name, sweeps, is_study = _resolve_sweeps(args)
     except ConfigError as exc:
         return _die(str(exc), 2)
-    out = Path(args.out) if args.out else Path("runs") / cfg["name"]
+    out = Path(args.out) if args.out else Path("runs") / name
 
     if args.distributed:
         err = _init_distributed(args)
@@ -289,29 +297,46 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from moejax.sweep.engine import SweepPlanError, run_sweep
     from moejax.sweep.store import StoreError
 
-    try:
-        man = run_sweep(cfg, out, force=args.force, progress=not args.no_progress)
-        rep = None
-        if man and not args.no_report:
-            from moejax.report import make_report
+    complete = True
+    for k, (point, cfg, entry) in enumerate(sweeps):
+        where = out / point if point else out
+        if is_study:
+            print(f"[{k + 1}/{len(sweeps)}] {point} -> {where}", flush=True)
+        try:
+            man = run_sweep(
+                cfg, where, force=args.force, progress=not args.no_progress, study=entry
+            )
+            rep = None
+            if man and not args.no_report:
+                from moejax.report import make_report
 
-            rep = make_report(out)
-    except SweepPlanError as exc:
-        return _die(str(exc), 2)
-    except StoreError as exc:
-        return _die(str(exc), 1)
-    except OSError as exc:
-        return _die(f"cannot write results to {out}: {exc.strerror or exc}", 1)
-    if not man:
-        return 0
-    c, t = man["counts"], man["timings"]
-    print(
-        f"{c['n_fits']} fits ({c['n_failed']} failed, {c['n_at_bound']} on a bound) in "
-        f"{t['wall_s']:.1f} s (compile {t['compile_s']:.1f} s); padded/real work "
-        f"{man['padding_ratio']:.2f}; results in {out}"
-    )
-    if rep is not None:
-        print(rep["terminal"])
+                rep = make_report(where)
+        except SweepPlanError as exc:
+            return _die(f"{point}: {exc}" if point else str(exc), 2)
+        except StoreError as exc:
+            return _die(str(exc), 1)
+        except OSError as exc:
+            return _die(f"cannot write results to {where}: {exc.strerror or exc}", 1)
+        if not man:
+            complete = False
+            continue
+        c, t = man["counts"], man["timings"]
+        print(
+            f"{c['n_fits']} fits ({c['n_failed']} failed, {c['n_at_bound']} on a bound) in "
+            f"{t['wall_s']:.1f} s (compile {t['compile_s']:.1f} s); padded/real work "
+            f"{man['padding_ratio']:.2f}; results in {where}"
+        )
+        if rep is not None:
+            print(rep["terminal"])
+    if is_study and complete and not args.no_report:
+        from moejax.report.study import write_study
+
+        try:
+            res = write_study(out)
+        except (ValueError, OSError) as exc:
+            return _die(f"cannot write the study report in {out}: {exc}", 1)
+        print(res["markdown"], end="")
+        print("wrote " + ", ".join(str(p) for p in res["paths"].values()))
     return 0
 
 
@@ -350,108 +375,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_a_run(dirs: list[Path]) -> Path | None:
-    """The first directory lacking fits.csv or manifest.json, or None."""
-    for d in dirs:
-        if not (d / "fits.csv").is_file() or not (d / "manifest.json").is_file():
-            return d
-    return None
-
-
-def cmd_phase(args: argparse.Namespace) -> int:
-    dirs = [Path(x) for x in args.dirs]
-    if (missing := _not_a_run(dirs)) is not None:
-        return _die(f"{missing}: no fits.csv and manifest.json here", 2)
-    from moejax.report.phase import write_phase
+def cmd_study(args: argparse.Namespace) -> int:
+    d = Path(args.dir)
+    if not d.is_dir():
+        return _die(f"{d}: no such directory", 2)
+    from moejax.report.study import write_study
 
     try:
-        paths = write_phase(dirs, args.out, n_boot=args.n_boot)
-    except (ValueError, OSError) as exc:
-        return _die(f"cannot build the phase diagram: {exc}", 2)
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
-    return 0
-
-
-def _check_out_stem(stem: str) -> str | None:
-    """None if files ``stem.*`` can be written (creating the parent directory), else why not."""
-    parent = Path(stem).parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        probe = parent / f".moejax-write-test-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        return f"cannot write to {parent}: {exc.strerror or exc}"
-    return None
-
-
-def cmd_predecessor(args: argparse.Namespace) -> int:
-    given = {
-        "distinguishable": args.distinguishable,
-        "collapse_eta": args.collapse_eta,
-        "collapse_nu": args.collapse_nu,
-        "collapse_eta_weak": args.collapse_eta_weak,
-        "collapse_nu_weak": args.collapse_nu_weak,
-    }
-    runs = {k: Path(v) for k, v in given.items() if v is not None}
-    if not runs:
-        return _die(
-            "predecessor: give at least one of --distinguishable, --collapse-eta, --collapse-nu",
-            2,
-        )
-    for key, d in runs.items():
-        if not (d / "fits.csv").is_file():
-            return _die(f"--{key.replace('_', '-')} {d}: no fits.csv here", 2)
-    from moejax.report import read_fits_csv, read_manifest
-    from moejax.report.predecessor import write_predecessor
-
-    loaded: dict[str, Any] = {}
-    for key, d in runs.items():  # read everything before anything is written
-        try:
-            man = read_manifest(d / "manifest.json") if (d / "manifest.json").is_file() else {}
-            loaded[key] = {**man, "name": man.get("name") or d.name}
-            loaded[key]["fits"] = read_fits_csv(d / "fits.csv")
-        except (ValueError, OSError) as exc:
-            return _die(f"{d}: cannot read results: {exc}", 2)
-    why = _check_out_stem(args.out)
-    if why:
-        return _die(why, 1)
-    try:
-        res = write_predecessor(loaded, Path(args.out), n_boot=args.n_boot)
+        res = write_study(d)
     except ValueError as exc:
-        return _die(f"cannot compare with the predecessor: {exc}", 2)
+        return _die(str(exc), 2)
     except OSError as exc:
-        return _die(f"cannot write {args.out}.*: {exc.strerror or exc}", 1)
-    print(Path(res["paths"]["md"]).read_text(), end="")
-    print("wrote " + ", ".join(str(p) for p in res["paths"].values()))
-    return 0
-
-
-def cmd_gates(args: argparse.Namespace) -> int:
-    dirs = [Path(x) for x in args.dirs]
-    if (missing := _not_a_run(dirs)) is not None:
-        return _die(f"{missing}: no fits.csv and manifest.json here", 2)
-    from moejax.report.gates import load_gate_run, write_gates
-
-    try:  # read and check every run before anything is written
-        runs = [load_gate_run(d) for d in dirs]
-    except (ValueError, OSError) as exc:
-        return _die(f"cannot build the gate comparison: {exc}", 2)
-    why = _check_out_stem(args.out)
-    if why:
-        return _die(why, 1)
-    try:
-        res = write_gates(runs, args.out, n_boot=args.n_boot)
-    except ValueError as exc:
-        return _die(f"cannot build the gate comparison: {exc}", 2)
-    except OSError as exc:
-        return _die(f"cannot write {args.out}.*: {exc.strerror or exc}", 1)
-    for e in res["exponents"]:
-        ci = ""
-        if math.isfinite(e["ci_low"]) and math.isfinite(e["ci_high"]):
-            ci = f" [{e['ci_low']:+.3f}, {e['ci_high']:+.3f}]"
-        b = f"{e['exponent']:+.3f}" if math.isfinite(e["exponent"]) else "undefined"
-        print(f"{e['gate']:<10} {e['block']:<8} b = {b}{ci} ({e['n_runs']} runs)")
+        return _die(f"cannot write the study report in {d}: {exc.strerror or exc}", 1)
+    print(res["markdown"], end="")
     print("wrote " + ", ".join(str(p) for p in res["paths"].values()))
     return 0
 
@@ -497,9 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         "sweep": cmd_sweep,
         "report": cmd_report,
         "compare": cmd_compare,
-        "phase": cmd_phase,
-        "predecessor": cmd_predecessor,
-        "gates": cmd_gates,
+        "study": cmd_study,
     }
     return commands[args.command](args)
 

@@ -181,6 +181,11 @@ def merge_defaults(raw: dict[str, Any]) -> dict[str, Any]:
     for key, value in raw.items():
         if key in SCHEMA[""]:
             continue
+        if key in ("grid", "study"):
+            raise ConfigError(
+                f"{key}: this config is a study (a [grid] of sweeps): run it with `moejax sweep` "
+                "or load it with moejax.sweep.grid.load_study"
+            )
         if key not in SCHEMA:
             raise ConfigError(f"{key}: unknown key{_suggest(key, list(SCHEMA['']) + sections)}")
         if not isinstance(value, dict):

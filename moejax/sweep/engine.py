@@ -110,8 +110,12 @@ def run_sweep(
     *,
     force: bool = False,
     progress: bool = True,
+    study: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a resolved sweep config into directory ``out``.
+
+    ``study`` (a grid point's :meth:`moejax.sweep.grid.Study.manifest_entry`) is recorded in the
+    manifest as ``"study"``; it is not part of the config hash.
 
     Writes the parts, ``fits.csv`` and ``manifest.json`` only; the slope report is the caller's
     (``moejax.report.make_report(out)``, as ``moejax sweep`` does). Returns the final manifest
@@ -135,6 +139,7 @@ def run_sweep(
         cp = engine.plan.class_of(n)
         executed += -(-len(rs) // cp.per_call) * cp.per_call * -(-n // cp.block) * cp.block
     layout = {
+        **({"study": study} if study is not None else {}),
         "adapter_weight": adapter_weight(problem),
         "buffer_rows": max(cp.N for cp in engine.plan.classes),
         "block_rows": max(cp.block for cp in engine.plan.classes),
