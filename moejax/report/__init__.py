@@ -6,15 +6,13 @@ Pure NumPy + matplotlib (no JAX). Typical use::
     result = make_report("runs/hetero")  # writes slopes.*, sensitivity.*, rates.png/pdf
     print(result["terminal"])
 
-Also: ``write_predecessor`` (our slopes beside the regression predecessor's published ones) and
-``write_gates`` (input-free vs softmax gate: error against the adapter weight).
+Also: ``write_study`` (the study report of a grid: a statistic per point and block against one
+quantity, with theory lines and published references; see :mod:`moejax.report.study`).
 """
 
 from moejax.atomic import write_text_atomic
 
-from .gates import GateRun, adapter_weight, gate_rows, load_gate_run, write_gates
 from .plots import plot_comparison, plot_rates
-from .predecessor import PUBLISHED_SLOPES, predecessor_rows, write_predecessor
 from .report import make_report
 from .slopes import (
     AGGREGATES,
@@ -28,6 +26,7 @@ from .slopes import (
     skipped_parameters,
     valid_errors_by_size,
 )
+from .study import load_study, study_rows, write_study
 from .table import read_fits_csv, read_manifest, write_csv_atomic
 from .tables import (
     EXPORT_COLUMNS,
@@ -46,35 +45,30 @@ __all__ = [
     "DEFAULT_PARAMETERS",
     "EXPORT_COLUMNS",
     "OPTIONAL_PARAMETERS",
-    "PUBLISHED_SLOPES",
     "SENSITIVITY_COLUMNS",
-    "GateRun",
-    "adapter_weight",
     "agreement",
     "block_data",
     "build_export_rows",
     "build_sensitivity_rows",
     "compute_slopes",
     "format_terminal",
-    "gate_rows",
-    "load_gate_run",
+    "load_study",
     "main_rows",
     "make_report",
     "ols_slope",
     "plot_comparison",
     "plot_rates",
-    "predecessor_rows",
     "read_fits_csv",
     "read_manifest",
     "resolve_parameters",
     "skipped_parameters",
+    "study_rows",
     "theory_slope",
     "to_latex",
     "to_markdown",
     "valid_errors_by_size",
     "write_csv_atomic",
-    "write_gates",
-    "write_predecessor",
+    "write_study",
     "write_tables",
     "write_text_atomic",
 ]

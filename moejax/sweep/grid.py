@@ -184,7 +184,12 @@ def expand(grid: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return points
 
 
-def _check_options(raw: Any, keys: tuple[str, ...], values: list[dict[str, Any]]) -> dict:
+def resolve_options(
+    raw: Any, keys: tuple[str, ...], values: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Validate a ``[study]`` table and fill in its defaults, given the grid keys and the points'
+    values (``x`` defaults to the first numeric key, ``group`` to the first other categorical
+    one when there is an x). Raises ConfigError."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -287,7 +292,7 @@ def study_from_raw(raw: dict[str, Any], overrides: dict[str, Any] | None = None)
     options_raw = raw.pop("study", None)
     points = expand(grid)
     keys = tuple(dict.fromkeys(k for _, vals in points for k in vals))
-    options = _check_options(options_raw, keys, [v for _, v in points])
+    options = resolve_options(options_raw, keys, [v for _, v in points])
     if options["reference"]:
         unknown = set(options["reference"]["values"]) - {n for n, _ in points}
         if unknown:
