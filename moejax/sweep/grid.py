@@ -189,7 +189,7 @@ def resolve_options(
 ) -> dict[str, Any]:
     """Validate a ``[study]`` table and fill in its defaults, given the grid keys and the points'
     values (``x`` defaults to the first numeric key, ``group`` to the first other categorical
-    one when there is an x). Raises ConfigError."""
+    (text-valued) one when there is an x). Raises ConfigError."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -241,7 +241,8 @@ def resolve_options(
         )
     group = out["group"]
     if group is None:
-        group = next((k for k in keys if k != x and not numeric(k)), None) if x else None
+        categorical = [k for k in keys if all(isinstance(v.get(k), str) for v in values)]
+        group = next((k for k in categorical if k != x), None) if x else None
     elif group not in keys:
         raise ConfigError(f"study.group = {group!r}: expected a grid key ({', '.join(keys)})")
     out["x"], out["group"] = x, group
