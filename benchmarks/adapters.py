@@ -9,7 +9,7 @@ goal 3x; record the cost per row evaluation of every gate x likelihood pair").
 
 Per fit. One adapter: the design of sweeps/heterogeneous.toml (d = 2, K = 3, logits 4 a(eta . x),
 linear frozen expert with eta0 = I_2, tanh adapter, softmax gate; beta* = 1_2 / sqrt(2),
-tau* = 0, eta* = 1.5 (e2, e1)). Two adapters: sweeps/adapters/two.toml (the same model with
+tau* = 0, eta* = 1.5 (e2, e1)). Two adapters: point softmax of sweeps/adapters.toml (same model with
 m = 2; beta* = (e1, e2), tau* = 0, eta*_2 = -eta*_1 rotated). Model, truth, box, max_iter and
 the near-truth start constants come from the configs themselves (`moejax.sweep.config.load`,
 `moejax.sweep.simulate.build_problem`). For each m, L datasets of n rows are drawn beforehand
@@ -58,7 +58,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
 
 ONE = "sweeps/heterogeneous.toml"
-TWO = "sweeps/adapters/two.toml"
+TWO = "sweeps/adapters.toml:softmax"  # the grid point "softmax" of the adapters study
+
+
+def load_point(path: str) -> dict:
+    """A plain config file, or ``FILE:POINT``: one point of a grid config."""
+    from moejax.sweep.config import load
+    from moejax.sweep.grid import load_study
+
+    file, _, point = path.partition(":")
+    if not point:
+        return load(file)
+    return next(p.config for p in load_study(file).points if p.name == point)
+
+
 FULL_COMMAND = ".venv/bin/python benchmarks/adapters.py"
 FLOOR, GOAL = 4.0, 3.0  # issue 12: two adapters at most 4x (floor), ideally 3x (goal) one adapter
 FULL = {"n": 4000, "fits": 64, "repeats": 7}
@@ -121,10 +134,9 @@ def fit_case(path: str, L: int, n: int, repeats: int, block: int) -> dict:
 
     from moejax.estimation.estimators import fit_data
     from moejax.estimation.init import init_near_truth
-    from moejax.sweep.config import load
     from moejax.sweep.simulate import build_problem
 
-    cfg = load(path)
+    cfg = load_point(path)
     problem = build_problem(cfg)
     spec, bounds = problem.spec, problem.bounds
     e, ini = cfg["estimator"], cfg["init"]
@@ -168,7 +180,7 @@ def fit_case(path: str, L: int, n: int, repeats: int, block: int) -> dict:
 def row_spec(gate: str, lik: str, m: int):
     """(MixSpec, truth MixParams) of the per-row table: d = 2, K = 3, linear frozen expert,
     tanh adapters, scale 4; truths of sweeps/heterogeneous.toml (m = 1) and
-    sweeps/adapters/two.toml (m = 2), regression experts on the first row of eta*."""
+    sweeps/adapters.toml:softmax (m = 2), regression experts on the first row of eta*."""
     import numpy as np
 
     from moejax.mix.spec import MixSpec
