@@ -382,7 +382,22 @@ def test_make_report_writes_parseable_tables_and_figures(tmp_path):
     assert by_key[("beta", "mean_log")]["n_failed"] == "3"
     assert by_key[("beta", "mean_log")]["n_fits"] == "397"
     assert by_key[("eta", "mean_log")]["n_at_bound"] == "1"
-    assert tau["agree"] == "yes" or tau["agree"][0] in "+-"
+    # agree, recomputed from the row's own numbers (theory.agreement's contract: "yes" iff
+    # ci_low <= theory <= ci_high, else slope - theory signed to 2 decimals, "n/a" for NaN).
+    # Here beta (-0.5 drawn, -0.375 predicted) lies far outside its CI (SE ~0.02) and exp_tau
+    # and eta sit on their theory, so both branches are exercised.
+    for r in table:
+        slope, lo, hi, th = (float(r[c]) for c in ("slope", "ci_low", "ci_high", "theory"))
+        if not (math.isfinite(slope) and math.isfinite(th)):
+            want = "n/a"
+        elif lo <= th <= hi:
+            want = "yes"
+        else:
+            want = f"{slope - th:+.2f}"
+        assert r["agree"] == want, r
+    marks = {r["agree"] for r in table}
+    assert "yes" in marks and marks - {"yes", "n/a"}, marks
+    assert by_key[("beta", "log_median")]["agree"].startswith("-0.1")
 
     def no_nan(token):
         raise AssertionError(f"non-standard JSON token {token}")
@@ -407,9 +422,24 @@ def test_make_report_writes_parseable_tables_and_figures(tmp_path):
     assert (run / "rates.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run / "rates.pdf").read_bytes()[:5] == b"%PDF-"
     assert (run / "rates.png").stat().st_size > 10_000
-    term = result["terminal"]
-    assert "exp_tau" in term and "nonfinite 3" in term
-    assert term == result["terminal"] and len(result["rows"]) == 12
+    # The terminal summary shows what was written: its tables, cell by cell, are slopes.csv and
+    # the log_median rows of sensitivity.csv (floats to 3 decimals), and its counts are the input's.
+    lines = result["terminal"].splitlines()
+    assert lines[0] == "run toy (homogeneous, gamma = 0.125)"
+    assert lines[1] == "400 fits; status: converged 397, nonfinite 3; at bound 1"
+    with open(run / "sensitivity.csv", newline="") as handle:
+        sens = [r for r in csv.DictReader(handle) if r["aggregate"] == "log_median"]
+    floats = {"slope", "ci_low", "ci_high", "theory", "theory_pointwise"}
+
+    def shown(row, columns):
+        return [f"{float(row[c]):.3f}" if c in floats else row[c] for c in columns]
+
+    for columns, want in ((EXPORT_COLUMNS, table), (SENSITIVITY_COLUMNS, sens)):
+        head = [line.split() for line in lines].index(list(columns))
+        assert set(lines[head + 1]) == {"-", " "}
+        got = [line.split() for line in lines[head + 2 : head + 2 + len(want)]]
+        assert got == [shown(r, columns) for r in want], columns
+    assert len(table) == 12 and len(sens) == 16 and len(result["rows"]) == 12
 
 
 def test_make_report_without_manifest_and_with_a_dead_block(tmp_path):
