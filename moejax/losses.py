@@ -1,4 +1,4 @@
-"""Parameter errors per block (MODEL.md section 1) and the Hellinger density error."""
+"""Parameter errors per block (docs/theory.md section 2) and the Hellinger density error."""
 
 from __future__ import annotations
 

@@ -91,7 +91,7 @@ def make_report(
         "ci": ci,
         "seed": seed,
         "exclude_at_bound": exclude_at_bound,
-        "theory": "uniform (minimax) exponents of MODEL.md section 2; pointwise alternative "
+        "theory": "uniform (minimax) exponents of docs/theory.md section 3; pointwise alternative "
         "in theory_pointwise; agree = yes if the CI contains the uniform exponent, else slope "
         "minus theory",
         "fits_summary": _status_summary(fits),

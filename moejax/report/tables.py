@@ -1,10 +1,10 @@
 """Export tables: slope rows + theory -> CSV, Markdown, LaTeX, JSON and a terminal view.
 
 The main export table has the columns :data:`EXPORT_COLUMNS` (``theory`` is the *uniform*
-hypothesis of MODEL.md section 2, ``theory_pointwise`` the pointwise one, ``agree`` compares the
-slope with the uniform exponent, see :func:`moejax.report.theory.agreement`). The sensitivity table
-(:data:`SENSITIVITY_COLUMNS`) lists the slope after dropping the ``drop_k`` smallest usable sizes.
-All files are written atomically.
+hypothesis of docs/theory.md section 3, ``theory_pointwise`` the pointwise one, ``agree``
+compares the slope with the uniform exponent, see :func:`moejax.report.theory.agreement`). The
+sensitivity table (:data:`SENSITIVITY_COLUMNS`) lists the slope after dropping the ``drop_k``
+smallest usable sizes. All files are written atomically.
 """
 
 from __future__ import annotations

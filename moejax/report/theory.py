@@ -1,4 +1,4 @@
-"""Theoretical rate exponents (MODEL.md section 2) and the agreement mark.
+"""Theoretical rate exponents (docs/theory.md section 3) and the agreement mark.
 
 Two working hypotheses for the exponent ``a`` in ``error ~ n^a``:
 
@@ -21,6 +21,11 @@ Blocks of the generalised models (regression experts, several adapters):
 
 ``voronoi`` (Voronoi loss of ``m > 1`` adapters)
     heterogeneous -1/2; homogeneous: no hypothesis (NaN for both, so ``agree`` is ``n/a``).
+
+The derivations, and where the two hypotheses disagree, are in docs/theory.md sections 3.1-3.5.
+The over-fitted hypothesis (more fitted than true adapters, docs/theory.md section 5) is not
+encoded here: such runs get the exactly-fitted exponents above. docs/theory.md must agree with
+this module.
 """
 
 from __future__ import annotations
