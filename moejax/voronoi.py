@@ -14,7 +14,8 @@ Definitions:
 - nu = sum_j sum_{i in A_j} |nu_hat_i - nu_j|;
 - total (first-order Voronoi loss) = exp_tau
   + sum_j sum_{i in A_j} exp(tau_hat_i) * (||dbeta||_2 + ||deta||_F + |dnu|);
-- n_empty = number of true adapters with an empty cell; max_cell = largest cell size.
+- n_empty = number of true adapters with an empty cell; max_cell = largest cell size;
+  n_shared = number of true adapters whose cell holds two or more fitted adapters.
 
 With m_hat = m = 1 the blocks are the plain errors ||beta_hat - beta||, |exp(tau_hat) - exp(tau)|,
 ||eta_hat - eta||_F, |nu_hat - nu|. Everything is static-shape (one-hot (m_hat, m) assignment),
@@ -30,7 +31,7 @@ import jax.numpy as jnp
 
 
 class VoronoiErrors(NamedTuple):
-    """Voronoi block errors (each ()); n_empty and max_cell are int32."""
+    """Voronoi block errors (each ()); n_empty, max_cell and n_shared are int32."""
 
     beta: jax.Array
     exp_tau: jax.Array
@@ -39,6 +40,7 @@ class VoronoiErrors(NamedTuple):
     total: jax.Array
     n_empty: jax.Array
     max_cell: jax.Array
+    n_shared: jax.Array
 
 
 def voronoi_cells(est_atoms: jax.Array, true_atoms: jax.Array) -> jax.Array:
@@ -90,4 +92,5 @@ def voronoi_errors(
         total=exp_tau + first_order,
         n_empty=jnp.sum(sizes == 0).astype(jnp.int32),
         max_cell=jnp.max(sizes),
+        n_shared=jnp.sum(sizes >= 2).astype(jnp.int32),
     )

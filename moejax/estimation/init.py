@@ -1,10 +1,13 @@
-"""Initialisation for every model: truth (diagnostic), near-truth noise c n^(-rho), and
-truth-free random starts for multi-start."""
+"""Initialisation for every model: truth (diagnostic), near-truth noise c n^(-rho), the split
+rule for over-fitted near-truth starts, and truth-free random starts for multi-start."""
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from moejax.estimation.bounds import Bounds, unpack
 from moejax.mix.spec import MixParams, MixSpec
@@ -51,6 +54,64 @@ def perturb(
     )
 
 
+def split_assignment(m: int, m_hat: int) -> tuple[int, ...]:
+    """The true adapter each of ``m_hat`` fitted adapters starts from (the split rule): fitted
+    adapter i < m starts from true adapter i, and each extra one i = m, ..., m_hat - 1 splits
+    true adapter (i - m) mod m (round robin). Returns (m_hat,) indices in 0..m-1."""
+    if not 1 <= m <= m_hat:
+        raise ValueError(f"m_hat: expected m_hat >= m >= 1, got m = {m}, m_hat = {m_hat}")
+    return tuple(i if i < m else (i - m) % m for i in range(m_hat))
+
+
+def split_truth(truth: MixParams, m_hat: int) -> MixParams:
+    """The truth's m adapters (leaves with leading axis m) split into ``m_hat`` >= m by
+    `split_assignment`: each fitted adapter copies its true atom (beta, eta, nu), and the k
+    copies of true adapter s (the original and its extra copies) get tau*_s - log(k), so that
+    their gate weights exp(beta . x + tau) sum to the truth's (exactly under the softmax and
+    input-free gates; under the sigmoid gate only where sigmoid ~ exp, i.e. small weights).
+    Returns MixParams with leading axis m_hat (m_hat = m: the truth itself)."""
+    m = int(np.shape(truth.tau)[0])
+    src = np.asarray(split_assignment(m, m_hat))
+    if m_hat == m:
+        return truth
+    k = np.bincount(src, minlength=m)[src]  # (m_hat,) copies of each one's true atom
+    take = lambda a: jnp.asarray(a)[src]
+    return MixParams(
+        take(truth.beta),
+        take(truth.tau) - jnp.asarray([math.log(v) for v in k], jnp.float64),
+        take(truth.eta),
+        take(truth.nu),
+    )
+
+
+def init_split_near_truth(
+    key: jax.Array,
+    spec: MixSpec,
+    truth: MixParams,
+    n: jax.Array | float,
+    c_gate: float = 0.005,
+    c_expert: float = 0.05,
+    rho: float = 0.083,
+) -> MixParams:
+    """Near-truth start of ``spec.m`` = m_hat fitted adapters from a truth of m <= m_hat (the
+    split rule of `split_truth`, every copy perturbed independently with `init_near_truth`'s
+    noise). The first m fitted adapters take the noise of ``key`` exactly as
+    `init_near_truth` draws it for m adapters, the extra m_hat - m the noise of
+    ``fold_in(key, 1)``; with m_hat = m this is `init_near_truth` itself, bit for bit.
+    Returns MixParams with leading axis m_hat."""
+    m, m_hat = int(np.shape(truth.tau)[0]), spec.m
+    if m_hat == m:
+        return init_near_truth(key, spec, truth, n, c_gate, c_expert, rho)
+    centers = split_truth(truth, m_hat)
+    head = jax.tree_util.tree_map(lambda a: a[:m], centers)
+    tail = jax.tree_util.tree_map(lambda a: a[m:], centers)
+    noisy = (
+        perturb(key, head, n, c_gate, c_expert, rho, spec.regression),
+        perturb(jax.random.fold_in(key, 1), tail, n, c_gate, c_expert, rho, spec.regression),
+    )
+    return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), *noisy)
+
+
 def random_inits(
     key: jax.Array,
     spec: MixSpec,
@@ -65,4 +126,12 @@ def random_inits(
     return jax.vmap(lambda t: unpack(spec, t))(jnp.clip(z, lo, hi))
 
 
-__all__ = ["INIT_MODES", "init_near_truth", "perturb", "random_inits"]
+__all__ = [
+    "INIT_MODES",
+    "init_near_truth",
+    "init_split_near_truth",
+    "perturb",
+    "random_inits",
+    "split_assignment",
+    "split_truth",
+]

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .cells import CELL_COLUMNS, cell_rows, is_overfitted, write_cells
 from .plots import plot_rates
 from .slopes import AGGREGATES, DEFAULT_PARAMETERS, compute_slopes, skipped_parameters
 from .table import read_fits_csv, read_manifest
@@ -109,6 +110,9 @@ def make_report(
         exclude_at_bound=exclude_at_bound,
     )
     paths["rates_png"], paths["rates_pdf"] = png, pdf
+    cells = cell_rows(fits) if is_overfitted(model) else None  # m_hat > m*: cells.{csv,md}
+    if cells is not None:
+        paths.update(write_cells(run, cells, model, name))
 
     lines = [f"run {name} ({regime or 'regime unknown'}{g})", _status_summary(fits)]
     if not manifest:
@@ -127,6 +131,8 @@ def make_report(
             [r for r in sensitivity if r.get("aggregate") == "log_median"], SENSITIVITY_COLUMNS
         )
     )
+    if cells is not None:
+        lines += ["", "Voronoi cells per n (cells.md):", format_terminal(cells, CELL_COLUMNS)]
     return {
         "rows": rows,
         "slope_rows": slope_rows,
@@ -134,4 +140,5 @@ def make_report(
         "terminal": "\n".join(lines),
         "paths": paths,
         "manifest": manifest,
+        "cells": cells,
     }

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from moejax.atomic import write_text_atomic
-from moejax.sweep.store import FLOAT_COLUMNS, INT_COLUMNS, STR_COLUMNS
+from moejax.sweep.store import FLOAT_COLUMNS, INT_COLUMNS, LATER_INT_COLUMNS, STR_COLUMNS
 
 #: ``n`` and ``replicate`` are required; a missing or unparseable value in an optional integer
 #: column is stored as ``MISSING_INT`` (so ``converged == 1`` is then false). Empty float cells
@@ -70,7 +70,9 @@ def read_fits_csv(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     Returns:
         Dict mapping each known column present in the file to an array of shape ``(N,)``:
         the store's ``INT_COLUMNS`` (``n, replicate, n_iter, inner_steps, converged, at_bound,
-        n_empty_cells``) as int64 (a missing optional integer is ``MISSING_INT = -1``); its
+        n_empty_cells, n_shared_cells, start``) as int64 (a missing optional integer is
+        ``MISSING_INT = -1``; ``n_shared_cells`` and ``start``, absent from files written before
+        they existed, are ``MISSING_INT`` in every row then); its
         ``FLOAT_COLUMNS`` (``err_beta, err_exp_tau, err_eta, err_density, err_nu, err_voronoi,
         loglik, grad_norm``) as float64 (``nan``/``inf`` kept as such, empty cells become NaN;
         ``err_beta`` is NaN in every row under an input-free gate, ``err_density`` under
@@ -105,6 +107,8 @@ def read_fits_csv(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             out[name] = np.array(
                 [_parse_int(c, name, required) for c in cells(name)], dtype=np.int64
             )
+        elif name in LATER_INT_COLUMNS:
+            out[name] = np.full(len(records), MISSING_INT, dtype=np.int64)
     for name in FLOAT_COLUMNS:
         if name in index:
             out[name] = np.array([_parse_float(c) for c in cells(name)], dtype=np.float64)

@@ -44,6 +44,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "frozen_bias": ("vector", None),
         "radius": (float, None),
         "adapters": (int, 1),
+        "fitted_adapters": (int, None),
         "gate": (str, "softmax"),
         "likelihood": (str, "categorical"),
         "frozen_likelihood": (str, None),
@@ -245,9 +246,9 @@ def _check_choice(field: str, v: str, choices: tuple[str, ...]) -> None:
 
 def free_parameters(model: dict[str, Any]) -> int:
     """Estimated scalars of a resolved [model] table (the length of the flat parameter vector):
-    per adapter the gate (d + 1, or 1 under the input-free gate), R d expert weights and, for
-    regression experts, a variance."""
-    d, m = model["d"], model["adapters"]
+    per fitted adapter (``fitted_adapters``, default ``adapters``) the gate (d + 1, or 1 under
+    the input-free gate), R d expert weights and, for regression experts, a variance."""
+    d, m = model["d"], model.get("fitted_adapters") or model["adapters"]
     regression = model["likelihood"] != "categorical"
     R = 1 if regression else model["K"] - 1
     gate = 1 if model["gate"] == "input_free" else d + 1
@@ -346,6 +347,14 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         m["frozen_scale"] = m["scale"]
     if m["adapters"] < 1:
         raise _err("model.adapters", m["adapters"], "must be a positive integer")
+    if m["fitted_adapters"] is None:
+        m["fitted_adapters"] = m["adapters"]
+    if m["fitted_adapters"] < max(1, m["adapters"]):
+        raise _err(
+            "model.fitted_adapters",
+            m["fitted_adapters"],
+            f"must be >= model.adapters = {m['adapters']} (the true adapters; fit as many or more)",
+        )
     _check_choice("model.gate", m["gate"], GATES)
     _check_choice("model.likelihood", m["likelihood"], LIKELIHOODS)
     if m["frozen_likelihood"] is None:
@@ -402,6 +411,14 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
                 f"the truth's {f} ({vals}) must lie inside the bounds",
             )
     _check_init(i)
+    if i["mode"] == "truth" and m["fitted_adapters"] > M:
+        raise _err(
+            "init.mode",
+            "truth",
+            f"with model.fitted_adapters = {m['fitted_adapters']} > model.adapters = {M} the "
+            "split copies of a true adapter would start identical (a singular Hessian, and "
+            "Newton's steps keep them equal); use near_truth (split with noise) or multistart",
+        )
     _check_run(r)
     return c
 

@@ -31,6 +31,7 @@ from moejax.sweep.simulate import (
     SweepPlanError,
     build_problem,
     chunk_lanes,
+    init_rule,
     progress_bar,
 )
 
@@ -141,6 +142,7 @@ def run_sweep(
     layout = {
         **({"study": study} if study is not None else {}),
         "adapter_weight": adapter_weight(problem),
+        "init_rule": init_rule(problem),
         "buffer_rows": max(cp.N for cp in engine.plan.classes),
         "block_rows": max(cp.block for cp in engine.plan.classes),
         "chunk": max(chunk_lanes(problem, cp) for cp in engine.plan.classes),

@@ -21,6 +21,7 @@ over them loops over the active row blocks only (rows beyond n carry weight 0).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -35,7 +36,7 @@ import numpy as np
 
 from moejax.estimation.bounds import Bounds
 from moejax.estimation.estimators import FitData, best_fit, fit_data
-from moejax.estimation.init import init_near_truth, random_inits
+from moejax.estimation.init import init_split_near_truth, random_inits, split_assignment
 from moejax.estimation.objective import Blocks
 from moejax.estimation.solvers import STATUS_NAMES
 from moejax.mix.density import class_probs_planes
@@ -66,12 +67,44 @@ DEFAULT_CHUNK_LANES = 64
 class Problem:
     """What a study needs: the model, its truth schedule, its box, and the resolved config
     sections the engine reads (``estimator``, ``init``, ``run``, ``sizes``, ``replicates``,
-    ``seed``, ``model.radius``, ``truth.regime`` / ``gamma`` and ``name``)."""
+    ``seed``, ``model.radius``, ``truth.regime`` / ``gamma`` and ``name``).
+
+    ``spec`` is the truth's model (m* adapters: the data are drawn from it); ``fit_spec`` the
+    fitted model (m_hat >= m* adapters, otherwise the same gate, likelihood, experts and box;
+    None: ``spec``, the exact-fitted case)."""
 
     spec: MixSpec
     truth: MixTruth
     bounds: Bounds
     cfg: dict[str, Any]
+    fit_spec: MixSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.fit_spec is None:
+            object.__setattr__(self, "fit_spec", self.spec)
+        elif self.fit_spec != fitted_spec(self.spec, self.fit_spec.m):
+            raise ValueError(
+                "fit_spec: must be the truth's spec with adapters >= "
+                f"{self.spec.m} (only the number of adapters may differ)"
+            )
+
+
+def fitted_spec(spec: MixSpec, fitted_adapters: int) -> MixSpec:
+    """The fitted model of a truth ``spec`` (m* adapters) with ``fitted_adapters`` = m_hat >= m*
+    adapters: the same gate, likelihood, experts and output maps (``spec`` itself when
+    m_hat = m*). Raises ValueError naming ``fitted_adapters`` otherwise."""
+    if isinstance(fitted_adapters, bool) or not isinstance(fitted_adapters, int | np.integer):
+        raise ValueError(f"fitted_adapters: expected an integer, got {fitted_adapters!r}")
+    if fitted_adapters < spec.m:
+        raise ValueError(
+            f"fitted_adapters: must be >= the truth's {spec.m} adapter(s) (spec.adapters), "
+            f"got {fitted_adapters}"
+        )
+    if fitted_adapters == spec.m:
+        return spec
+    # A MixSpec of the same fields (the paper face's ModelSpec has no adapters argument).
+    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(MixSpec) if f.init}
+    return MixSpec(**{**fields, "adapters": int(fitted_adapters)})
 
 
 def build_problem(cfg: dict[str, Any]) -> Problem:
@@ -98,7 +131,8 @@ def build_problem(cfg: dict[str, Any]) -> Problem:
     nu_delta = t["nu_delta"] if spec.regression else np.zeros(spec.m)
     truth = drifting_truth(p, np.asarray(t["delta"]), np.asarray(nu_delta), t["gamma"])
     bounds = Bounds(*(tuple(b[f]) for f in Bounds._fields)).validate()
-    return Problem(spec, truth, bounds, cfg)
+    fit = fitted_spec(spec, m.get("fitted_adapters") or m["adapters"])
+    return Problem(spec, truth, bounds, cfg, fit)
 
 
 def problem(
@@ -114,13 +148,16 @@ def problem(
     seed: int = 0,
     radius: float | None = None,
     name: str = "problem",
+    fitted_adapters: int | None = None,
 ) -> Problem:
     """A study built in Python: any model of the family (a `moejax.ModelSpec` or a
     `moejax.mix.MixSpec`, user activations included), a truth schedule (`moejax.Truth`,
     `moejax.mix.fixed_truth` / `drifting_truth`), the box, and the estimator / init / run
     options of a sweep config as dicts (keys and defaults of the ``[estimator]``, ``[init]``
     and ``[run]`` tables). ``sizes`` defaults to the config default (20 log-spaced sizes in
-    [1e3, 1e5]). Bad options raise ValueError naming the field."""
+    [1e3, 1e5]). ``fitted_adapters`` (m_hat, default the spec's m*): fit m_hat >= m* adapters
+    to data from the m*-adapter truth (`fitted_spec`; the config's ``model.fitted_adapters``).
+    Bad options raise ValueError naming the field."""
     if not isinstance(spec, MixSpec):
         raise ValueError(f"spec: expected a ModelSpec or MixSpec, got {type(spec).__name__}")
     if not isinstance(truth, MixTruth):
@@ -133,6 +170,7 @@ def problem(
         spec.check_params(truth.at(1.0))
     except ValueError as err:
         raise ValueError(f"truth: does not fit the spec ({err})") from None
+    fit = fitted_spec(spec, spec.m if fitted_adapters is None else fitted_adapters)
     bounds = (Bounds() if bounds is None else Bounds(*bounds)).validate()
     raw = {
         "name": name,
@@ -145,14 +183,23 @@ def problem(
     }
     if radius is not None and not radius > 0:
         raise ValueError(f"radius: must be > 0, got {radius}")
-    cfg = config_mod.resolve_engine(raw, min_size=spec.n_params)
-    cfg["model"] = {"radius": None if radius is None else float(radius)}
+    cfg = config_mod.resolve_engine(raw, min_size=fit.n_params)
+    if cfg["init"]["mode"] == "truth" and fit.m > spec.m:
+        raise ValueError(
+            f"init.mode: 'truth' with fitted_adapters = {fit.m} > the truth's {spec.m} would "
+            "start the split copies identical; use near_truth or multistart"
+        )
+    cfg["model"] = {
+        "radius": None if radius is None else float(radius),
+        "adapters": spec.m,
+        "fitted_adapters": fit.m,
+    }
     gamma = float(np.asarray(truth.gamma))
     cfg["truth"] = {
         "regime": "homogeneous" if spec.homogeneous else "heterogeneous",
         "gamma": gamma,
     }
-    return Problem(spec, truth, bounds, cfg)
+    return Problem(spec, truth, bounds, cfg, fit)
 
 
 def block_padding(sizes: list[int], block: int) -> float:
@@ -293,7 +340,7 @@ def fit_lane(
     """One lane's fit and errors, its data read block by block from ``source`` (held or
     streamed): {column: ()} of fits.csv (pure; the engine vmaps it over the lanes)."""
     cfg = problem.cfg
-    spec, bounds = problem.spec, problem.bounds
+    spec, fspec, bounds = problem.spec, problem.fit_spec, problem.bounds  # truth's, fitted
     e, ini, run = cfg["estimator"], cfg["init"], cfg["run"]
     radius = cfg["model"]["radius"]
     fit_kw = dict(
@@ -306,27 +353,30 @@ def fit_lane(
     )
     data = FitData(None, None, None, jnp.asarray(n, jnp.float64), None)
     if ini["mode"] == "multistart":
-        starts = random_inits(keys.init, spec, ini["n_starts"], bounds, ini["start_scale"])
-        res = best_fit(
-            jax.vmap(lambda p: fit_data(spec, data, p, blocks=blocks, source=source, **fit_kw))(
-                starts
-            )
-        )
+        starts = random_inits(keys.init, fspec, ini["n_starts"], bounds, ini["start_scale"])
+        one = lambda p: fit_data(fspec, data, p, blocks=blocks, source=source, **fit_kw)
+        every = jax.vmap(one)(starts)
+        res = best_fit(every)
+        start = jnp.argmax(jnp.where(jnp.isfinite(every.loglik), every.loglik, -jnp.inf))
     else:
         init = (
             tp
             if ini["mode"] == "truth"
-            else init_near_truth(keys.init, spec, tp, n, ini["c_gate"], ini["c_expert"], ini["rho"])
+            else init_split_near_truth(
+                keys.init, fspec, tp, n, ini["c_gate"], ini["c_expert"], ini["rho"]
+            )
         )
-        res = fit_data(spec, data, init, blocks=blocks, source=source, **fit_kw)
+        res = fit_data(fspec, data, init, blocks=blocks, source=source, **fit_kw)
+        start = 0
     est = res.params
     err = voronoi_errors(est.beta, est.tau, est.eta, est.nu, tp.beta, tp.tau, tp.eta, tp.nu)
     m_dens = run["density_points"]
     if m_dens > 0 and not spec.regression:
-        dens = density_error(spec, est, tp, sample_covariates(keys.dens, spec.d, m_dens, radius))
+        Xh = sample_covariates(keys.dens, spec.d, m_dens, radius)
+        dens = density_error(fspec, est, tp, Xh, true_spec=spec)
     else:
         dens = jnp.nan  # off, or regression: no closed-form Hellinger distance
-    many = spec.m > 1
+    many = fspec.m > 1  # the Voronoi loss and its cells (m_hat = m* = 1: the plain errors)
     return {
         "err_beta": err.beta if spec.has_beta else jnp.nan,
         "err_exp_tau": err.exp_tau,
@@ -335,13 +385,49 @@ def fit_lane(
         "err_nu": err.nu if spec.regression else jnp.nan,
         "err_voronoi": err.total if many else jnp.nan,
         "n_empty_cells": err.n_empty.astype(jnp.int32) if many else jnp.int32(0),
+        "n_shared_cells": err.n_shared.astype(jnp.int32) if many else jnp.int32(0),
         **fit_columns(res),
+        "start": jnp.asarray(start, jnp.int32),
     }
 
 
-def density_error(spec: MixSpec, est: Any, tp: Any, Xh: jax.Array) -> jax.Array:
+def init_rule(problem: Problem) -> str:
+    """The start rule of a problem's fits, in words (recorded in the manifest as
+    ``init_rule``)."""
+    ini, m, m_hat = problem.cfg["init"], problem.spec.m, problem.fit_spec.m
+    mode = ini["mode"]
+    if mode == "multistart":
+        return (
+            f"multistart: {ini['n_starts']} truth-free starts for all {m_hat} fitted adapters "
+            f"(every coordinate of the flat parameter vector N(0, {ini['start_scale']:g}^2), "
+            "clipped into the box); the best finite log-likelihood wins; fits.csv 'start' is "
+            "the index of the winning start"
+        )
+    if mode == "truth":
+        return "truth: every fit starts at the truth G*(n)"
+    noise = (
+        f"truth + N(0, (c n^-rho)^2) noise, c = {ini['c_gate']:g} on beta and tau, "
+        f"{ini['c_expert']:g} on eta (nu: multiplicative), rho = {ini['rho']:g}"
+    )
+    if m_hat == m:
+        return f"near_truth: {noise}"
+    src = split_assignment(m, m_hat)
+    return (
+        f"near_truth, split ({m_hat} fitted adapters, {m} true): fitted adapter i < {m} starts "
+        f"from true adapter i, each extra one i = {m}..{m_hat - 1} splits true adapter "
+        f"(i - {m}) mod {m} (round robin; true adapter per fitted adapter: {list(src)}); the k "
+        "copies of a true adapter s start at its atom (beta*, eta*, nu*) with tau*_s - log(k), "
+        f"so that their gate weights sum to the truth's, each perturbed independently: {noise}"
+    )
+
+
+def density_error(
+    spec: MixSpec, est: Any, tp: Any, Xh: jax.Array, true_spec: MixSpec | None = None
+) -> jax.Array:
     """Mean Hellinger distance between the fitted and the true class distributions over the
-    points Xh (m, d): the points as planes, in blocks of at most 256, one scan over the blocks.
+    points Xh (m, d): ``est`` (MixParams of ``spec``'s m_hat adapters) against ``tp``
+    (MixParams of ``true_spec``'s m* adapters; default ``spec``, the exact-fitted case); a ()
+    array. The points as planes, in blocks of at most 256, one scan over the blocks.
     (The scan's operand is the drawn points, so they are materialised once; handed to the
     class probabilities directly, XLA computes the normal sampler again in each consumer,
     measured 6 times over: a third of a fit at n = 2000.)"""
@@ -355,7 +441,8 @@ def density_error(spec: MixSpec, est: Any, tp: Any, Xh: jax.Array) -> jax.Array:
 
     def body(acc, xs):
         Xb, kb = xs
-        p, q = (class_probs_planes(spec, par, Xb) for par in (est, tp))
+        p = class_probs_planes(spec, est, Xb)
+        q = class_probs_planes(spec if true_spec is None else true_spec, tp, Xb)
         sq = reduce(jnp.add, [(jnp.sqrt(a) - jnp.sqrt(b)) ** 2 for a, b in zip(p, q, strict=True)])
         return acc + jnp.sum(jnp.where(kb, jnp.sqrt(0.5 * sq), 0.0)), None
 
@@ -443,7 +530,7 @@ def held_lane_bytes(problem: Problem, N: int) -> int:
     """Memory of one lane's held data in a buffer of N rows: X1, y, w and lf0 (d + 4 numbers
     a row) plus an EM posterior buffer (m + 1 numbers a row), counted twice for the buffers'
     copies."""
-    d, m = problem.spec.d, problem.spec.m
+    d, m = problem.spec.d, problem.fit_spec.m
     return 8 * 2 * (d + 4 + m) * N
 
 
@@ -451,7 +538,7 @@ def streamed_lane_bytes(problem: Problem, B: int) -> int:
     """Working memory of one streamed lane: a block's draws, predictors, row-derivative planes
     and covariate products (B rows of about d + 6 + W + W^2 + (d + 2)^2 / 2 numbers, counted
     four times for temporaries)."""
-    spec = problem.spec
+    spec = problem.fit_spec  # the fit's predictors
     W = spec.m * (1 + spec.R + (1 if spec.regression else 0))
     return 8 * 4 * B * (spec.d + 6 + W + W * W + (spec.d + 2) ** 2 // 2)
 
@@ -686,9 +773,9 @@ def resolve_problem(
         if sizes is None and replicates is None and seed is None:
             return config
         cfg = config_mod.override_engine(
-            config.cfg, sizes, replicates, seed, min_size=config.spec.n_params
+            config.cfg, sizes, replicates, seed, min_size=config.fit_spec.n_params
         )
-        return Problem(config.spec, config.truth, config.bounds, cfg)
+        return dataclasses.replace(config, cfg=cfg)
     overrides: dict[str, Any] = {}
     if sizes is not None:
         overrides["sizes.list"] = [int(v) for v in sizes]
@@ -730,7 +817,8 @@ def simulate(
       {column: (len(sizes), replicates) array} for every column of fits.csv (``n``,
       ``replicate``, ``err_beta``, ``err_exp_tau``, ``err_eta``, ``err_density``, ``err_nu``,
       ``err_voronoi``, ``loglik``, ``n_iter``, ``inner_steps``, ``converged``, ``at_bound``,
-      ``n_empty_cells``, ``status`` (names), ``grad_norm``), plus ``status_code``; row i is
+      ``n_empty_cells``, ``n_shared_cells``, ``status`` (names), ``grad_norm``, ``start``), plus
+      ``status_code``; row i is
       sizes[i] in increasing order. Equal to the fits.csv of ``moejax sweep`` on the same config
       and seed (same program, same lanes). Nothing is written to disk.
     """

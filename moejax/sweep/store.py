@@ -35,8 +35,10 @@ FIT_COLUMNS: tuple[str, ...] = (
     "converged",
     "at_bound",
     "n_empty_cells",
+    "n_shared_cells",
     "status",
     "grad_norm",
+    "start",
 )
 #: Integer columns (written as ints; the flags ``converged`` and ``at_bound`` are 0/1).
 INT_COLUMNS: tuple[str, ...] = (
@@ -47,7 +49,12 @@ INT_COLUMNS: tuple[str, ...] = (
     "converged",
     "at_bound",
     "n_empty_cells",
+    "n_shared_cells",
+    "start",
 )
+#: Integer columns added after fits.csv files were first written without them (over-fitted
+#: adapters): the reader gives ``MISSING_INT`` in every row of an older file.
+LATER_INT_COLUMNS: tuple[str, ...] = ("n_shared_cells", "start")
 #: Text columns.
 STR_COLUMNS: tuple[str, ...] = ("status",)
 #: Float columns (written with repr: ``nan``/``inf`` as such): every other column.
