@@ -3,7 +3,7 @@
 This module deliberately imports neither ``jax`` nor ``moejax``: it takes plain arguments (not a
 ``MixSpec``) and is the ground truth of ``tests/test_mix.py``.
 
-Model (see ``moejax/mix/spec.py`` and ``shared/MODEL.md``):
+Model (see ``moejax/mix/spec.py`` and docs/theory.md section 1):
 
     p_G(y | x) = w_0(x) f_0(y | x) + sum_{j=1..m} w_j(x) f_j(y | x; eta_j, nu_j)
 

@@ -6,7 +6,7 @@ This module deliberately imports neither ``jax`` nor ``moejax``. It is used
 2. by ``benchmarks/baseline_scipy.py``, as the per-fit "peer code" baseline (SciPy quasi-Newton
    with a hand-written analytic gradient, one dataset per call).
 
-Conventions (see ``shared/MODEL.md``):
+Conventions (see docs/theory.md sections 1-2):
 
 - ``X`` is ``(n, d)``, ``y`` holds integers in ``0..K-1``; class ``K-1`` is the reference class,
   whose logit is 0 in both experts.
