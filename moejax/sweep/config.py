@@ -589,5 +589,10 @@ def config_hash(cfg: dict[str, Any]) -> str:
     for section, key in RUN_ONLY:
         c.get(section, {}).pop(key, None)
     c.pop("name", None)
+    model = c.get("model", {})
+    if model.get("fitted_adapters") == model.get("adapters"):
+        # the default (exact fitting): hashed as before the key existed, so that run
+        # directories written before it resume
+        model.pop("fitted_adapters", None)
     blob = json.dumps(c, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
