@@ -561,13 +561,22 @@ def _panel_against_x(ax, o, pts, groups, block, fitted) -> None:
     if not ok:
         return
     fmt = FuncFormatter(lambda v, _: f"{v:g}")
-    ax.xaxis.set_major_formatter(fmt)
-    ax.yaxis.set_major_formatter(fmt)
+    for axis in (ax.xaxis, ax.yaxis):  # plain decades, minor ticks labelled at 2 and 5 only
+        axis.set_major_formatter(fmt)
+        axis.set_minor_formatter(FuncFormatter(_minor_label))
     top = max(r["x"] for r in ok)
     anchor = math.exp(float(np.mean([math.log(r["value"]) for r in ok if r["x"] == top])))
     grid = np.geomspace(min(r["x"] for r in ok), top, 50)
     for slope, color, text in ((-0.5, "gray", r"$x^{-1/2}$"), (-1.0, "black", r"$x^{-1}$")):
         ax.plot(grid, anchor * (grid / top) ** slope, "--", color=color, lw=1.0, label=text)
+
+
+def _minor_label(value: float, _pos: Any = None) -> str:
+    """Label a minor log tick only at 2 and 5 times a power of ten (the others stay blank)."""
+    if value <= 0:
+        return ""
+    lead = value / 10.0 ** math.floor(math.log10(value) + 1e-12)
+    return f"{value:g}" if round(lead) in (2, 5) and abs(lead - round(lead)) < 1e-6 else ""
 
 
 def _panel_bars(ax, o, pts, block) -> None:
