@@ -65,7 +65,7 @@ def make_study(points, options: dict[str, Any], keys=None) -> StudyRuns:
     keys = tuple(keys or dict.fromkeys(k for _, v, _, _ in points for k in v))
     opts = resolve_options(options, keys, [v for _, v, _, _ in points])
     runs = tuple(
-        StudyRun(name, i, values, {"config": {"model": {}}, **man}, fits, Path(name))
+        StudyRun(name, i, values, {"config": {"model": {}}} | man, fits, Path(name))
         for i, (name, values, man, fits) in enumerate(points)
     )
     return StudyRuns("s", keys, opts, runs, ())
@@ -206,6 +206,23 @@ def test_shipped_configs_are_the_designs_they_claim(path: Path) -> None:
     assert all(c == stripped[0] for c in stripped[1:])
     hashes = [config_hash(p.config) for p in study.points]
     assert len(set(hashes)) == len(hashes)  # no point repeats another
+
+
+def test_overfitted_runs_get_the_overfitted_hypothesis() -> None:
+    from moejax.report.theory import theory_regime, theory_slope
+
+    over = {"adapters": 1, "fitted_adapters": 2}
+    assert theory_regime("heterogeneous", over) == "overfitted"
+    assert theory_regime("homogeneous", over) is None
+    assert theory_regime("heterogeneous", {"adapters": 2, "fitted_adapters": 2}) == "heterogeneous"
+    assert theory_regime("homogeneous", {}) == "homogeneous"
+    for block, a in {"beta": -0.25, "eta": -0.25, "voronoi": -0.25, "exp_tau": -0.5}.items():
+        assert theory_slope(block, "overfitted", None) == {"uniform": a, "pointwise": a}
+    man = {"regime": "heterogeneous", "config": {"model": over}}
+    fits = synthetic({"beta": -0.25, "exp_tau": -0.5, "eta": -0.25}, seed=3)
+    study = make_study([("m1-fit2", {"model.fitted_adapters": 2}, man, fits)], {"n_boot": 50})
+    got = {r["block"]: r for r in study_rows(study)[0]}
+    assert got["eta"]["uniform"] == -0.25 and got["exp_tau"]["pointwise"] == -0.5
 
 
 # --------------------------------------------------------------------- slope statistic

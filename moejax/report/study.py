@@ -54,7 +54,7 @@ from .slopes import (
     resolve_parameters,
 )
 from .table import read_fits_csv, read_manifest, write_csv_atomic
-from .theory import theory_or_nan
+from .theory import theory_or_nan, theory_regime
 
 #: Blocks requested from every run (nu, voronoi, density are added when a run has them).
 REQUESTED = ("beta", "exp_tau", "eta")
@@ -250,8 +250,9 @@ def study_rows(study: StudyRuns) -> tuple[list[dict[str, Any]], list[dict[str, A
             **{k: _label(run.values[k]) if k in run.values else "" for k in study.keys},
         }
         blocks = _blocks(run, o)
+        model = run.manifest.get("config", {}).get("model")
+        hypotheses = theory_regime(regime, model)  # "overfitted" when m_hat > m*
         if stat == "slope":
-            model = run.manifest.get("config", {}).get("model")
             slopes = {
                 r["parameter"]: r
                 for r in main_rows(
@@ -283,7 +284,7 @@ def study_rows(study: StudyRuns) -> tuple[list[dict[str, Any]], list[dict[str, A
                 row.update(ci_low=lo, ci_high=hi)
                 boots.append(boot)
             th = (
-                theory_or_nan(block, regime, gamma)
+                theory_or_nan(block, hypotheses, gamma)
                 if stat == "slope" and o.get("theory", True)
                 else {"uniform": math.nan, "pointwise": math.nan}
             )

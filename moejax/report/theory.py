@@ -23,17 +23,23 @@ Blocks of the generalised models (regression experts, several adapters):
     heterogeneous -1/2; homogeneous: no hypothesis (NaN for both, so ``agree`` is ``n/a``).
 
 The derivations, and where the two hypotheses disagree, are in docs/theory.md sections 3.1-3.5.
-The over-fitted hypothesis (more fitted than true adapters, docs/theory.md section 5) is not
-encoded here: such runs get the exactly-fitted exponents above. docs/theory.md must agree with
-this module.
+``overfitted`` (a heterogeneous truth fitted with more adapters than it has, docs/theory.md
+section 5; :func:`theory_regime` picks it from a run's model config), both hypotheses:
+    exp_tau and density -1/2 (a cell's summed weight, the mixture); beta, eta, nu and voronoi
+    -1/4 (the atoms of a cell shared by several fitted adapters, tanh-type experts). An
+    over-fitted homogeneous run has no hypothesis (NaN).
+
+docs/theory.md must agree with this module.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 PARAMETERS: tuple[str, ...] = ("beta", "exp_tau", "eta", "density", "nu", "voronoi")
-REGIMES: tuple[str, ...] = ("heterogeneous", "homogeneous")
+REGIMES: tuple[str, ...] = ("heterogeneous", "homogeneous", "overfitted")
 _ALIASES = {"tau": "exp_tau", "exptau": "exp_tau"}
 
 
@@ -50,7 +56,8 @@ def theory_slope(parameter: str, regime: str, gamma: float | None) -> dict[str, 
     Args:
         parameter: ``"beta"``, ``"exp_tau"`` (alias ``"tau"``), ``"eta"``, ``"density"``,
             ``"nu"`` or ``"voronoi"``.
-        regime: ``"heterogeneous"`` or ``"homogeneous"``.
+        regime: ``"heterogeneous"``, ``"homogeneous"`` or ``"overfitted"`` (a heterogeneous
+            truth fitted with more adapters than it has; see :func:`theory_regime`).
         gamma: drift exponent of ``eta*(n) = eta0 + Delta n^(-gamma)``; ignored in the
             heterogeneous regime, required in the homogeneous one.
 
@@ -64,6 +71,9 @@ def theory_slope(parameter: str, regime: str, gamma: float | None) -> dict[str, 
     name = _canonical(parameter)
     if regime not in REGIMES:
         raise ValueError(f"unknown regime {regime!r}; expected one of {REGIMES}")
+    if regime == "overfitted":  # docs/theory.md section 5: a cell shared by fitted adapters
+        a = -0.5 if name in ("exp_tau", "density") else -0.25
+        return {"uniform": a, "pointwise": a}
     if regime == "heterogeneous" or name == "density":
         return {"uniform": -0.5, "pointwise": -0.5}
     if name == "voronoi":
@@ -74,6 +84,17 @@ def theory_slope(parameter: str, regime: str, gamma: float | None) -> dict[str, 
     uniform = {"exp_tau": -0.5 + 2.0 * g, "beta": -0.5 + g, "eta": -0.5 + g, "nu": -0.5 + g}[name]
     pointwise = {"exp_tau": -0.5 + g, "beta": -0.5 + g, "eta": -0.5, "nu": -0.5}[name]
     return {"uniform": uniform, "pointwise": pointwise}
+
+
+def theory_regime(regime: str | None, model: Mapping[str, Any] | None) -> str | None:
+    """The regime whose hypotheses apply to a run: ``"overfitted"`` for a heterogeneous truth
+    fitted with ``model.fitted_adapters`` > ``model.adapters`` (docs/theory.md section 5), None
+    (no hypothesis) for an over-fitted homogeneous one, else ``regime`` itself."""
+    if isinstance(model, Mapping):
+        m, m_hat = model.get("adapters", 1), model.get("fitted_adapters")
+        if isinstance(m_hat, int) and isinstance(m, int) and m_hat > m:
+            return "overfitted" if regime == "heterogeneous" else None
+    return regime
 
 
 def theory_or_nan(parameter: str, regime: str | None, gamma: float | None) -> dict[str, float]:
