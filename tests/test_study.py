@@ -320,6 +320,9 @@ def test_categorical_study_draws_bars_per_point() -> None:
         pts.append((a, {"model.adapter": a}, {"regime": "heterogeneous"}, fits))
     study = make_study(pts, {"n_boot": 50})
     assert study.options["x"] is None
+    numeric = [(n, {**v, "model.d": 2}, m, f) for n, v, m, f in pts]
+    assert make_study(numeric, {}).options["x"] == "model.d"
+    assert make_study(numeric, {"x": "point"}).options["x"] is None
     rows, fits = study_rows(study)
     fig = study_figure(study, rows, fits)
     eta = fig.axes[[r["block"] for r in rows if r["point"] == "tanh"].index("eta")]

@@ -234,10 +234,12 @@ def resolve_options(
     x = out["x"]
     if x is None:
         x = next((k for k in keys if numeric(k)), None)
+    elif x == "point":  # one bar per point, even when a key is numeric
+        x = None
     elif x not in MANIFEST_QUANTITIES and not (x in keys and numeric(x)):
         raise ConfigError(
-            f"study.x = {x!r}: expected a numeric grid key ({', '.join(keys)}) or a manifest "
-            f"quantity ({', '.join(MANIFEST_QUANTITIES)})"
+            f"study.x = {x!r}: expected a numeric grid key ({', '.join(keys)}), a manifest "
+            f"quantity ({', '.join(MANIFEST_QUANTITIES)}) or 'point' (one bar per point)"
         )
     group = out["group"]
     if group is None:
