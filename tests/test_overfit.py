@@ -19,11 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax_cache import persistent_cache
 
 import moejax as mj
 from moejax.estimation.init import (
     init_near_truth,
-    init_split_near_truth,
+    perturb,
     split_assignment,
     split_truth,
 )
@@ -90,21 +91,8 @@ def _toml(cfg: dict) -> str:
 @pytest.fixture(scope="module")
 def jax_cache(tmp_path_factory: pytest.TempPathFactory):
     """A persistent compilation cache for this module: the CLI run reuses simulate's program."""
-    from jax.experimental.compilation_cache import compilation_cache
-
-    d = tmp_path_factory.mktemp("jax-cache")
-    old_dir = jax.config.jax_compilation_cache_dir
-    old_min = jax.config.jax_persistent_cache_min_compile_time_secs
-    jax.config.update("jax_compilation_cache_dir", str(d))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MOEJAX_CACHE_DIR", str(d))
-    mp.setenv("MOEJAX_NO_PROGRESS", "1")
-    yield d
-    mp.undo()
-    jax.config.update("jax_compilation_cache_dir", old_dir)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", old_min)
-    compilation_cache.reset_cache()
+    with persistent_cache(tmp_path_factory.mktemp("jax-cache"), MOEJAX_NO_PROGRESS="1") as d:
+        yield d
 
 
 @pytest.fixture(scope="module")
@@ -213,12 +201,12 @@ def test_split_start_copies_differ_and_the_exact_fit_is_unchanged() -> None:
     spec = MixSpec(d=d, K=3, frozen="linear", adapter="tanh", eta0=np.eye(2), adapters=m)
     truth = spec.params([0.7, 0.7], 0.0, [[0.0, 1.5], [1.5, 0.0]])
     key, n = jax.random.key(5), 3000.0
-    same = init_split_near_truth(key, spec, truth, n)
-    ref = init_near_truth(key, spec, truth, n)
+    same = init_near_truth(key, spec, truth, n)
+    ref = perturb(key, truth, n, 0.005, 0.05, 0.083, spec.regression)  # the exact fit's noise
     for a, b in zip(same, ref, strict=True):
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes()  # m_hat = m*: bit for bit
     fit = MixSpec(d=d, K=3, frozen="linear", adapter="tanh", eta0=np.eye(2), adapters=3)
-    start = init_split_near_truth(key, fit, truth, n)
+    start = init_near_truth(key, fit, truth, n)
     assert start.eta.shape == (3, 2, 2) and start.tau.shape == (3,)
     # the first fitted adapter takes the exact-fitted start's noise, around tau* - log 3
     np.testing.assert_allclose(start.beta[0], ref.beta[0], rtol=0, atol=0)

@@ -37,6 +37,7 @@ import pytest
 from fits_compare import assert_fits_equal, read_fits
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jax_cache import persistent_cache
 
 from moejax.estimation.estimators import fit
 from moejax.estimation.init import random_inits
@@ -121,20 +122,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, rc: int, *needles: 
 @pytest.fixture(scope="session")
 def jax_cache(tmp_path_factory: pytest.TempPathFactory):
     """A persistent compilation cache shared by this session's in-process runs and CLI runs."""
-    from jax.experimental.compilation_cache import compilation_cache
-
-    d = tmp_path_factory.mktemp("jax-cache")
-    old_dir = jax.config.jax_compilation_cache_dir
-    old_min = jax.config.jax_persistent_cache_min_compile_time_secs
-    jax.config.update("jax_compilation_cache_dir", str(d))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MOEJAX_CACHE_DIR", str(d))
-    yield d
-    mp.undo()
-    jax.config.update("jax_compilation_cache_dir", old_dir)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", old_min)
-    compilation_cache.reset_cache()
+    with persistent_cache(tmp_path_factory.mktemp("jax-cache")) as d:
+        yield d
 
 
 @pytest.fixture(scope="session")

@@ -462,10 +462,15 @@ def fit(
     return _fit_jit(spec, X, y, init, weights, method, s, b, mi, tl, imi)
 
 
+def best_start(results: FitResult) -> jax.Array:
+    """Index () of the fit with the highest finite log-likelihood among stacked results
+    (leading axis S; the first such on ties)."""
+    return jnp.argmax(jnp.where(jnp.isfinite(results.loglik), results.loglik, -jnp.inf))
+
+
 def best_fit(results: FitResult) -> FitResult:
     """The fit with the highest finite log-likelihood among stacked results (leading axis S)."""
-    score = jnp.where(jnp.isfinite(results.loglik), results.loglik, -jnp.inf)
-    best = jnp.argmax(score)
+    best = best_start(results)
     return jax.tree_util.tree_map(lambda a: a[best], results)
 
 

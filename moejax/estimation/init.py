@@ -27,8 +27,23 @@ def init_near_truth(
     """Truth plus Gaussian noise of scale c n^(-rho): c_gate on beta and tau, c_expert on eta,
     and (regression) a multiplicative factor exp(c_expert n^(-rho) N(0, 1)) on nu, which keeps
     it positive. The defaults are the regression predecessor's (c = 0.005 gate, 0.05 experts,
-    rho = 0.083)."""
-    return perturb(key, truth, n, c_gate, c_expert, rho, spec.regression)
+    rho = 0.083).
+
+    When ``spec`` fits m_hat = ``spec.m`` adapters to a truth of m < m_hat (over-fitting), the
+    start splits true adapters (`split_truth`) and perturbs every copy independently: the first
+    m fitted adapters take the noise of ``key`` exactly as an exact fit draws it, the extra
+    m_hat - m the noise of ``fold_in(key, 1)``. Returns MixParams with leading axis m_hat."""
+    m = int(np.shape(truth.tau)[0])
+    if spec.m == m:
+        return perturb(key, truth, n, c_gate, c_expert, rho, spec.regression)
+    centers = split_truth(truth, spec.m)
+    head = jax.tree_util.tree_map(lambda a: a[:m], centers)
+    tail = jax.tree_util.tree_map(lambda a: a[m:], centers)
+    noisy = (
+        perturb(key, head, n, c_gate, c_expert, rho, spec.regression),
+        perturb(jax.random.fold_in(key, 1), tail, n, c_gate, c_expert, rho, spec.regression),
+    )
+    return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), *noisy)
 
 
 def perturb(
@@ -84,34 +99,6 @@ def split_truth(truth: MixParams, m_hat: int) -> MixParams:
     )
 
 
-def init_split_near_truth(
-    key: jax.Array,
-    spec: MixSpec,
-    truth: MixParams,
-    n: jax.Array | float,
-    c_gate: float = 0.005,
-    c_expert: float = 0.05,
-    rho: float = 0.083,
-) -> MixParams:
-    """Near-truth start of ``spec.m`` = m_hat fitted adapters from a truth of m <= m_hat (the
-    split rule of `split_truth`, every copy perturbed independently with `init_near_truth`'s
-    noise). The first m fitted adapters take the noise of ``key`` exactly as
-    `init_near_truth` draws it for m adapters, the extra m_hat - m the noise of
-    ``fold_in(key, 1)``; with m_hat = m this is `init_near_truth` itself, bit for bit.
-    Returns MixParams with leading axis m_hat."""
-    m, m_hat = int(np.shape(truth.tau)[0]), spec.m
-    if m_hat == m:
-        return init_near_truth(key, spec, truth, n, c_gate, c_expert, rho)
-    centers = split_truth(truth, m_hat)
-    head = jax.tree_util.tree_map(lambda a: a[:m], centers)
-    tail = jax.tree_util.tree_map(lambda a: a[m:], centers)
-    noisy = (
-        perturb(key, head, n, c_gate, c_expert, rho, spec.regression),
-        perturb(jax.random.fold_in(key, 1), tail, n, c_gate, c_expert, rho, spec.regression),
-    )
-    return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), *noisy)
-
-
 def random_inits(
     key: jax.Array,
     spec: MixSpec,
@@ -129,7 +116,6 @@ def random_inits(
 __all__ = [
     "INIT_MODES",
     "init_near_truth",
-    "init_split_near_truth",
     "perturb",
     "random_inits",
     "split_assignment",

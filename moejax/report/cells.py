@@ -33,6 +33,7 @@ from moejax.atomic import write_text_atomic
 
 from .table import MISSING_INT, write_csv_atomic
 from .tables import to_markdown
+from .theory import is_overfitted
 
 CELL_COLUMNS: tuple[str, ...] = (
     "n",
@@ -43,15 +44,6 @@ CELL_COLUMNS: tuple[str, ...] = (
     "frac_shared",
     "frac_empty",
 )
-
-
-def is_overfitted(model: Mapping[str, Any] | None) -> bool:
-    """Whether a run's model config (``manifest["config"]["model"]``) fits more adapters than
-    the truth has (``fitted_adapters > adapters``; False without a model config or the key)."""
-    if not isinstance(model, Mapping):
-        return False
-    m, fitted = model.get("adapters"), model.get("fitted_adapters")
-    return isinstance(m, int) and isinstance(fitted, int) and fitted > m
 
 
 def _mean(values: np.ndarray) -> float:

@@ -52,6 +52,7 @@ from .slopes import (
     main_rows,
     ols_slope,
     resolve_parameters,
+    valid_errors_by_size,
 )
 from .table import read_fits_csv, read_manifest, write_csv_atomic
 from .theory import theory_or_nan, theory_regime
@@ -208,11 +209,9 @@ def sqrt_n_median(
 ) -> tuple[float, np.ndarray]:
     """``(log S, bootstrap log S of shape (n_boot,))`` of one run and block, where ``S`` is the
     geometric mean over n of sqrt(n) x the median valid error (NaN without a valid fit)."""
-    data = block_data(run.fits, block)
-    sizes = np.unique(data.n[data.valid])
+    sizes, errors = valid_errors_by_size(run.fits, block)
     if len(sizes) == 0:
         return math.nan, np.full(n_boot, math.nan)
-    errors = [data.err[data.valid & (data.n == s)] for s in sizes]
     half_logn = 0.5 * np.log(sizes.astype(np.float64))  # (J,)
     point = float(np.mean(np.log([np.median(e) for e in errors]) + half_logn))
     if n_boot <= 0:

@@ -86,14 +86,21 @@ def theory_slope(parameter: str, regime: str, gamma: float | None) -> dict[str, 
     return {"uniform": uniform, "pointwise": pointwise}
 
 
+def is_overfitted(model: Mapping[str, Any] | None) -> bool:
+    """Whether a run's model config (``manifest["config"]["model"]``) fits more adapters than
+    the truth has (``fitted_adapters > adapters``; False without a model config or the key)."""
+    if not isinstance(model, Mapping):
+        return False
+    m, fitted = model.get("adapters"), model.get("fitted_adapters")
+    return isinstance(m, int) and isinstance(fitted, int) and fitted > m
+
+
 def theory_regime(regime: str | None, model: Mapping[str, Any] | None) -> str | None:
     """The regime whose hypotheses apply to a run: ``"overfitted"`` for a heterogeneous truth
     fitted with ``model.fitted_adapters`` > ``model.adapters`` (docs/theory.md section 5), None
     (no hypothesis) for an over-fitted homogeneous one, else ``regime`` itself."""
-    if isinstance(model, Mapping):
-        m, m_hat = model.get("adapters", 1), model.get("fitted_adapters")
-        if isinstance(m_hat, int) and isinstance(m, int) and m_hat > m:
-            return "overfitted" if regime == "heterogeneous" else None
+    if is_overfitted(model):
+        return "overfitted" if regime == "heterogeneous" else None
     return regime
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -302,7 +301,7 @@ def study_from_raw(raw: dict[str, Any], overrides: dict[str, Any] | None = None)
             raise ConfigError(
                 f"study.reference.values: {', '.join(sorted(unknown))} is not a grid point"
             )
-    base = resolve_name(raw)
+    base = _study_name(raw)
     out = []
     for name, values in points:
         over = {**values, **(overrides or {}), "name": f"{base}-{name}"}
@@ -314,7 +313,7 @@ def study_from_raw(raw: dict[str, Any], overrides: dict[str, Any] | None = None)
     return Study(base, keys, tuple(out), options)
 
 
-def resolve_name(raw: dict[str, Any]) -> str:
+def _study_name(raw: dict[str, Any]) -> str:
     name = raw.get("name", SCHEMA[""]["name"][1])
     if not isinstance(name, str):
         raise ConfigError(f"name = {name!r}: expected a string")
@@ -330,7 +329,3 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> Stu
 def read_raw(path: str | Path) -> dict[str, Any]:
     """The raw (merged, unresolved) TOML of a config file, ``extends`` followed."""
     return _read_toml(Path(path))
-
-
-def finite_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)

@@ -35,8 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from moejax.estimation.bounds import Bounds
-from moejax.estimation.estimators import FitData, best_fit, fit_data
-from moejax.estimation.init import init_split_near_truth, random_inits, split_assignment
+from moejax.estimation.estimators import FitData, best_start, fit_data
+from moejax.estimation.init import init_near_truth, random_inits, split_assignment
 from moejax.estimation.objective import Blocks
 from moejax.estimation.solvers import STATUS_NAMES
 from moejax.mix.density import class_probs_planes
@@ -356,13 +356,13 @@ def fit_lane(
         starts = random_inits(keys.init, fspec, ini["n_starts"], bounds, ini["start_scale"])
         one = lambda p: fit_data(fspec, data, p, blocks=blocks, source=source, **fit_kw)
         every = jax.vmap(one)(starts)
-        res = best_fit(every)
-        start = jnp.argmax(jnp.where(jnp.isfinite(every.loglik), every.loglik, -jnp.inf))
+        start = best_start(every)
+        res = jax.tree_util.tree_map(lambda a: a[start], every)
     else:
         init = (
             tp
             if ini["mode"] == "truth"
-            else init_split_near_truth(
+            else init_near_truth(
                 keys.init, fspec, tp, n, ini["c_gate"], ini["c_expert"], ini["rho"]
             )
         )
