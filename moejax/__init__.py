@@ -43,6 +43,7 @@ from moejax.sampling import (  # noqa: E402
     sample_labels,
 )
 from moejax.truth import Truth, heterogeneous_truth, homogeneous_truth, truth_at  # noqa: E402
+from moejax.voronoi import weighted_voronoi_loss  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -53,6 +54,7 @@ _LAZY = {
     "problem": ("moejax.sweep.simulate", "problem"),
     "Problem": ("moejax.sweep.simulate", "Problem"),
     "slopes": ("moejax.report.api", "slopes"),
+    "coverage": ("moejax.report.coverage", "coverage_rows"),
     "use_all_cores": ("moejax.devices", "use_all_cores"),
 }
 
@@ -86,6 +88,7 @@ __all__ = [
     "Truth",
     "adapter_posterior",
     "class_probs",
+    "coverage",
     "estimation",
     "fit",
     "fit_multistart",
@@ -111,4 +114,5 @@ __all__ = [
     "status_name",
     "truth_at",
     "use_all_cores",
+    "weighted_voronoi_loss",
 ]

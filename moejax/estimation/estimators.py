@@ -56,6 +56,10 @@ class FitResult(NamedTuple):
       at_bound: () bool, some coordinate of the estimate lies on its box bound.
       grad_norm: () projected-gradient inf-norm of the mean negative log-likelihood at the
         estimate (0 at an exact box-KKT point).
+      info: (P, P) observed information at the estimate: the negative Hessian of the
+        log-likelihood (sum over rows, weights applied) in the flat parameter vector of
+        `moejax.estimation.bounds.pack` (log nu for regression experts); standard errors from
+        it: `moejax.estimation.information.standard_errors`.
     """
 
     params: Any
@@ -66,6 +70,7 @@ class FitResult(NamedTuple):
     inner_steps: jax.Array
     at_bound: jax.Array
     grad_norm: jax.Array
+    info: jax.Array | None = None
 
 
 class FitData(NamedTuple):
@@ -141,10 +146,11 @@ def objective(
 
 
 def fit_result(
-    params, total, theta, f, g, lo, hi, converged, status, n_iter, inner, ok=True
+    params, total, theta, f, g, lo, hi, converged, status, n_iter, inner, ok=True, hess=None
 ) -> FitResult:
-    """The `FitResult` of a solve that ended at ``theta`` (P,) with mean objective f and gradient
-    g: data that failed the checks (``ok`` False) give status bad_data, NaN/inf anywhere status
+    """The `FitResult` of a solve that ended at ``theta`` (P,) with mean objective f, gradient
+    g and Hessian ``hess`` (P, P; the information is total x hess): data that failed the
+    checks (``ok`` False) give status bad_data, NaN/inf anywhere status
     nonfinite, both with converged False; at_bound and the KKT residual are taken on the box
     (lo, hi)."""
     finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(theta)) & jnp.all(jnp.isfinite(g))
@@ -159,12 +165,15 @@ def fit_result(
         inner_steps=jnp.asarray(inner).astype(jnp.int32),
         at_bound=at_bound(theta, lo, hi),
         grad_norm=projected_grad_norm(theta, g, lo, hi),
+        info=None if hess is None else total * hess,
     )
 
 
 def _fit_direct(spec, data, theta0, lo, hi, solver, max_iter, blocks, source) -> FitResult:
     obj = objective(spec, data, blocks, source)
     res = solver.minimize(obj, theta0, lo, hi, max_iter=max_iter)
+    # Newton ends with the Hessian at its estimate; other solvers cost one more pass.
+    hess = res.hess if res.hess is not None else obj.value_grad_hess(res.x)[2]
     return fit_result(
         unpack(spec, res.x),
         data.total,
@@ -178,6 +187,7 @@ def _fit_direct(spec, data, theta0, lo, hi, solver, max_iter, blocks, source) ->
         res.n_iter,
         res.n_iter,
         data.ok,
+        hess,
     )
 
 
@@ -269,9 +279,21 @@ def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, inner_max_iter, tol, b
     finite = jnp.isfinite(f)
     converged = done & finite
     status = jnp.where(~finite, NONFINITE, jnp.where(converged, CONVERGED, MAX_ITER))
-    f, g = full.value_and_grad(theta)
+    f, g, H = full.value_grad_hess(theta)
     return fit_result(
-        unpack(spec, theta), data.total, theta, f, g, lo, hi, converged, status, it, inner, data.ok
+        unpack(spec, theta),
+        data.total,
+        theta,
+        f,
+        g,
+        lo,
+        hi,
+        converged,
+        status,
+        it,
+        inner,
+        data.ok,
+        0.5 * (H + H.T),
     )
 
 

@@ -48,7 +48,9 @@ STATUS_NAMES = ("converged", "max_iter", "nonfinite", "stalled", "bad_data")
 
 
 class SolveResult(NamedTuple):
-    """Outcome of one box-constrained minimisation. Shapes: x and grad (P,), others ()."""
+    """Outcome of one box-constrained minimisation. Shapes: x and grad (P,), hess (P, P) or
+    None (the Hessian at x when the solver has it: Newton's, so that the observed information
+    costs no extra pass), others ()."""
 
     x: jax.Array
     value: jax.Array
@@ -56,6 +58,7 @@ class SolveResult(NamedTuple):
     n_iter: jax.Array
     converged: jax.Array
     status: jax.Array
+    hess: jax.Array | None = None
 
 
 def projected_grad_norm(
@@ -230,7 +233,8 @@ class ProjectedNewton:
         s = jax.lax.while_loop(cond, body, s0)
         res = _finish(s.x, s.f, s.g, s.it, lower, upper, self.gtol, s.ok)
         stalled = s.done & ~s.ok & jnp.isfinite(s.f)
-        return res._replace(status=jnp.where(stalled, STALLED, res.status).astype(jnp.int32))
+        status = jnp.where(stalled, STALLED, res.status).astype(jnp.int32)
+        return res._replace(status=status, hess=0.5 * (s.H + s.H.T))
 
 
 def _finish_reparam(

@@ -9,24 +9,31 @@ slope, its bootstrap CI and, when the regime is known, the theory exponents besi
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .slopes import AGGREGATES, DEFAULT_PARAMETERS, compute_slopes
+from moejax.sweep.store import KEPT_GROUPS
+
+from .coverage import flat_evidence
+from .report import run_evidence
+from .slopes import AGGREGATES, DEFAULT_PARAMETERS, KNOWN_PARAMETERS, compute_slopes
 from .table import read_fits_csv, read_manifest
 from .tables import build_export_rows
 
 
 def _columns(fits: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Flat (N,) numeric columns of a mapping of fits.csv columns ((S, R) arrays welcome)."""
+    """Flat (N,) numeric columns of a mapping of fits.csv columns ((S, R) arrays welcome);
+    the kept evidence (MixParams groups, ``<group>.<leaf>`` arrays) is left out."""
     if "n" not in fits:
         raise ValueError("fits: expected the fits.csv columns, at least 'n' and 'err_<block>'")
     out = {}
     size = np.asarray(fits["n"]).size
     for k, v in fits.items():
+        if isinstance(v, tuple) or k.split(".")[0] in KEPT_GROUPS:
+            continue
         a = np.asarray(v)
         if a.size != size:
             raise ValueError(f"fits.{k}: {a.size} values, but 'n' has {size}")
@@ -46,6 +53,7 @@ def slopes(
     exclude_at_bound: bool = False,
     regime: str | None = None,
     gamma: float | None = None,
+    losses: Mapping[str, Callable[[Any, Any], Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """The slope table of a study (what ``moejax report`` writes to slopes.csv).
 
@@ -59,6 +67,11 @@ def slopes(
       exclude_at_bound: also leave out fits flagged on a box bound.
       regime, gamma: "heterogeneous" / "homogeneous" and the drift exponent, for the theory
         columns (NaN when unknown).
+      losses: {name: loss(estimate, truth) -> ()} user losses of one fit (MixParams of the
+        fitted and of the true model), vmapped over every fit's kept estimate (`simulate`'s
+        ``estimate`` / ``truth``, or the run's estimates.npz); each becomes a block
+        ``name`` with the same slope table as a built-in one (theory NaN). For example
+        ``{"voronoi_w": moejax.weighted_voronoi_loss}``.
 
     Returns:
       One dict per (block, aggregate) with keys parameter, aggregate, slope, ci_low, ci_high,
@@ -81,8 +94,15 @@ def slopes(
             gamma = man.get("gamma") if gamma is None else gamma
             cfg = man.get("config")
             model = cfg.get("model") if isinstance(cfg, Mapping) else None
+        evidence = run_evidence(run, cols) if losses else None
+        if losses and evidence is None:
+            raise ValueError(f"losses: {run} has no estimates.npz to compute them from")
     else:
         cols = _columns(fits)
+        evidence = fits
+    if losses:
+        cols.update(loss_columns(evidence, losses))
+        parameters = (*parameters, *(k for k in losses if k not in parameters))
     rows = compute_slopes(
         cols,
         parameters=parameters,
@@ -95,3 +115,35 @@ def slopes(
         model=model,
     )
     return build_export_rows(rows, regime, gamma)
+
+
+def loss_columns(
+    evidence: Mapping[str, Any], losses: Mapping[str, Callable[[Any, Any], Any]]
+) -> dict[str, np.ndarray]:
+    """{"err_<name>": (F,) loss of every fit} for each user loss (see `slopes`), in the flat
+    row order of `moejax.report.coverage.flat_evidence`."""
+    import jax
+    import jax.numpy as jnp
+
+    from moejax.mix.spec import MixParams
+
+    flat = flat_evidence(evidence)
+    if "estimate.tau" not in flat or "truth.tau" not in flat:
+        raise ValueError("losses: the fits hold no kept estimate and truth to compute them from")
+    est = MixParams(*(jnp.asarray(flat[f"estimate.{leaf}"]) for leaf in MixParams._fields))
+    tru = MixParams(*(jnp.asarray(flat[f"truth.{leaf}"]) for leaf in MixParams._fields))
+    out = {}
+    for name, fn in losses.items():
+        if not (isinstance(name, str) and name.isidentifier()):
+            raise ValueError(f"losses: a loss name must be an identifier, got {name!r}")
+        if name in KNOWN_PARAMETERS:
+            raise ValueError(f"losses: {name!r} is a built-in block; name the loss otherwise")
+        if not callable(fn):
+            raise ValueError(f"losses.{name}: expected a function (estimate, truth) -> ()")
+        values = np.asarray(jax.jit(jax.vmap(fn))(est, tru), np.float64)
+        if values.shape != flat["n"].shape:
+            raise ValueError(
+                f"losses.{name}: expected one number per fit, got shape {values.shape[1:]} each"
+            )
+        out[f"err_{name}"] = values
+    return out

@@ -11,11 +11,13 @@ from typing import Any
 import numpy as np
 
 from .cells import CELL_COLUMNS, cell_rows, is_overfitted, write_cells
+from .coverage import write_coverage
 from .plots import plot_rates
 from .slopes import AGGREGATES, DEFAULT_PARAMETERS, compute_slopes, skipped_parameters
-from .table import read_fits_csv, read_manifest
+from .table import read_estimates, read_fits_csv, read_manifest
 from .tables import (
     SENSITIVITY_COLUMNS,
+    TERMINAL_COLUMNS,
     build_export_rows,
     build_sensitivity_rows,
     format_terminal,
@@ -116,15 +118,23 @@ def make_report(
     cells = cell_rows(fits) if is_overfitted(model) else None  # m_hat > m*: cells.{csv,md}
     if cells is not None:
         paths.update(write_cells(run, cells, model, name))
+    evidence = run_evidence(run, fits)
+    coverage_note = None
+    if evidence is not None and not is_overfitted(model):
+        paths.update(write_coverage(run, evidence, name))
+    elif evidence is None:
+        coverage_note = "no estimates.npz: no coverage table (run with a current moejax)"
 
     lines = [f"run {name} ({regime or 'regime unknown'}{g})", _status_summary(fits)]
     if not manifest:
         lines.append("WARNING: no manifest.json; theory columns are nan")
     if skipped:
         lines.append(_skipped_text(skipped))
+    if coverage_note:
+        lines.append(coverage_note)
     lines += [
         "",
-        format_terminal(rows),
+        format_terminal(rows, TERMINAL_COLUMNS),
         "",
         "sensitivity of the log_median slope (drop the k smallest usable sizes; all "
         "aggregates in sensitivity.md):",
@@ -145,3 +155,17 @@ def make_report(
         "manifest": manifest,
         "cells": cells,
     }
+
+
+def run_evidence(run: Path, fits: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """A run's estimates.npz with fits.csv's ``converged`` beside it (rows checked to be
+    fits.csv's, in its order), or None when the run has no estimates.npz."""
+    path = Path(run) / "estimates.npz"
+    if not path.is_file():
+        return None
+    ev = read_estimates(path)
+    same = len(ev["n"]) == len(fits["n"]) and np.array_equal(ev["n"], fits["n"])
+    if not (same and np.array_equal(ev["replicate"], fits["replicate"])):
+        raise ValueError(f"{path}: its rows are not fits.csv's (rerun the sweep to rewrite both)")
+    ev["converged"] = np.asarray(fits["converged"])
+    return ev

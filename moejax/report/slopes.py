@@ -63,7 +63,13 @@ ROW_KEYS: tuple[str, ...] = (
     "n_excluded_at_bound",
     "n_outliers",
     "note",
+    "slope_interior",
+    "ci_low_interior",
+    "ci_high_interior",
+    "n_interior",
 )
+#: The columns of the same slope on the fits that end inside the box (``at_bound == 0``).
+INTERIOR_KEYS: tuple[str, ...] = ("slope_interior", "ci_low_interior", "ci_high_interior")
 
 
 @dataclass(frozen=True)
@@ -268,7 +274,7 @@ def skipped_parameters(
 def _row(parameter: str, agg: str, k: int, **values: Any) -> dict[str, Any]:
     row: dict[str, Any] = {"parameter": parameter, "aggregate": agg, "drop_k": k}
     row.update(values)
-    return {key: row[key] for key in ROW_KEYS}
+    return {key: row.get(key, math.nan) for key in ROW_KEYS}
 
 
 def _block_rows(
@@ -380,7 +386,11 @@ def compute_slopes(
         used), ``n_failed = n_nonconverged + n_invalid_err`` (not converged; converged with
         nan/inf/non-positive error), ``n_at_bound`` (flagged on a bound, used or not),
         ``n_excluded_at_bound``, ``n_outliers`` (valid fits > OUTLIER_Z robust SDs from their
-        size's median log error; kept in the fit) and ``note`` (non-empty when slope is nan).
+        size's median log error; kept in the fit), ``note`` (non-empty when slope is nan), and
+        the same slope on the fits inside the box (``at_bound == 0``): ``slope_interior``,
+        ``ci_low_interior``, ``ci_high_interior`` (same bootstrap seed rule) and ``n_interior``
+        (valid fits inside the box). The box is part of the estimator, not of the truth: a
+        reading that holds on one of the two slopes only is not a reading of the rate.
     """
     if not 0.0 < ci < 1.0:
         raise ValueError(f"ci must lie in (0, 1), got {ci}")
@@ -393,7 +403,15 @@ def compute_slopes(
     rows: list[dict[str, Any]] = []
     for p in resolve_parameters(fits, parameters, model):
         data = block_data(fits, p, exclude_at_bound)
-        rows.extend(_block_rows(data, p, aggregates, int(n_boot), ci, seed, drops))
+        block = _block_rows(data, p, aggregates, int(n_boot), ci, seed, drops)
+        inner = block_data(fits, p, exclude_at_bound=True)
+        interior = _block_rows(inner, p, aggregates, int(n_boot), ci, seed, drops)
+        for r, ri in zip(block, interior, strict=True):
+            r["slope_interior"] = ri["slope"]
+            r["ci_low_interior"] = ri["ci_low"]
+            r["ci_high_interior"] = ri["ci_high"]
+            r["n_interior"] = ri["n_fits"]
+        rows.extend(block)
     return rows
 
 

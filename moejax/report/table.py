@@ -120,6 +120,14 @@ def read_fits_csv(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     return out
 
 
+def read_estimates(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The arrays of a run's estimates.npz (`moejax.sweep.store.write_estimates`): ``n`` and
+    ``replicate`` (F,) and ``<group>.<leaf>`` (F, ...) for the groups estimate, se, on_bound
+    and truth, rows in fits.csv's order."""
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read ``manifest.json`` (a JSON object) and return it as a dict."""
     with open(path) as handle:

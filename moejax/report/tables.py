@@ -33,6 +33,28 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     "theory_pointwise",
     "agree",
     "n_at_bound",
+    "slope_interior",
+    "ci_low_interior",
+    "ci_high_interior",
+    "n_interior",
+    "agree_interior",
+)
+#: The columns of the terminal summary (the export table less its counts and detail).
+TERMINAL_COLUMNS: tuple[str, ...] = (
+    "parameter",
+    "aggregate",
+    "slope",
+    "ci_low",
+    "ci_high",
+    "theory",
+    "theory_pointwise",
+    "agree",
+    "n_fits",
+    "n_at_bound",
+    "slope_interior",
+    "ci_low_interior",
+    "ci_high_interior",
+    "agree_interior",
 )
 #: Extra per-row details kept in slopes.json (not in the CSV/Markdown/LaTeX tables).
 DETAIL_KEYS: tuple[str, ...] = (
@@ -89,6 +111,13 @@ def build_export_rows(
             "theory_pointwise": th["pointwise"],
             "agree": agreement(r["slope"], r["ci_low"], r["ci_high"], th["uniform"]),
             "n_at_bound": r["n_at_bound"],
+            "slope_interior": r["slope_interior"],
+            "ci_low_interior": r["ci_low_interior"],
+            "ci_high_interior": r["ci_high_interior"],
+            "n_interior": r["n_interior"],
+            "agree_interior": agreement(
+                r["slope_interior"], r["ci_low_interior"], r["ci_high_interior"], th["uniform"]
+            ),
         }
         row.update({k: r[k] for k in DETAIL_KEYS})
         out.append(row)
@@ -240,6 +269,9 @@ def _markdown_header(metadata: Mapping[str, Any]) -> str:
         f"percentile bootstrap CI over replicates (level {metadata.get('ci', 0.95)}). "
         "`theory` is the uniform (minimax) exponent, `theory_pointwise` the pointwise one; "
         "`agree` is `yes` when the CI contains the uniform exponent, else slope minus theory. "
+        "The `_interior` columns repeat the slope on the fits that end inside the box "
+        "(`n_interior` of them; `n_at_bound` fits touch a bound): the box is part of the "
+        "estimator, so a reading that holds in one of the two only is stated as such. "
         "`n_failed` counts non-converged fits and fits with nan/inf/non-positive error; "
         "they are excluded, never averaged.\n\n" + _skipped_markdown(metadata)
     )

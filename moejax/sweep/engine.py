@@ -201,6 +201,7 @@ def run_sweep(
     if nproc > 1:
         lanes = _other_processes_parts(out, lanes, total)
     store.write_fits_csv(out, lanes, STATUS_NAMES)
+    store.write_estimates(out, lanes, store.KEPT_GROUPS)
     codes = lanes["status_code"]
     counts = {
         "n_fits": len(codes),

@@ -34,8 +34,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from moejax.estimation.bounds import Bounds
+from moejax.estimation.bounds import Bounds, pack
 from moejax.estimation.estimators import FitData, best_start, fit_data
+from moejax.estimation.information import bound_mask, params_standard_errors, standard_errors
 from moejax.estimation.init import init_near_truth, random_inits, split_assignment
 from moejax.estimation.objective import Blocks
 from moejax.estimation.solvers import STATUS_NAMES
@@ -47,9 +48,10 @@ from moejax.mix.sampling import (
     sample_block_planes,
     sample_covariates,
 )
-from moejax.mix.spec import MixSpec
+from moejax.mix.spec import MixParams, MixSpec
 from moejax.mix.truth import MixTruth, drifting_truth
 from moejax.sweep import config as config_mod
+from moejax.sweep.store import KEPT_GROUPS
 from moejax.voronoi import voronoi_errors
 
 #: Lanes per device per compiled call when run.lanes = 0 (automatic), by platform, lowered
@@ -377,6 +379,8 @@ def fit_lane(
     else:
         dens = jnp.nan  # off, or regression: no closed-form Hellinger distance
     many = fspec.m > 1  # the Voronoi loss and its cells (m_hat = m* = 1: the plain errors)
+    lo, hi = bounds.arrays(fspec)
+    ses = standard_errors(res.info, pack(fspec, est), lo, hi)
     return {
         "err_beta": err.beta if spec.has_beta else jnp.nan,
         "err_exp_tau": err.exp_tau,
@@ -388,7 +392,24 @@ def fit_lane(
         "n_shared_cells": err.n_shared.astype(jnp.int32) if many else jnp.int32(0),
         **fit_columns(res),
         "start": jnp.asarray(start, jnp.int32),
+        **kept_columns(fspec, est, tp, ses),
     }
+
+
+def kept_columns(fspec: MixSpec, est: Any, tp: Any, ses: Any) -> dict[str, jax.Array]:
+    """A fit's evidence as ``{"<group>.<leaf>": array}``: the estimate (MixParams of the fitted
+    spec), its standard errors (`moejax.estimation.information`; NaN where not estimated, on a
+    bound or not identified), its bound flags (int8) and the truth G*(n) (MixParams of the
+    truth's spec)."""
+    groups = {
+        "estimate": est,
+        "se": params_standard_errors(fspec, est, ses.se),
+        "on_bound": jax.tree_util.tree_map(
+            lambda a: a.astype(jnp.int8), bound_mask(fspec, ses.on_bound)
+        ),
+        "truth": tp,
+    }
+    return {f"{g}.{k}": v for g, p in groups.items() for k, v in p._asdict().items()}
 
 
 def init_rule(problem: Problem) -> str:
@@ -818,9 +839,13 @@ def simulate(
       ``replicate``, ``err_beta``, ``err_exp_tau``, ``err_eta``, ``err_density``, ``err_nu``,
       ``err_voronoi``, ``loglik``, ``n_iter``, ``inner_steps``, ``converged``, ``at_bound``,
       ``n_empty_cells``, ``n_shared_cells``, ``status`` (names), ``grad_norm``, ``start``), plus
-      ``status_code``; row i is
-      sizes[i] in increasing order. Equal to the fits.csv of ``moejax sweep`` on the same config
-      and seed (same program, same lanes). Nothing is written to disk.
+      ``status_code``; row i is sizes[i] in increasing order. Beside them, every fit's
+      evidence as `moejax.mix.MixParams` whose leaves have leading axes (sizes, replicates):
+      ``estimate`` (the fitted adapters), ``se`` (standard errors from the observed
+      information; NaN where not estimated, on a bound or not identified), ``on_bound`` (bool,
+      the coordinate ended on its box bound); and ``truth``, the MixParams of G*(n) with a
+      leading (sizes,) axis. Equal to the fits.csv and estimates.npz of ``moejax sweep`` on
+      the same config and seed (same program, same lanes). Nothing is written to disk.
     """
     prob = resolve_problem(config, sizes, replicates, seed)
     cfg = prob.cfg
@@ -845,6 +870,25 @@ def simulate(
     codes = out["status_code"]
     names = np.array(STATUS_NAMES + tuple(f"status_{i}" for i in range(len(STATUS_NAMES), 16)))
     out["status"] = names[np.clip(codes, 0, len(names) - 1)]
+    return group_kept(out, truth_axis=1)
+
+
+def group_kept(arrays: dict[str, np.ndarray], truth_axis: int | None = None) -> dict[str, Any]:
+    """Fold the ``<group>.<leaf>`` arrays of `KEPT_GROUPS` into one MixParams per group (bound
+    flags as bool). ``truth_axis``: the replicate axis, along which the truth is the same, is
+    dropped from the truth's leaves (`simulate`: (sizes, replicates, ...) -> (sizes, ...)).
+    Other keys are left as they are."""
+    out = {k: v for k, v in arrays.items() if k.split(".")[0] not in KEPT_GROUPS}
+    for group in KEPT_GROUPS:
+        keys = [f"{group}.{leaf}" for leaf in MixParams._fields]
+        if not all(k in arrays for k in keys):
+            continue
+        leaves = [np.asarray(arrays[k]) for k in keys]
+        if group == "on_bound":
+            leaves = [a.astype(bool) for a in leaves]
+        if group == "truth" and truth_axis is not None:
+            leaves = [np.take(a, 0, axis=truth_axis) for a in leaves]
+        out[group] = MixParams(*leaves)
     return out
 
 

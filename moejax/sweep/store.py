@@ -4,6 +4,7 @@ Layout of a run directory:
     manifest.json     resolved config, its hash, versions, devices, timings, counts
     parts/part-*.npz  one file per finished chunk (written atomically; the resume state)
     fits.csv          one row per (n, replicate), sorted; regenerated from the parts
+    estimates.npz     every fit's evidence in fits.csv's row order (`write_estimates`)
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ INT_COLUMNS: tuple[str, ...] = (
 #: Integer columns added after fits.csv files were first written without them (over-fitted
 #: adapters): the reader gives ``MISSING_INT`` in every row of an older file.
 LATER_INT_COLUMNS: tuple[str, ...] = ("n_shared_cells", "start")
+#: The groups of kept arrays beside fits.csv's columns (``<group>.<leaf>`` keys of a lane's
+#: results, of the parts and of estimates.npz, one per MixParams leaf; ``moejax.simulate``
+#: returns each group as one MixParams): the estimate, its standard errors, its coordinates
+#: on a box bound (int8), the truth G*(n).
+KEPT_GROUPS: tuple[str, ...] = ("estimate", "se", "on_bound", "truth")
 #: Text columns.
 STR_COLUMNS: tuple[str, ...] = ("status",)
 #: Float columns (written with repr: ``nan``/``inf`` as such): every other column.
@@ -111,7 +117,16 @@ def load_parts(out: Path) -> tuple[dict[str, np.ndarray], int]:
     next_index = 1 + max((int(f.stem.split("-")[1]) for f in files), default=-1)
     if not chunks:
         return {}, next_index
-    keys = chunks[0].keys()
+    keys = [k for k in chunks[0] if all(k in c for c in chunks)]
+    dropped = sorted(set().union(*(c.keys() for c in chunks)) - set(keys))
+    if dropped:
+        # Parts written before a column existed (e.g. the kept estimates): keep what all have.
+        print(
+            f"moejax: warning: {out / 'parts'}: some parts lack {', '.join(dropped[:4])}"
+            f"{' ...' if len(dropped) > 4 else ''}; those arrays are left out (rerun with "
+            "--force to compute them for every fit)",
+            file=sys.stderr,
+        )
     cat = {k: np.concatenate([c[k] for c in chunks]) for k in keys}
     _, first = np.unique(np.stack([cat["n"], cat["replicate"]], 1), axis=0, return_index=True)
     return {k: v[np.sort(first)] for k, v in cat.items()}, next_index
@@ -121,7 +136,7 @@ def clear_run(out: Path) -> None:
     """Remove a previous run's parts and derived files (used by --force)."""
     for f in (out / "parts").glob("part-*.npz"):
         f.unlink()
-    for name in ("fits.csv", "manifest.json"):
+    for name in ("fits.csv", "estimates.npz", "manifest.json"):
         p = out / name
         if p.exists():
             p.unlink()
@@ -151,4 +166,26 @@ def write_fits_csv(out: Path, lanes: dict[str, np.ndarray], status_names: tuple[
         lines.append(",".join(row))
     path = out / "fits.csv"
     write_text_atomic(path, "\n".join(lines) + "\n")
+    return path
+
+
+def write_estimates(
+    out: Path, lanes: dict[str, np.ndarray], groups: tuple[str, ...]
+) -> Path | None:
+    """Write estimates.npz (compressed, atomically): ``n`` and ``replicate`` (F,) and every
+    ``<group>.<leaf>`` array of ``lanes`` (F, ...) for ``group`` in ``groups``, rows in fits.csv's
+    order (sorted by n, replicate). None (nothing written) when the lanes hold no such array."""
+    keys = [k for k in lanes if k.split(".")[0] in groups]
+    if not keys:
+        return None
+    order = np.lexsort((lanes["replicate"], lanes["n"]))
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf,
+        n=lanes["n"][order],
+        replicate=lanes["replicate"][order],
+        **{k: np.asarray(lanes[k])[order] for k in keys},
+    )
+    path = out / "estimates.npz"
+    write_bytes_atomic(path, buf.getvalue())
     return path
