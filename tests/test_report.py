@@ -27,6 +27,7 @@ from moejax.report import (
     AGGREGATES,
     EXPORT_COLUMNS,
     SENSITIVITY_COLUMNS,
+    TERMINAL_COLUMNS,
     agreement,
     compute_slopes,
     format_terminal,
@@ -430,11 +431,12 @@ def test_make_report_writes_parseable_tables_and_figures(tmp_path):
     with open(run / "sensitivity.csv", newline="") as handle:
         sens = [r for r in csv.DictReader(handle) if r["aggregate"] == "log_median"]
     floats = {"slope", "ci_low", "ci_high", "theory", "theory_pointwise"}
+    floats |= {"slope_interior", "ci_low_interior", "ci_high_interior"}
 
     def shown(row, columns):
         return [f"{float(row[c]):.3f}" if c in floats else row[c] for c in columns]
 
-    for columns, want in ((EXPORT_COLUMNS, table), (SENSITIVITY_COLUMNS, sens)):
+    for columns, want in ((TERMINAL_COLUMNS, table), (SENSITIVITY_COLUMNS, sens)):
         head = [line.split() for line in lines].index(list(columns))
         assert set(lines[head + 1]) == {"-", " "}
         got = [line.split() for line in lines[head + 2 : head + 2 + len(want)]]

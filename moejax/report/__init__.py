@@ -31,6 +31,7 @@ from .table import read_fits_csv, read_manifest, write_csv_atomic
 from .tables import (
     EXPORT_COLUMNS,
     SENSITIVITY_COLUMNS,
+    TERMINAL_COLUMNS,
     build_export_rows,
     build_sensitivity_rows,
     format_terminal,
@@ -46,6 +47,7 @@ __all__ = [
     "EXPORT_COLUMNS",
     "OPTIONAL_PARAMETERS",
     "SENSITIVITY_COLUMNS",
+    "TERMINAL_COLUMNS",
     "agreement",
     "block_data",
     "build_export_rows",

@@ -220,34 +220,45 @@ def to_markdown(rows: Sequence[Mapping[str, Any]], name: str, level: float = 0.9
     return head + "\n".join(summary) + "\n" + "\n".join(table) + "\n"
 
 
+def _math_label(name: str) -> str:
+    """ "beta[1]" -> "$\\beta_{1}$", "eta_2[1,2]" -> "$\\eta^{(2)}_{1,2}$", "tau" -> "$\\tau$"."""
+    base, _, idx = name.partition("[")
+    leaf, _, adapter = base.partition("_")
+    sup = f"^{{({adapter})}}" if adapter else ""
+    sub = f"_{{{idx.rstrip(']')}}}" if idx else ""
+    return f"$\\{leaf}{sup}{sub}$"
+
+
 def coverage_figure(evidence: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], title: str):
-    """Three panels: coverage with its Wilson interval against n (the nominal level dashed),
-    mean SE / Monte Carlo sd against n (1 dashed), and the normal QQ plot of the standardised
-    errors at the largest n. Returns a matplotlib Figure (7 x 2.6 in)."""
+    """Three panels: the coverage of each coordinate's Wald interval against n, mean SE / Monte
+    Carlo sd against n, and the normal QQ plot of the standardised errors at the largest n. The
+    grey bands are where 95% of the values of a *correct* interval fall at the run's replicate
+    count (binomial for the coverage; the sampling sd of a sample sd, 1 / sqrt(2 (k - 1)), for
+    the ratio), so points outside them, not wiggles inside, are the signal. Returns a
+    matplotlib Figure (7 x 2.5 in)."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     params = list(dict.fromkeys(r["parameter"] for r in rows))
     sizes = sorted({r["n"] for r in rows})
-    fig = Figure(figsize=(7.0, 2.6), layout="constrained")
+    fig = Figure(figsize=(7.0, 2.5), layout="constrained")
     axes = fig.subplots(1, 3)
     cmap = colormaps["tab10"]
-    k = len(params)
-    span = np.log(sizes[-1] / sizes[0]) if len(sizes) > 1 else 1.0
+    k = int(np.median([r["n_used"] for r in rows])) if rows else 0
+    nominal = 0.95
+    if k >= 2:
+        half = 1.96 * math.sqrt(nominal * (1 - nominal) / k)
+        axes[0].axhspan(nominal - half, nominal + half, color="0.88", lw=0)
+        half = 1.96 / math.sqrt(2 * (k - 1))
+        axes[1].axhspan(1 - half, 1 + half, color="0.88", lw=0)
     for i, p in enumerate(params):
         rs = sorted((r for r in rows if r["parameter"] == p), key=lambda r: r["n"])
         n = np.array([r["n"] for r in rs], float)
-        jitter = np.exp(span * 0.012 * (i - (k - 1) / 2))  # side by side, not on top
-        cov = np.array([r["coverage"] for r in rs])
-        err = np.array([[r["coverage"] - r["cov_low"], r["cov_high"] - r["coverage"]] for r in rs])
-        axes[0].errorbar(
-            n * jitter, cov, yerr=err.T, fmt="o", ms=2.5, lw=0.8, color=cmap(i % 10), label=p
-        )
-        axes[1].plot(
-            n * jitter, [r["se_ratio"] for r in rs], "o-", ms=2.5, lw=0.8, color=cmap(i % 10)
-        )
-    axes[0].axhline(0.95, color="k", ls="--", lw=0.8)
-    axes[0].set(xscale="log", xlabel="sample size n", ylabel="coverage of 95% Wald interval")
+        style = dict(ms=2.5, lw=0.7, color=cmap(i % 10), label=_math_label(p))
+        axes[0].plot(n, [r["coverage"] for r in rs], "o-", **style)
+        axes[1].plot(n, [r["se_ratio"] for r in rs], "o-", **style)
+    axes[0].axhline(nominal, color="k", ls="--", lw=0.8)
+    axes[0].set(xscale="log", xlabel="sample size n", ylabel="coverage of the 95% Wald interval")
     axes[1].axhline(1.0, color="k", ls="--", lw=0.8)
     axes[1].set(xscale="log", xlabel="sample size n", ylabel="mean SE / Monte Carlo sd")
     z = z_scores(evidence, sizes[-1])
@@ -256,15 +267,22 @@ def coverage_figure(evidence: Mapping[str, Any], rows: Sequence[Mapping[str, Any
         if len(v) == 0:
             continue
         q = np.array([NormalDist().inv_cdf((j + 0.5) / len(v)) for j in range(len(v))])
-        axes[2].plot(q, v, ".", ms=2.5, color=cmap(i % 10))
+        axes[2].plot(q, v, ".", ms=2.0, color=cmap(i % 10))
     lim = 3.5
     axes[2].plot([-lim, lim], [-lim, lim], "k--", lw=0.8)
     axes[2].set(
-        xlabel="normal quantile",
-        ylabel=f"(estimate - truth) / SE at n = {sizes[-1]:,}",
+        xlabel="standard normal quantile",
+        ylabel=f"(estimate - truth) / SE, n = {sizes[-1]:,}",
         xlim=(-lim, lim),
+        ylim=(-lim - 1, lim + 1),
     )
-    axes[0].legend(fontsize=6, ncol=2, loc="lower right", frameon=False)
+    fig.legend(
+        *axes[0].get_legend_handles_labels(),
+        loc="outside right center",
+        fontsize=7,
+        frameon=False,
+        handlelength=1.2,
+    )
     for ax in axes:
         ax.tick_params(labelsize=7)
         ax.xaxis.label.set_size(7)
