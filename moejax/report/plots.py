@@ -169,6 +169,7 @@ def paper_figure(
     aspect: float = 0.78,
     extra_height: float = 0.45,
     sharey: bool = False,
+    legend_lines: int = 0,
 ) -> tuple[Figure, list[Axes]]:
     """A constrained-layout figure with ``n_panels`` axes in a :func:`panel_grid` grid.
 
@@ -178,21 +179,39 @@ def paper_figure(
         aspect: panel height / panel width.
         extra_height: inches added for the title and a figure legend.
         sharey: share the y axis between all panels.
+        legend_lines: with ``k > 0``, an empty cell of ``k`` legend lines' height under each
+            panel, for that panel's legend (``panel.legend_cell``; axis off).
 
     Returns:
-        ``(fig, axes)`` with ``len(axes) == n_panels`` in row-major order. Call inside
-        :func:`paper_style` so that the artists get the paper fonts.
+        ``(fig, axes)`` with ``len(axes) == n_panels`` in row-major order (legend cells are
+        not in ``axes``). Call inside :func:`paper_style` so that the artists get the paper
+        fonts.
     """
     w = figure_width(width)
     rows, cols = panel_grid(n_panels, w)
-    height = rows * aspect * w / cols + extra_height
-    fig = Figure(figsize=(w, height), layout="constrained")
+    panel_h = aspect * w / cols
+    key_h = (legend_lines * 1.3 * FONT["legend"] + 8.0) / 72.0 if legend_lines > 0 else 0.0
+    fig = Figure(figsize=(w, rows * (panel_h + key_h) + extra_height), layout="constrained")
     fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.03, hspace=0.03)
-    grid = fig.subplots(rows, cols, squeeze=False, sharey=sharey)
+    if key_h:
+        ratios = [panel_h, key_h] * rows
+        grid = fig.subplots(2 * rows, cols, squeeze=False, height_ratios=ratios)
+        cells = list(grid[1::2].ravel())
+        grid = grid[0::2]
+    else:
+        grid = fig.subplots(rows, cols, squeeze=False, sharey=sharey)
+        cells = []
     axes = list(grid.ravel())
-    for ax in axes[max(n_panels, 1) :]:
+    n = max(n_panels, 1)
+    for ax in axes[n:] + cells[n:]:
         fig.delaxes(ax)
-    axes = axes[: max(n_panels, 1)]
+    axes = axes[:n]
+    for i, (ax, cell) in enumerate(zip(axes, cells, strict=False)):
+        cell.axis("off")
+        ax.legend_cell = cell  # type: ignore[attr-defined]
+        if sharey and i:
+            ax.sharey(axes[0])
+            ax.tick_params(labelleft=i % cols == 0)
     for ax in axes:
         ax.tick_params(labelsize=FONT["tick"], which="both")
         ax.grid(True, which="major", alpha=0.3)
@@ -508,15 +527,18 @@ def comparison_figure(
         The figure; panel ``i`` (``fig.axes[i]``) is run ``i``.
     """
     loaded = [_load_run(r) for r in runs]
+    tables = [comparison_rows(f, m, parameters, n_boot, seed, ci, aggregate) for f, m in loaded]
+    lines = max((2 * len(t) for t in tables), default=2)
     with paper_style():
-        fig, axes = paper_figure(len(loaded), width, aspect=0.85, extra_height=0.5, sharey=True)
+        fig, axes = paper_figure(
+            len(loaded), width, aspect=0.72, extra_height=0.45, sharey=True, legend_lines=lines
+        )
         hypotheses_shown = set()
-        for i, (ax, (fits, meta)) in enumerate(zip(axes, loaded, strict=False)):
+        for i, (ax, (fits, meta), rows) in enumerate(zip(axes, loaded, tables, strict=False)):
             regime, gamma = meta.get("regime"), meta.get("gamma")
             config = meta.get("config")
             model = config.get("model") if isinstance(config, Mapping) else None
             hypotheses = theory_regime(regime, model)
-            rows = comparison_rows(fits, meta, parameters, n_boot, seed, ci, aggregate)
             _log_axes(ax)
             handles: list[Any] = []
             for row in rows:
@@ -549,18 +571,14 @@ def comparison_figure(
                 g = f", gamma = {gamma:g}" if gamma is not None else ""
                 head = f"{meta.get('name', f'run {i}')}: {regime}{g}"
             ax.set_title(head + f"\n{n_box} of {n_all} fits on the box")
-            if handles:  # below the panel: the data fill the lower left corner here
-                ax.legend(
-                    handles=handles,
-                    loc="upper center",
-                    bbox_to_anchor=(0.5, -0.2),
-                    fontsize=FONT["legend"],
-                    frameon=False,
+            if handles:  # in the cell under the panel: the data would hide a legend inside
+                ax.legend_cell.legend(
+                    handles=handles, loc="upper center", fontsize=FONT["legend"], frameon=False
                 )
         cols = panel_grid(len(axes), fig.get_figwidth())[1]
         for i, ax in enumerate(axes):
             if i % cols == 0:
-                ax.set_ylabel("error (median over replicates)")
+                ax.set_ylabel("median error")
         key = [
             Line2D([], [], ls="-", marker="o", ms=2.5, color="gray", label="median and fit"),
             Patch(color="gray", alpha=0.25, label=BAND_LABEL),
