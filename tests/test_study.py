@@ -308,7 +308,8 @@ def test_figure_draws_the_rows() -> None:
         want = sorted((r["x"], r["value"]) for r in rows if r["block"] == block)
         data = ax.containers[0].lines[0]  # the errorbar's data line
         assert np.allclose(np.c_[data.get_xdata(), data.get_ydata()], want)
-        uniform = next(line for line in ax.get_lines() if line.get_label() == "uniform")
+        lines = ax.get_lines()
+        uniform = next(x for x in lines if x.get_label() == "uniform hypothesis")
         want_u = sorted((r["x"], r["uniform"]) for r in rows if r["block"] == block)
         assert np.allclose(np.c_[uniform.get_xdata(), uniform.get_ydata()], want_u)
 
@@ -326,9 +327,10 @@ def test_categorical_study_draws_bars_per_point() -> None:
     rows, fits = study_rows(study)
     fig = study_figure(study, rows, fits)
     eta = fig.axes[[r["block"] for r in rows if r["point"] == "tanh"].index("eta")]
-    heights = [p.get_height() for p in eta.patches]
-    assert np.allclose(heights, [r["value"] for r in rows if r["block"] == "eta"])
+    dots = eta.containers[0].lines[0]  # a dot per point with its CI, never a bar from 0
+    assert np.allclose(dots.get_ydata(), [r["value"] for r in rows if r["block"] == "eta"])
     assert [t.get_text() for t in eta.get_xticklabels()] == ["tanh", "relu"]
+    assert eta.get_xlabel() == "adapter activation"  # "model.adapter" in words
 
 
 # ------------------------------------------------------------ sqrt(n) x median statistic
