@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from matplotlib.container import BarContainer
 
 from moejax.report import (
     AGGREGATES,
@@ -39,6 +41,7 @@ from moejax.report import (
     theory_slope,
     write_csv_atomic,
 )
+from moejax.report.plots import comparison_figure, panel_grid, rates_figure
 from moejax.report.slopes import NOTE_TOO_FEW, _bootstrap_aggregates
 
 SIZES = np.round(np.logspace(3, 5, 10)).astype(np.int64)
@@ -487,3 +490,102 @@ def test_plots_write_png_and_pdf(tmp_path):
         n_boot=50,
     )
     assert png.stat().st_size > 10_000 and pdf.read_bytes()[:4] == b"%PDF"
+
+
+# --------------------------------------------------------------------------- figures
+
+SLOPE_TEXT = re.compile(r"slope (\S+) \[(\S+), (\S+)\]")
+
+
+def legend_slopes(legend) -> list[tuple[float, float, float]]:
+    """Every ``slope a [lo, hi]`` of a matplotlib legend, as floats."""
+    out = []
+    for t in legend.get_texts():
+        m = SLOPE_TEXT.search(t.get_text())
+        if m:
+            out.append(tuple(float(v) for v in m.groups()))
+    return out
+
+
+def table_slopes(run: Path) -> dict[str, tuple[float, float, float]]:
+    """The log-median rows of a run's slopes.csv, rounded as the tables print them."""
+    with open(run / "slopes.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["aggregate"] == "log_median"]
+    return {
+        r["parameter"]: tuple(round(float(r[k]), 3) for k in ("slope", "ci_low", "ci_high"))
+        for r in rows
+    }
+
+
+def boxed_run(path: Path, regime: str = "homogeneous", gamma: float | None = 0.125) -> Path:
+    fits = synthetic(21)
+    fits["at_bound"][::13] = 1  # some fits on the box
+    fits["err_exp_tau"][fits["at_bound"] == 1] *= 30.0  # and far off, as box fits are
+    return write_run(path, fits, {"name": path.name, "regime": regime, "gamma": gamma})
+
+
+def test_rates_figure_shows_the_tables_slopes_and_the_box_fits(tmp_path):
+    run = boxed_run(tmp_path / "run")
+    result = make_report(run)  # the tables' 1000 draws
+    fits = read_fits_csv(run / "fits.csv")
+    fig = rates_figure(fits, result["slope_rows"], "homogeneous", 0.125)
+    table = table_slopes(run)
+    assert list(table) == ["beta", "exp_tau", "eta"] and len(fig.axes) == 3
+    box = fits["at_bound"] == 1
+    for ax, p in zip(fig.axes, table, strict=True):
+        assert legend_slopes(ax.get_legend()) == [table[p]]  # the panel's own numbers
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        th = theory_slope(p, "homogeneous", 0.125)
+        assert any(f"{th['uniform']:+.3g}" in t for t in labels)
+        if th["pointwise"] != th["uniform"]:
+            assert any(t.startswith("pointwise") for t in labels)
+        (hollow,) = [c for c in ax.collections if c.get_gid() == "at_bound"]
+        want = np.c_[fits["n"][box], fits[f"err_{p}"][box]]
+        assert np.allclose(hollow.get_offsets(), want)
+        assert hollow.get_facecolors().size == 0  # hollow
+        assert ax.get_xlabel() == "sample size n"
+        assert not any(isinstance(c, BarContainer) for c in ax.containers)
+    # fewer bootstrap draws would print other CIs: the legend follows the rows it is given
+    few = compute_slopes(fits, n_boot=200, drop_smallest=(0,))
+    other = rates_figure(fits, few, "homogeneous", 0.125)
+    assert legend_slopes(other.axes[1].get_legend()) != [table["exp_tau"]]
+
+
+def test_figure_widths_and_grids():
+    assert panel_grid(4, 7.0) == (2, 2) and panel_grid(5, 7.0) == (2, 3)
+    assert panel_grid(2, 7.0) == (1, 2) and panel_grid(3, 3.5) == (3, 1)
+    fits = synthetic(22, exponents={**EXPONENTS, "density": -0.5})
+    rows = compute_slopes(fits, n_boot=20, drop_smallest=(0,))
+    for width, inches, max_cols in (("page", 7.0, 3), ("column", 3.5, 1), (5.0, 5.0, 2)):
+        fig = rates_figure(fits, rows, "homogeneous", 0.125, width=width)
+        assert fig.get_figwidth() == pytest.approx(inches) and len(fig.axes) == 4
+        lefts = {round(ax.get_position().x0, 3) for ax in fig.axes}
+        assert len(lefts) <= max_cols
+    with pytest.raises(ValueError, match="width"):
+        rates_figure(fits, rows, "homogeneous", 0.125, width="poster")
+
+
+def test_comparison_figure_raw_levels_both_hypotheses_and_the_tables_cis(tmp_path):
+    het = write_run(
+        tmp_path / "het",
+        synthetic(23, exponents={"beta": -0.5, "exp_tau": -0.5, "eta": -0.5}),
+        {"name": "het", "regime": "heterogeneous", "gamma": None},
+    )
+    hom = boxed_run(tmp_path / "hom")
+    make_report(het)
+    make_report(hom, n_boot=300, seed=4)  # comparison_figure takes these from slopes.json
+    fig = comparison_figure([het, hom], ["heterogeneous", "homogeneous"])
+    panels = [ax for ax in fig.axes if ax.get_xlabel()]
+    assert len(panels) == 2
+    for ax, run in zip(panels, (het, hom), strict=True):
+        table = table_slopes(run)
+        assert legend_slopes(ax.legend_cell.get_legend()) == list(table.values())
+        fits = read_fits_csv(run / "fits.csv")
+        dots = [line for line in ax.get_lines() if line.get_marker() == "o"]
+        medians = [np.median(fits["err_beta"][fits["n"] == s]) for s in SIZES]
+        assert np.allclose(dots[0].get_ydata(), medians)  # raw levels, not normalised
+        assert len(ax.collections) == len(table)  # one spread band per block
+    styles = {line.get_linestyle() for line in panels[1].get_lines()}
+    assert {"--", ":"} <= styles  # uniform and pointwise lines of the homogeneous run
+    assert ":" not in {line.get_linestyle() for line in panels[0].get_lines()}
+    assert panels[0].get_ylim() == panels[1].get_ylim()  # levels compare across panels

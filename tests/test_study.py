@@ -12,11 +12,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from matplotlib.container import BarContainer
 
 from moejax.cli import main
 from moejax.report.study import (
@@ -27,6 +29,7 @@ from moejax.report.study import (
     study_rows,
     write_study,
 )
+from moejax.report.table import write_csv_atomic
 from moejax.sweep.config import ConfigError, config_hash, load, resolve
 from moejax.sweep.grid import expand, is_grid, read_raw, resolve_options, study_from_raw
 from moejax.sweep.grid import load_study as load_grid
@@ -308,7 +311,8 @@ def test_figure_draws_the_rows() -> None:
         want = sorted((r["x"], r["value"]) for r in rows if r["block"] == block)
         data = ax.containers[0].lines[0]  # the errorbar's data line
         assert np.allclose(np.c_[data.get_xdata(), data.get_ydata()], want)
-        uniform = next(line for line in ax.get_lines() if line.get_label() == "uniform")
+        lines = ax.get_lines()
+        uniform = next(x for x in lines if x.get_label() == "uniform hypothesis")
         want_u = sorted((r["x"], r["uniform"]) for r in rows if r["block"] == block)
         assert np.allclose(np.c_[uniform.get_xdata(), uniform.get_ydata()], want_u)
 
@@ -326,9 +330,10 @@ def test_categorical_study_draws_bars_per_point() -> None:
     rows, fits = study_rows(study)
     fig = study_figure(study, rows, fits)
     eta = fig.axes[[r["block"] for r in rows if r["point"] == "tanh"].index("eta")]
-    heights = [p.get_height() for p in eta.patches]
-    assert np.allclose(heights, [r["value"] for r in rows if r["block"] == "eta"])
+    dots = eta.containers[0].lines[0]  # a dot per point with its CI, never a bar from 0
+    assert np.allclose(dots.get_ydata(), [r["value"] for r in rows if r["block"] == "eta"])
     assert [t.get_text() for t in eta.get_xticklabels()] == ["tanh", "relu"]
+    assert eta.get_xlabel() == "adapter activation"  # "model.adapter" in words
 
 
 # ------------------------------------------------------------ sqrt(n) x median statistic
@@ -469,3 +474,85 @@ def test_study_cli_errors(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "truth.tua" in err
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------ the figures
+
+B_TEXT = re.compile(r"^(\S+): b = (\S+) \[(\S+), (\S+)\]$")
+
+
+def test_gate_figure_prints_each_panels_own_exponent() -> None:
+    study = make_study(gate_points({"input_free": -1.0, "softmax": -0.5}), GATE_OPTIONS)
+    rows, fits = study_rows(study)
+    fig = study_figure(study, rows, fits)
+    blocks = list(dict.fromkeys(r["block"] for r in rows))
+    want = {(e["group"], e["block"]): e for e in fits}
+    for ax, block in zip(fig.axes, blocks, strict=True):
+        got = [B_TEXT.match(t.get_text()) for t in ax.get_legend().get_texts()]
+        assert all(got) and {m.group(1) for m in got} == {"input_free", "softmax"}
+        for m in got:
+            e = want[(m.group(1), block)]
+            assert [float(v) for v in m.groups()[1:]] == [
+                round(e[k], 3) for k in ("exponent", "ci_low", "ci_high")
+            ]
+        assert ax.get_xlabel() == r"adapter weight $\lambda^*$"
+    shared = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert not any("b =" in t for t in shared)  # no panel's exponent in the shared legend
+
+
+def test_exponent_panels_draw_dots_not_bars() -> None:
+    study = make_study(phase_points((0.0, 0.125, 0.25)), {"n_boot": 50})
+    rows, fits = study_rows(study)
+    fig = study_figure(study, rows, fits, width="column")
+    assert fig.get_figwidth() == pytest.approx(3.5)
+    for ax in fig.axes:
+        assert not any(isinstance(c, BarContainer) for c in ax.containers)
+        assert not ax.patches
+        assert ax.get_xlabel() == r"drift exponent $\gamma$"
+        labels = ax.get_legend_handles_labels()[1]
+        assert "uniform hypothesis" in labels
+    eta = fig.axes[[r["block"] for r in rows if r["point"] == "gamma-0"].index("eta")]
+    assert "pointwise hypothesis" in eta.get_legend_handles_labels()[1]  # differs at gamma > 0
+    assert study_figure(study, rows, fits).get_figwidth() == pytest.approx(7.0)
+
+
+def rows_of(fits: dict[str, Any]) -> Any:
+    return zip(*(fits[c].tolist() for c in fits), strict=True)
+
+
+def test_study_rates_figure_uses_the_study_tables_bootstrap(tmp_path: Path, monkeypatch) -> None:
+    from moejax.report import plots
+    from moejax.report import study as study_mod
+
+    for i, (name, values, man, fits) in enumerate(phase_points((0.0, 0.25))):
+        run = tmp_path / name
+        run.mkdir()
+        write_csv_atomic(run / "fits.csv", list(fits), rows_of(fits))
+        entry = {"name": "s", "point": name, "index": i, "n_points": 2, "values": values,
+                 "keys": ["truth.gamma"], "options": {"statistic": "slope", "x": "truth.gamma",
+                 "n_boot": 1000, "seed": 3}}  # fmt: skip
+        (run / "manifest.json").write_text(
+            json.dumps({**man, "status": "complete", "study": entry, "config": {"model": {}}})
+        )
+    figs = []
+
+    def capture(runs, labels, out_stem, **kw):
+        figs.append(plots.comparison_figure(runs, labels, **kw))
+        return plots.plot_comparison(runs, labels, out_stem, **kw)
+
+    monkeypatch.setattr(study_mod, "plot_comparison", capture)
+    res = write_study(tmp_path)
+    (fig,) = figs
+    panels = [ax for ax in fig.axes if ax.get_xlabel()]
+    for ax, point in zip(panels, ("gamma-0", "gamma-0.25"), strict=True):
+        want = [
+            tuple(round(r[k], 3) for k in ("value", "ci_low", "ci_high"))
+            for r in res["rows"]
+            if r["point"] == point
+        ]
+        got = [
+            tuple(float(v) for v in m.groups())
+            for t in ax.legend_cell.get_legend().get_texts()
+            if (m := re.search(r"slope (\S+) \[(\S+), (\S+)\]", t.get_text()))
+        ]
+        assert got == want  # study.md's numbers: 1000 draws, seed 3

@@ -39,12 +39,23 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from moejax.atomic import write_text_atomic
 
-from .plots import BLOCK_COLORS, BLOCK_LABELS, _save, plot_comparison
+from .plots import (
+    BLOCK_COLORS,
+    BLOCK_LABELS,
+    FONT,
+    _save,
+    axis_label,
+    panel_grid,
+    paper_figure,
+    paper_style,
+    plot_comparison,
+)
 from .slopes import (
     _bootstrap_aggregates,
     block_data,
@@ -497,41 +508,100 @@ def to_markdown(study: StudyRuns, rows: Sequence[Mapping[str, Any]], fits: Seque
 
 SERIES_COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
 SERIES_MARKERS = ("o", "s", "^", "D", "v", "P")
+BOX_NOTE = "k/N beside a point: fits on the box of all fits"
 
 
-def study_figure(study: StudyRuns, rows: Sequence[Mapping[str, Any]], fits: Sequence) -> Figure:
-    """One panel per block. With an x: the statistic against x, one series per group (log-log
-    for ``sqrt_n_median``, with x^(-1/2) and x^(-1) guides; theory lines for slopes); without:
-    one bar per point with its CI, theory marks and reference values."""
+def study_figure(
+    study: StudyRuns,
+    rows: Sequence[Mapping[str, Any]],
+    fits: Sequence,
+    width: str | float = "page",
+) -> Figure:
+    """One panel per block, wrapped into a grid (:func:`moejax.report.plots.paper_figure`).
+    With an x: the statistic against x, one series per group (log-log for ``sqrt_n_median``,
+    with x^(-1/2) and x^(-1) guides; the hypotheses' lines for slopes); without: one dot with
+    its CI per point (never a bar from 0), the hypotheses' marks beside it and reference values.
+    A fitted exponent b is given in its own panel's legend; the figure legend holds only what
+    every panel shares (series, hypotheses, guides). ``width``: ``"page"`` (7 in, default),
+    ``"column"`` (3.5 in) or inches."""
     o = study.options
     blocks = list(dict.fromkeys(r["block"] for r in rows)) or list(REQUESTED)
-    fig = Figure(figsize=(4.3 * len(blocks), 4.4), layout="constrained")
-    axes = fig.subplots(1, len(blocks), squeeze=False, sharey=o["statistic"] == "slope")[0]
     fitted = {(e["group"], e["block"]): e for e in fits}
     groups = list(dict.fromkeys(r["group"] for r in rows))
     ylabel = (
-        "empirical rate exponent"
+        "rate exponent (log-log slope)"
         if o["statistic"] == "slope"
-        else r"$\sqrt{n}\ \times$ median error (geometric mean over n)"
+        else r"$\sqrt{n}\,\times$ median error"
     )
-    for ax, block in zip(axes, blocks, strict=True):
-        pts = [r for r in rows if r["block"] == block]
-        ax.set_title(BLOCK_LABELS.get(block, block), fontsize=10)
-        ax.grid(alpha=0.3, which="both")
-        if o.get("x"):
-            _panel_against_x(ax, o, pts, groups, block, fitted)
-        else:
-            _panel_bars(ax, o, pts, block)
-    axes[0].set_ylabel(ylabel)
-    handles, labels = max((ax.get_legend_handles_labels() for ax in axes), key=lambda h: len(h[0]))
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
-    fig.suptitle(o.get("title") or f"Study {study.name}")
+    xkey = o.get("x") or (study.keys[0] if len(study.keys) == 1 else "point")
+    with paper_style():
+        fig, axes = paper_figure(
+            len(blocks), width, extra_height=0.7, sharey=o["statistic"] == "slope"
+        )
+        cols = panel_grid(len(axes), fig.get_figwidth())[1]
+        bound_marked = False
+        for i, (ax, block) in enumerate(zip(axes, blocks, strict=True)):
+            pts = [r for r in rows if r["block"] == block]
+            ax.set_title(BLOCK_LABELS.get(block, block))
+            ax.grid(alpha=0.3, which="both")
+            if o.get("x"):
+                bound_marked |= _panel_against_x(ax, o, pts, groups, block, fitted)
+            else:
+                bound_marked |= _panel_bars(ax, o, pts, block)
+            ax.set_xlabel(axis_label(xkey))
+            if i % cols == 0:
+                ax.set_ylabel(ylabel)
+        shared: dict[str, Any] = {}
+        for ax in axes:  # the union of every panel's labelled artists, first one wins
+            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+                shared.setdefault(lab, h)
+        if shared:
+            leg = fig.legend(
+                list(shared.values()),
+                list(shared),
+                loc="outside lower center",
+                ncols=min(len(shared), 4),
+                title=BOX_NOTE if bound_marked else None,
+            )
+            if leg.get_title() is not None:
+                leg.get_title().set_fontsize(FONT["note"])
+        fig.suptitle(o.get("title") or f"Study {study.name}")
     return fig
 
 
-def _panel_against_x(ax, o, pts, groups, block, fitted) -> None:
+def _box_note(ax: Axes, r: Mapping[str, Any], x: float) -> bool:
+    """Write ``k/N`` (fits on the box of all fits) beside a point that has any; True if so."""
+    if not (r["n_at_bound"] or r["n_failed"]):
+        return False
+    text = f"{r['n_at_bound']}/{r['n_total']}"
+    if r["n_failed"]:
+        text += f", {r['n_failed']} failed"
+    ax.annotate(
+        text,
+        (x, r["value"]),
+        textcoords="offset points",
+        xytext=(3, -8),
+        fontsize=FONT["note"] - 0.5,
+        color="dimgray",
+    )
+    return True
+
+
+def _panel_against_x(
+    ax: Axes,
+    o: Mapping[str, Any],
+    pts: Sequence[Mapping[str, Any]],
+    groups: Sequence[str],
+    block: str,
+    fitted: Mapping[tuple[str, str], Mapping[str, Any]],
+) -> bool:
+    """The statistic against x, one series per group; returns whether a box count was written.
+
+    The series' legend labels are their group names (shared by every panel); a fitted
+    exponent b goes to this panel's own legend."""
     logx = o["statistic"] == "sqrt_n_median"
+    marked = False
+    own: list[tuple[Any, str]] = []
     for k, group in enumerate(groups):
         ser = sorted((r for r in pts if r["group"] == group), key=lambda r: r["x"])
         ser = [r for r in ser if math.isfinite(r["value"]) and math.isfinite(r["x"])]
@@ -542,11 +612,11 @@ def _panel_against_x(ax, o, pts, groups, block, fitted) -> None:
         lo = np.array([r["ci_low"] for r in ser])
         hi = np.array([r["ci_high"] for r in ser])
         yerr = np.where(np.isfinite([lo, hi]), np.abs(np.array([y - lo, hi - y])), 0.0)
-        label = group or ("empirical, 95% CI" if o["statistic"] == "slope" else "S, 95% CI")
-        e = fitted.get((group, block))
-        if e is not None and math.isfinite(e["exponent"]):
-            label += f": b = {e['exponent']:+.2f} {_ci(e['ci_low'], e['ci_high'], '+.2f')}"
-        ax.errorbar(
+        level = round(100 * float(o.get("ci", 0.95)))
+        label = group or (
+            f"empirical, {level}% CI" if o["statistic"] == "slope" else f"S, {level}% CI"
+        )
+        handle = ax.errorbar(
             x,
             y,
             yerr=yerr,
@@ -554,48 +624,61 @@ def _panel_against_x(ax, o, pts, groups, block, fitted) -> None:
             color=SERIES_COLORS[k % len(SERIES_COLORS)]
             if groups != [""]
             else BLOCK_COLORS.get(block, "tab:blue"),
-            capsize=3,
-            ms=5,
+            capsize=2,
+            ms=3.5,
+            lw=1.0,
             label=label,
         )
+        e = fitted.get((group, block))
+        if e is not None and math.isfinite(e["exponent"]):
+            text = f"b = {e['exponent']:+.3f} {_ci(e['ci_low'], e['ci_high'], '+.3f')}".strip()
+            own.append((handle, f"{group}: {text}" if group else text))
         for r in ser:
-            if r["n_at_bound"] or r["n_failed"]:
-                ax.annotate(
-                    f"{r['n_at_bound']}/{r['n_total']} on bound",
-                    (r["x"], r["value"]),
-                    textcoords="offset points",
-                    xytext=(4, -12),
-                    fontsize=7,
-                )
+            marked |= _box_note(ax, r, r["x"])
     if o["statistic"] == "slope":
         th = sorted((r for r in pts if math.isfinite(r["uniform"])), key=lambda r: r["x"])
         if th:
             xs = [r["x"] for r in th]
-            ax.plot(xs, [r["uniform"] for r in th], "--", color="black", label="uniform")
-            ax.plot(xs, [r["pointwise"] for r in th], ":", color="gray", label="pointwise")
+            ax.plot(xs, [r["uniform"] for r in th], "--", color="black", lw=1.0,
+                    label="uniform hypothesis")  # fmt: skip
+            ax.plot(xs, [r["pointwise"] for r in th], ":", color="dimgray", lw=1.4,
+                    label="pointwise hypothesis")  # fmt: skip
         ref = sorted((r for r in pts if math.isfinite(r["reference"])), key=lambda r: r["x"])
         if ref:
             label = (o.get("reference") or {}).get("label", "reference")
             ax.plot([r["x"] for r in ref], [r["reference"] for r in ref], "x", color="k",
                     label=label)  # fmt: skip
-        ax.axhline(-0.5, color="lightgray", lw=0.8)
-        ax.set_xlabel(o["x"])
-        return
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(o["x"])
-    ok = [r for r in pts if math.isfinite(r["value"]) and r["value"] > 0 and r["x"] > 0]
-    if not ok:
-        return
-    fmt = FuncFormatter(lambda v, _: f"{v:g}")
-    for axis in (ax.xaxis, ax.yaxis):  # plain decades, minor ticks labelled at 2 and 5 only
-        axis.set_major_formatter(fmt)
-        axis.set_minor_formatter(FuncFormatter(_minor_label))
-    top = max(r["x"] for r in ok)
-    anchor = math.exp(float(np.mean([math.log(r["value"]) for r in ok if r["x"] == top])))
-    grid = np.geomspace(min(r["x"] for r in ok), top, 50)
-    for slope, color, text in ((-0.5, "gray", r"$x^{-1/2}$"), (-1.0, "black", r"$x^{-1}$")):
-        ax.plot(grid, anchor * (grid / top) ** slope, "--", color=color, lw=1.0, label=text)
+        ax.axhline(-0.5, color="lightgray", lw=0.8, zorder=0)
+    else:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ok = [r for r in pts if math.isfinite(r["value"]) and r["value"] > 0 and r["x"] > 0]
+        if ok:
+            fmt = FuncFormatter(lambda v, _: f"{v:g}")
+            for axis in (ax.xaxis, ax.yaxis):  # plain decades, minor ticks labelled at 2 and 5
+                axis.set_major_formatter(fmt)
+                axis.set_minor_formatter(FuncFormatter(_minor_label))
+            top = max(r["x"] for r in ok)
+            anchor = math.exp(float(np.mean([math.log(r["value"]) for r in ok if r["x"] == top])))
+            grid = np.geomspace(min(r["x"] for r in ok), top, 50)
+            for slope, color, text in (
+                (-0.5, "gray", r"guide $x^{-1/2}$"),
+                (-1.0, "black", r"guide $x^{-1}$"),
+            ):
+                ax.plot(grid, anchor * (grid / top) ** slope, "--", color=color, lw=0.8,
+                        label=text)  # fmt: skip
+    if own:
+        ax.add_artist(
+            ax.legend(
+                [h for h, _ in own],
+                [t for _, t in own],
+                loc="best",
+                fontsize=FONT["legend"],
+                title="exponent b [CI]",
+                title_fontsize=FONT["legend"],
+            )
+        )
+    return marked
 
 
 def _minor_label(value: float, _pos: Any = None) -> str:
@@ -606,26 +689,42 @@ def _minor_label(value: float, _pos: Any = None) -> str:
     return f"{value:g}" if round(lead) in (2, 5) and abs(lead - round(lead)) < 1e-6 else ""
 
 
-def _panel_bars(ax, o, pts, block) -> None:
-    x = np.arange(len(pts))
+def _panel_bars(
+    ax: Axes, o: Mapping[str, Any], pts: Sequence[Mapping[str, Any]], block: str
+) -> bool:
+    """One dot with its CI per point (categorical x; never a bar from 0), the hypotheses as
+    short horizontal marks across it, references as crosses beside it; returns whether a box
+    count was written."""
+    x = np.arange(len(pts), dtype=float)
     y = np.array([r["value"] for r in pts], dtype=float)
     lo = np.array([r["ci_low"] for r in pts], dtype=float)
     hi = np.array([r["ci_high"] for r in pts], dtype=float)
     yerr = np.where(np.isfinite([lo, hi]), np.abs(np.array([y - lo, hi - y])), 0.0)
-    ax.bar(x, np.nan_to_num(y), color=BLOCK_COLORS.get(block, "tab:blue"), alpha=0.6)
-    ax.errorbar(x, y, yerr=yerr, fmt="none", ecolor="black", capsize=3, label="95% CI")
+    level = round(100 * float(o.get("ci", 0.95)))
+    ax.errorbar(x, y, yerr=yerr, fmt="o", color=BLOCK_COLORS.get(block, "tab:blue"), ms=4,
+                capsize=2.5, lw=1.1, label=f"empirical, {level}% CI", zorder=3)  # fmt: skip
     if o["statistic"] == "slope":
         uni = np.array([r["uniform"] for r in pts], dtype=float)
         pw = np.array([r["pointwise"] for r in pts], dtype=float)
         if np.isfinite(uni).any():
-            ax.plot(x, uni, "_", color="black", ms=18, mew=2, label="uniform")
-            ax.plot(x, pw, "_", color="gray", ms=14, mew=2, label="pointwise")
-        ax.axhline(-0.5, color="lightgray", lw=0.8)
+            ax.hlines(uni, x - 0.32, x + 0.32, colors="black", linestyles="--", lw=1.0,
+                      label="uniform hypothesis")  # fmt: skip
+            differ = np.isfinite(pw) & (np.abs(pw - uni) > 1e-12)
+            if differ.any():
+                ax.hlines(pw[differ], x[differ] - 0.32, x[differ] + 0.32, colors="dimgray",
+                          linestyles=":", lw=1.4, label="pointwise hypothesis")  # fmt: skip
+        ax.axhline(-0.5, color="lightgray", lw=0.8, zorder=0)
     ref = np.array([r["reference"] for r in pts], dtype=float)
     if np.isfinite(ref).any():
         label = (o.get("reference") or {}).get("label", "reference")
-        ax.plot(x, ref, "x", color="tab:red", ms=8, mew=2, label=label)
-    ax.set_xticks(x, [r["point"] for r in pts], rotation=30, ha="right", fontsize=8)
+        ax.plot(x + 0.22, ref, "x", color="tab:red", ms=5, mew=1.2, label=label)
+    marked = False
+    for xi, r in zip(x, pts, strict=True):
+        if math.isfinite(r["value"]):
+            marked |= _box_note(ax, r, float(xi))
+    ax.set_xlim(-0.6, len(pts) - 0.4)
+    ax.set_xticks(x, [r["point"] for r in pts], rotation=30, ha="right")
+    return marked
 
 
 def write_study(study_dir: str | os.PathLike[str], *, rates_figure: bool = True) -> dict[str, Any]:
@@ -650,10 +749,18 @@ def write_study(study_dir: str | os.PathLike[str], *, rates_figure: bool = True)
     }
     if fits:
         paths["fit_csv"] = write_csv_atomic(d / "study-fit.csv", FIT_COLUMNS, fits)
-    paths["png"], paths["pdf"] = _save(study_figure(study, rows, fits), d / "study")
+    with paper_style():
+        paths["png"], paths["pdf"] = _save(study_figure(study, rows, fits), d / "study")
     if rates_figure and study.runs:
+        o = study.options  # the study tables' bootstrap, so the legends show study.md's CIs
         png, _ = plot_comparison(
-            [r.path for r in study.runs], [r.point for r in study.runs], d / "study-rates"
+            [r.path for r in study.runs],
+            [r.point for r in study.runs],
+            d / "study-rates",
+            n_boot=int(o.get("n_boot", 1000)),
+            seed=int(o.get("seed", 0)),
+            ci=float(o.get("ci", 0.95)),
+            aggregate=o.get("aggregate", "log_median"),
         )
         paths["rates_png"] = png
     return {"study": study, "rows": rows, "fits": fits, "markdown": md, "paths": paths}
