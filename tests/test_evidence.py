@@ -372,3 +372,18 @@ def test_interior_columns_are_the_slopes_without_the_box_fits() -> None:
         assert r["n_interior"] == int(np.sum(~at_bound))
     mean = next(r for r in rows if r["aggregate"] == "log_mean")
     assert mean["slope"] < -0.8 and abs(mean["slope_interior"] + 0.5) < 0.1
+
+
+def test_coverage_report_without_usable_fits_writes_tables_only(tmp_path: Path) -> None:
+    """Every fit failed (e.g. max_iter = 1): the coverage table says so, no figure is drawn
+    (and none is left from an earlier report)."""
+    from moejax.report.coverage import write_coverage
+
+    ev = _synthetic_evidence(np.random.default_rng(3), 1.0, reps=5)
+    ev["converged"] = np.zeros_like(ev["converged"])
+    (tmp_path / "coverage.png").write_bytes(b"old")
+    paths = write_coverage(tmp_path, ev, "failed")
+    assert "coverage_png" not in paths and not (tmp_path / "coverage.png").exists()
+    assert "No figure" in (tmp_path / "coverage.md").read_text()
+    rows = coverage_rows(ev)
+    assert all(r["n_used"] == 0 and r["n_no_se"] == 0 for r in rows)  # none converged

@@ -255,8 +255,10 @@ def coverage_figure(evidence: Mapping[str, Any], rows: Sequence[Mapping[str, Any
         rs = sorted((r for r in rows if r["parameter"] == p), key=lambda r: r["n"])
         n = np.array([r["n"] for r in rs], float)
         style = dict(ms=2.5, lw=0.7, color=cmap(i % 10), label=_math_label(p))
-        axes[0].plot(n, [r["coverage"] for r in rs], "o-", **style)
-        axes[1].plot(n, [r["se_ratio"] for r in rs], "o-", **style)
+        for ax, key in ((axes[0], "coverage"), (axes[1], "se_ratio")):
+            v = np.array([r[key] for r in rs], float)
+            ok = np.isfinite(v)
+            ax.plot(n[ok], v[ok], "o-", **style)
     axes[0].axhline(nominal, color="k", ls="--", lw=0.8)
     axes[0].set(xscale="log", xlabel="sample size n", ylabel="coverage of the 95% Wald interval")
     axes[1].axhline(1.0, color="k", ls="--", lw=0.8)
@@ -264,6 +266,7 @@ def coverage_figure(evidence: Mapping[str, Any], rows: Sequence[Mapping[str, Any
     z = z_scores(evidence, sizes[-1])
     for i, p in enumerate(params):
         v = np.sort(z.get(p, np.array([])))
+        v = v[np.isfinite(v)]
         if len(v) == 0:
             continue
         q = np.array([NormalDist().inv_cdf((j + 0.5) / len(v)) for j in range(len(v))])
@@ -297,12 +300,21 @@ def write_coverage(
     """Write coverage.{csv,md,png,pdf} into ``out_dir``; returns {name: path}."""
     out = Path(out_dir)
     rows = coverage_rows(evidence)
+    drawable = any(r["n_used"] >= 2 for r in rows)
+    md = to_markdown(rows, name)
+    if not drawable:
+        md += "\nNo figure: no (n, parameter) has two usable fits.\n"
     paths = {
         "coverage_csv": write_csv_atomic(out / "coverage.csv", COVERAGE_COLUMNS, rows),
-        "coverage_md": write_text_atomic(out / "coverage.md", to_markdown(rows, name)),
+        "coverage_md": write_text_atomic(out / "coverage.md", md),
     }
-    from .plots import _save
+    for ext in ("png", "pdf"):  # a figure of an earlier report would contradict the table
+        stale = out / f"coverage.{ext}"
+        if not drawable and stale.exists():
+            stale.unlink()
+    if drawable:
+        from .plots import _save
 
-    fig = coverage_figure(evidence, rows, f"{name}: standard errors and coverage")
-    paths["coverage_png"], paths["coverage_pdf"] = _save(fig, out / "coverage")
+        fig = coverage_figure(evidence, rows, f"{name}: standard errors and coverage")
+        paths["coverage_png"], paths["coverage_pdf"] = _save(fig, out / "coverage")
     return paths
