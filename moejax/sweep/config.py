@@ -463,8 +463,8 @@ def _check_estimator(e: dict[str, Any]) -> None:
     for f in ("max_iter", "inner_max_iter"):
         if e[f] < 1:
             raise _err(f"estimator.{f}", e[f], "must be a positive integer")
-    if e["tol"] <= 0:
-        raise _err("estimator.tol", e["tol"], "must be > 0")
+    if e["tol"] < 0:  # 0: EM runs to its cap unless the log-likelihood stops changing
+        raise _err("estimator.tol", e["tol"], "must be >= 0")
 
 
 def _check_init(i: dict[str, Any]) -> None:
