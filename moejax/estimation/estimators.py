@@ -545,8 +545,8 @@ def fit(
     X, y, weights = as_arrays(X, y, weights)
     spec.check_params(init)
     check_data(spec, X, y, weights)
-    check_sample_size(spec, X, weights)
     args = normalize_fit_args(spec, method, solver, bounds, max_iter, tol, inner_max_iter)
+    check_sample_size(spec, X, weights)
     method, s, b, mi, tl, imi = args
     return _fit_jit(spec, X, y, init, weights, method, s, b, mi, tl, imi)
 
@@ -588,11 +588,11 @@ def fit_multistart(
     keep the best finite log-likelihood. Options and checks as in `fit`."""
     X, y, weights = as_arrays(X, y, weights)
     check_data(spec, X, y, weights)
-    check_sample_size(spec, X, weights)
     if jnp.ndim(inits.tau) != 2:
         raise ValueError("inits: expected MixParams with a leading start axis (S, m, ...)")
     spec.check_params(jax.tree_util.tree_map(lambda a: a[0], inits))
     args = normalize_fit_args(spec, method, solver, bounds, max_iter, tol, inner_max_iter)
+    check_sample_size(spec, X, weights)
     return _multistart_jit(spec, X, y, inits, weights, *args)
 
 
