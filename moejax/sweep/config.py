@@ -25,6 +25,11 @@ class ConfigError(ValueError):
     """A bad sweep configuration or command-line value; the message is one line."""
 
 
+class ConfigWarning(UserWarning):
+    """A valid configuration that probably does not mean what it says; the message is one
+    line (``moejax sweep`` prints it as ``moejax: warning: ...`` on stderr)."""
+
+
 # (type, default) per field; type is one of int, float, str, bool, "matrix", "vector", "sizes".
 SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "": {
