@@ -1,5 +1,6 @@
 """Command line: `moejax sweep CONFIG --out DIR`, `moejax report DIR`, `moejax compare ...`,
-`moejax study DIR` (a CONFIG with a [grid] table is a study: one run per grid point).
+`moejax study DIR` (a CONFIG with a [grid] table is a study: one run per grid point); every
+--out names a directory (`moejax compare RUN... --out DIR` writes DIR/compare.png and .pdf).
 
 Bad input exits with status 2 and one line on stderr; a results directory that cannot be used
 exits with status 1 and one line; nothing is computed or written before the input is valid.
@@ -11,12 +12,15 @@ import argparse
 import importlib.util
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 # --quick: 6 log-spaced sizes from the config's smallest n to 8x it, 24 replicates: the same
 # design (so the same regime of identifiability), a fraction of the work.
 QUICK_SIZES, QUICK_SPAN, QUICK_REPLICATES = 6, 8, 24
+# compare --out DIR writes DIR/compare.png and DIR/compare.pdf (a directory, as sweep's --out).
+COMPARE_STEM = "compare"
 # sweep --distributed: default --coordinator-timeout (JAX's own default initialization timeout).
 COORDINATOR_TIMEOUT_S = 300
 DISTRIBUTED_FLAGS = {
@@ -137,7 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--n-boot", type=_positive_int("--n-boot"), default=1000)
     c = sub.add_parser("compare", help="side-by-side rate figure of several run directories")
     c.add_argument("dirs", nargs="+")
-    c.add_argument("--out", required=True, help="output path stem (writes .png and .pdf)")
+    c.add_argument(
+        "--out",
+        required=True,
+        help="results directory, like sweep's (writes DIR/compare.png and DIR/compare.pdf)",
+    )
     st = sub.add_parser(
         "study", help="the study report (study.csv/.md/.png) of DIR from its grid points' runs"
     )
@@ -278,15 +286,22 @@ def _resolve_sweeps(args: argparse.Namespace) -> tuple[str, list[tuple[str, dict
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from moejax.sweep.config import ConfigError
+    from moejax.sweep.config import ConfigError, ConfigWarning
 
     err = _distributed_flags_error(args)
     if err:
         return _die(err, 2)
     try:
-        name, sweeps, is_study = _resolve_sweeps(args)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConfigWarning)
+            name, sweeps, is_study = _resolve_sweeps(args)
     except ConfigError as exc:
         return _die(str(exc), 2)
+    for w in caught:
+        if issubclass(w.category, ConfigWarning):
+            print(f"moejax: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     out = Path(args.out) if args.out else Path("runs") / name
 
     if args.distributed:
@@ -367,8 +382,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
             labels.append(read_manifest(d / "manifest.json").get("name", d.name))
         except OSError:
             labels.append(d.name)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        return _die(f"--out = {args.out!r}: a file; expected a directory (DIR/compare.png)", 2)
     try:
-        png, pdf = plot_comparison(dirs, labels, args.out)
+        png, pdf = plot_comparison(dirs, labels, out / COMPARE_STEM)
     except (ValueError, OSError) as exc:
         return _die(f"cannot compare {', '.join(map(str, dirs))}: {exc}", 2)
     print(f"wrote {png} and {pdf}")

@@ -54,6 +54,12 @@ def fit(
 
     Returns:
       FitResult with `Params`. NaN/inf anywhere gives converged=False and status nonfinite.
+
+    Raises:
+      ValueError naming the argument, before anything is compiled, as
+      `moejax.estimation.estimators.fit` does: bad data, fewer rows than the model's free
+      parameters (``spec.n_params``), ``max_iter`` / ``inner_max_iter`` not an integer >= 1,
+      ``tol`` negative or not finite, an unknown method or solver.
       Passing a default explicitly, ``init`` by keyword, or another ``tol``/``max_iter`` reuses
       the compiled fit. It can be called under `jax.jit`/`jax.vmap`; it is not differentiable.
     """
@@ -83,7 +89,7 @@ def fit_multistart(
     **fit_kwargs: Any,
 ) -> FitResult:
     """Fit from every start in ``inits`` (Params whose leaves have a leading axis S) and keep
-    the best finite log-likelihood. ``fit_kwargs`` as in `fit`."""
+    the best finite log-likelihood. ``fit_kwargs`` as in `fit`; bad input is refused as there."""
     starts = jax.vmap(to_mix)(inits)
     return _face(_est.fit_multistart(spec, X, y, starts, weights, **fit_kwargs))
 

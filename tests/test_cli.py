@@ -196,7 +196,7 @@ def _jobs(root: Path) -> dict[str, tuple[list[str], Path | None, list[str]]]:
     (d / "run").mkdir(parents=True)
     jobs["compare-without-fits"] = (
         ["compare", str(d / "run"), "--out", str(d / "cmp")],
-        d / "cmp.png",
+        d / "cmp",
         ["fits.csv"],
     )
     jobs["no-command"] = ([], None, ["required", "command"])

@@ -405,7 +405,7 @@ def test_pack_unpack_round_trip(gate: str, lik: str):
         + 2 * R * 3
         + (2 if lik != "categorical" else 0)
     )
-    assert theta.shape == (P,)
+    assert theta.shape == (P,) == (spec.n_params,)
     back = mix.unpack(spec, theta)
     for name in ("beta", "tau", "eta", "nu"):
         np.testing.assert_allclose(
@@ -422,6 +422,30 @@ def test_pack_unpack_round_trip(gate: str, lik: str):
     else:
         assert np.all(np.asarray(p2.nu) == 0)
     np.testing.assert_allclose(np.asarray(mix.pack(spec, p2)), np.asarray(t2), rtol=1e-14)
+
+
+def test_pack_flattens_the_free_parameters_only():
+    """A categorical MixParams carries a nu leaf it does not estimate (all four leaves stay, for
+    every model alike): ravel_pytree's vector has it, and its Hessian is singular (14 x 14 of
+    rank 13 at d = 4, K = 3); `pack` gives the spec.n_params = 13 free ones, full rank, in the
+    coordinates of FitResult.info."""
+    from jax.flatten_util import ravel_pytree
+
+    spec = mj.ModelSpec(d=4, K=3, frozen="linear", adapter="tanh", eta0=np.eye(2, 4), scale=3.0)
+    truth = mj.Params(np.full(4, 0.5), 0.0, np.eye(2, 4, k=2) * 1.5)
+    X, y = mj.sample(jax.random.key(0), spec, truth, 2000)
+    p = mj.model.to_mix(truth)
+    theta = mix.pack(spec, p)
+    assert theta.shape == (spec.n_params,) == (13,)
+    loglik = lambda t: mix.log_likelihood(spec, mix.unpack(spec, t), X, y)
+    H = np.asarray(jax.hessian(loglik)(theta))
+    assert H.shape == (13, 13) and np.linalg.matrix_rank(H) == 13
+    flat, rebuild = ravel_pytree(p)
+    H_all = np.asarray(jax.hessian(lambda v: mix.log_likelihood(spec, rebuild(v), X, y))(flat))
+    assert H_all.shape == (14, 14) and np.linalg.matrix_rank(H_all) == 13
+    res = mj.fit(spec, X, y, truth, max_iter=50)  # its info: -H at the estimate, same layout
+    H_hat = np.asarray(jax.hessian(loglik)(mix.pack(spec, mj.model.to_mix(res.params))))
+    np.testing.assert_allclose(np.asarray(res.info), -H_hat, rtol=1e-8, atol=1e-8)
 
 
 # --------------------------------------------------------------------------- sampling

@@ -589,3 +589,123 @@ def test_comparison_figure_raw_levels_both_hypotheses_and_the_tables_cis(tmp_pat
     assert {"--", ":"} <= styles  # uniform and pointwise lines of the homogeneous run
     assert ":" not in {line.get_linestyle() for line in panels[0].get_lines()}
     assert panels[0].get_ylim() == panels[1].get_ylim()  # levels compare across panels
+
+
+# --------------------------------------------------------------------------- small defects
+
+
+def md_tables(text: str) -> list[list[int]]:
+    """The number of cells of every row of every Markdown table in ``text`` (GFM: a ``|``
+    preceded by a backslash is text, not a cell boundary)."""
+    tables: list[list[int]] = []
+    previous = False
+    for line in text.splitlines():
+        row = line.strip().startswith("|")
+        if row:
+            cells = re.split(r"(?<!\\)\|", line.strip())[1:-1]
+            if not previous:
+                tables.append([])
+            tables[-1].append(len(cells))
+        previous = row
+    return tables
+
+
+def assert_md_tables_consistent(text: str) -> None:
+    tables = md_tables(text)
+    assert tables, "no Markdown table"
+    for counts in tables:
+        assert len(set(counts)) == 1, counts  # header, separator and body alike
+
+
+def test_markdown_cells_escape_pipes():
+    from moejax.report.plots import BLOCK_LABELS
+    from moejax.report.table import md_cell, md_row
+
+    assert md_cell(r"$|e^{\hat\tau}-e^{\tau^*}|$") == r"$\|e^{\hat\tau}-e^{\tau^*}\|$"
+    assert md_cell(r"$\|\hat\beta\|_2$") == r"$\|\hat\beta\|_2$"  # escaped already: kept
+    assert md_cell("a\\\\|b") == "a\\\\\\|b"  # an escaped backslash, then a bare pipe
+    assert md_cell("two\nlines") == "two lines"
+    for label in BLOCK_LABELS.values():
+        assert md_tables(md_row(["point", label, "x"])) == [[3]], label
+
+
+def test_markdown_writers_escape_pipes_in_cells(tmp_path):
+    """slopes.md, sensitivity.md, cells.md (tables.to_markdown) and coverage.md: a cell text with
+    a `|` stays one cell."""
+    from moejax.report import coverage
+    from moejax.report.tables import to_markdown
+
+    rows = [{"parameter": "a|b", "aggregate": "log_median", "slope": -0.5}]
+    assert_md_tables_consistent(to_markdown(rows))
+    cov = [{c: 1.0 for c in coverage.COVERAGE_COLUMNS} | {"parameter": "x|y", "n_used": 3}]
+    assert_md_tables_consistent(coverage.to_markdown(cov, "toy"))
+    run = write_run(
+        tmp_path / "run", synthetic(21), {"name": "t|oy", "regime": "heterogeneous", "gamma": None}
+    )
+    make_report(run, n_boot=20)
+    for name in ("slopes.md", "sensitivity.md"):
+        assert_md_tables_consistent((run / name).read_text())
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_files_are_written_with_the_users_umask(tmp_path, umask):
+    """(before: every report and store file was 0600, mkstemp's mode, whatever the umask)"""
+    import os
+    import stat
+
+    from moejax.atomic import write_text_atomic
+
+    old = os.umask(umask)
+    try:
+        p = write_text_atomic(tmp_path / "x.txt", "hello\n")
+        q = write_csv_atomic(tmp_path / "y.csv", ["a"], [[1]])
+    finally:
+        os.umask(old)
+    for f in (p, q):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask, oct(f.stat().st_mode)
+
+
+def test_sensitivity_table_has_no_rows_without_usable_sizes(tmp_path):
+    """Two sizes: dropping 2 or 3 of them leaves none; those drop_k rows (n_min -1) are left out
+    of sensitivity.csv/.md/.json and the terminal view (drop 1 keeps one size: its row stays,
+    slope NaN with its note)."""
+    fits = synthetic(22, sizes=SIZES[:2])
+    run = write_run(tmp_path / "run", fits, {"name": "two", "regime": "heterogeneous"})
+    res = make_report(run, n_boot=20)
+    assert res["sensitivity"] and all(r["n_min"] > 0 for r in res["sensitivity"])
+    assert {r["drop_k"] for r in res["sensitivity"]} == {0, 1}
+    with open(run / "sensitivity.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(int(r["n_min"]) > 0 and int(r["n_sizes"]) >= 1 for r in rows)
+    assert all(r["n_min"] > 0 for r in json.loads((run / "slopes.json").read_text())["sensitivity"])
+    md = (run / "sensitivity.md").read_text()
+    assert "drop 2" not in md and "n>=-1" not in md
+    assert_md_tables_consistent(md)
+    sens = res["terminal"].split("sensitivity of the log_median slope")[1]
+    assert " -1 " not in sens
+
+
+def test_compare_out_is_a_directory(tmp_path, capsys):
+    """`moejax compare RUN... --out DIR` writes DIR/compare.png and .pdf, as `sweep --out DIR`
+    names a directory (before: a file prefix, DIR.png); a file in the way is refused."""
+    from moejax.cli import main
+
+    het = write_run(
+        tmp_path / "het",
+        synthetic(23, exponents={"beta": -0.5, "exp_tau": -0.5, "eta": -0.5}),
+        {"name": "het", "regime": "heterogeneous", "gamma": None},
+    )
+    hom = write_run(
+        tmp_path / "hom", synthetic(24), {"name": "hom", "regime": "homogeneous", "gamma": 0.125}
+    )
+    out = tmp_path / "het-vs-hom"
+    assert main(["compare", str(het), str(hom), "--out", str(out)]) == 0
+    assert out.is_dir()
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "compare.pdf").read_bytes()[:4] == b"%PDF"
+    assert not (tmp_path / "het-vs-hom.png").exists()
+    assert str(out / "compare.png") in capsys.readouterr().out
+    (tmp_path / "afile").write_text("x")
+    assert main(["compare", str(het), "--out", str(tmp_path / "afile")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("moejax: error: --out")

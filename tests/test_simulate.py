@@ -70,9 +70,15 @@ def test_problem_built_in_python_equals_the_config(toml, from_toml) -> None:
         spec, truth, sizes=[300, 200], replicates=4, seed=1, run={"lanes": 2, "density_points": 20}
     )
     got = mj.simulate(prob, progress=False)
-    for c, v in from_toml.items():  # the kept evidence too, leaf by leaf
+    assert got["problem"] is prob and from_toml["problem"].regime == "heterogeneous"
+    for c, v in _results(from_toml).items():  # the kept evidence too, leaf by leaf
         for a, b in zip(_leaves(got[c]), _leaves(v), strict=True):
             np.testing.assert_array_equal(a, b, err_msg=c)
+
+
+def _results(out):
+    """simulate's arrays and kept evidence, without its ``problem``."""
+    return {c: v for c, v in out.items() if c != "problem"}
 
 
 def _leaves(v):
@@ -84,7 +90,8 @@ def test_overrides_select_the_same_lanes(toml, from_toml) -> None:
     """sizes / replicates / seed override the config; a lane's fit depends on (seed, n, r)
     only, so a subset of replicates is the same subset of the arrays."""
     got = mj.simulate(toml, sizes=[300], replicates=2, progress=False)
-    for c, v in from_toml.items():
+    assert got["problem"].cfg["sizes"]["list"] == [300] and got["problem"].cfg["replicates"] == 2
+    for c, v in _results(from_toml).items():
         for a, b in zip(_leaves(got[c]), _leaves(v), strict=True):
             np.testing.assert_array_equal(a, b[1:] if c == "truth" else b[1:, :2], err_msg=c)
     other = mj.simulate(toml, sizes=[300], replicates=2, seed=2, progress=False)
@@ -106,6 +113,77 @@ def test_slopes_of_arrays_equal_slopes_of_the_run(toml, from_toml, tmp_path) -> 
     assert mj.slopes(tmp_path / "run" / "fits.csv", n_boot=0)[0]["ci_low"] != 0
     with pytest.raises(ValueError, match="fits"):
         mj.slopes({"err_eta": np.ones(3)})
+
+
+def _tiny_spec_truth(gamma: float | None = None):
+    spec = mj.ModelSpec(d=2, K=2, frozen="linear", adapter="tanh", eta0=[[1.0, 0.0]], scale=2.0)
+    if gamma is None:
+        return spec, mj.heterogeneous_truth(spec, beta=[0.5, 0.5], tau=0.2, eta=[[0.0, 1.0]])
+    hom = mj.ModelSpec(d=2, K=2, frozen="tanh", adapter="tanh", eta0=[[1.0, 0.0]], scale=2.0)
+    truth = mj.homogeneous_truth(hom, beta=[0.5, 0.5], tau=0.2, delta=[[0.0, 1.0]], gamma=gamma)
+    return hom, truth
+
+
+def test_slopes_read_regime_gamma_and_fitting_from_simulate(from_toml) -> None:
+    """simulate's output carries its problem: slopes' theory columns need no regime= or gamma=
+    (before: NaN), and an over-fitted problem gets the report's over-fitted exponents (before:
+    the heterogeneous -0.5 where the CLI report says -0.25)."""
+    rows = mj.slopes(from_toml, n_boot=0, aggregates=("log_median",))
+    assert {r["parameter"]: r["theory"] for r in rows}["beta"] == -0.5
+    assert all(r["theory"] == -0.5 for r in rows)
+    # a homogeneous problem (gamma = 0.125): exp_tau -1/2 + 2 gamma, beta and eta -1/2 + gamma
+    spec, truth = _tiny_spec_truth(gamma=0.125)
+    hom = mj.problem(spec, truth, sizes=[200, 300])
+    th = {
+        r["parameter"]: (r["theory"], r["theory_pointwise"])
+        for r in mj.slopes({**from_toml, "problem": hom}, n_boot=0, aggregates=("log_median",))
+    }
+    assert th["exp_tau"] == (-0.25, -0.375) and th["beta"] == (-0.375, -0.375)
+    assert th["eta"] == (-0.375, -0.5) and th["density"] == (-0.5, -0.5)
+    # over-fitted: m_hat = 2 adapters for m* = 1 (docs/theory.md section 5)
+    spec, truth = _tiny_spec_truth()
+    over = mj.problem(spec, truth, sizes=[200, 300], fitted_adapters=2)
+    th = {
+        r["parameter"]: r["theory"]
+        for r in mj.slopes({**from_toml, "problem": over}, n_boot=0, aggregates=("log_median",))
+    }
+    assert th["beta"] == th["eta"] == -0.25 and th["exp_tau"] == th["density"] == -0.5
+    # an explicit regime still wins; without a problem nothing is known: theory NaN
+    rows = mj.slopes({**from_toml, "problem": over}, n_boot=0, regime="heterogeneous")
+    assert {r["theory"] for r in rows if r["parameter"] == "beta"} == {-0.25}
+    plain = {k: v for k, v in from_toml.items() if k != "problem"}
+    assert all(np.isnan(r["theory"]) for r in mj.slopes(plain, n_boot=0))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "arg"),
+    [
+        ({"regime": "hetero"}, "regime"),
+        ({"regime": "homogenous"}, "regime"),
+        ({"n_boot": -1}, "n_boot"),
+        ({"n_boot": 2.5}, "n_boot"),
+        ({"n_boot": True}, "n_boot"),
+        ({"gamma": -0.1}, "gamma"),
+        ({"gamma": float("nan")}, "gamma"),
+        ({"ci": 1.5}, "ci"),
+        ({"seed": -1}, "seed"),
+        ({"aggregates": ("median",)}, "aggregates"),
+    ],
+)
+def test_slopes_refuse_bad_options_naming_the_argument(from_toml, kwargs, arg) -> None:
+    """(before: regime="hetero" and n_boot = -1 gave NaNs, no error)"""
+    with pytest.raises(ValueError) as exc:
+        mj.slopes(from_toml, **kwargs)
+    msg = str(exc.value)
+    assert msg.startswith(f"{arg}:") and "\n" not in msg, msg
+
+
+def test_slopes_refuse_a_homogeneous_regime_without_gamma(from_toml) -> None:
+    plain = {k: v for k, v in from_toml.items() if k != "problem"}
+    with pytest.raises(ValueError, match=r"^gamma: the homogeneous regime needs"):
+        mj.slopes(plain, regime="homogeneous", n_boot=0)
+    rows = mj.slopes(plain, regime="homogeneous", gamma=0.0, n_boot=0)
+    assert all(r["theory"] == -0.5 for r in rows)
 
 
 def test_bad_problems_are_refused_naming_the_field() -> None:

@@ -556,3 +556,103 @@ def test_study_rates_figure_uses_the_study_tables_bootstrap(tmp_path: Path, monk
             if (m := re.search(r"slope (\S+) \[(\S+), (\S+)\]", t.get_text()))
         ]
         assert got == want  # study.md's numbers: 1000 draws, seed 3
+
+
+# ------------------------------------------------------------------ Markdown cells, frozen scale
+
+
+def _md_cell_counts(text: str) -> list[list[int]]:
+    """Cells per row of every Markdown table in ``text`` (GFM: ``\\|`` is not a boundary)."""
+    tables: list[list[int]] = []
+    previous = False
+    for line in text.splitlines():
+        row = line.strip().startswith("|")
+        if row:
+            if not previous:
+                tables.append([])
+            tables[-1].append(len(re.split(r"(?<!\\)\|", line.strip())[1:-1]))
+        previous = row
+    return tables
+
+
+def test_study_markdown_tables_keep_their_columns() -> None:
+    """The summary's header names the blocks with their math labels, `|` included
+    (``$|e^{\\hat\\tau}-e^{\\tau^*}|$``): escaped, the header has as many cells as the separator
+    (before: 8 cells over 6 separators). The fitted-exponent table too."""
+    from moejax.report.study import to_markdown
+
+    for study in (
+        make_study(phase_points(), {}),
+        make_study(gate_points({"input_free": -1.0, "softmax": -0.5}), GATE_OPTIONS),
+    ):
+        rows, fits = study_rows(study)
+        tables = _md_cell_counts(to_markdown(study, rows, fits))
+        assert len(tables) == (3 if fits else 2)
+        for counts in tables:
+            assert len(set(counts)) == 1, counts
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((SWEEPS.parent / "docs" / "results").glob("*/study.md")),
+    ids=lambda p: p.parent.name,
+)
+def test_shipped_study_markdown_tables_keep_their_columns(path: Path) -> None:
+    for counts in _md_cell_counts(path.read_text()):
+        assert len(set(counts)) == 1, counts
+
+
+def test_shipped_grids_do_not_warn() -> None:
+    """No shipped study moves the frozen expert by surprise (the base configs that set
+    model.scale set model.frozen_scale too)."""
+    import warnings
+
+    from moejax.sweep.config import ConfigWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConfigWarning)
+        for path in _shipped():
+            _configs(path)
+
+
+SCALE_GRID = {
+    "name": "sc",
+    "model": {"d": 2, "K": 2},
+    "sizes": {"list": [200, 300]},
+    "grid": {"model.scale": [1.0, 4.0]},
+}
+
+
+def test_a_grid_over_scale_alone_warns_that_the_frozen_expert_moves() -> None:
+    from moejax.sweep.config import ConfigWarning
+
+    with pytest.warns(ConfigWarning, match=r"^grid: model\.scale changes .*frozen_scale"):
+        study = study_from_raw(SCALE_GRID)
+    assert [p.config["model"]["frozen_scale"] for p in study.points] == [1.0, 4.0]
+    import warnings
+
+    with warnings.catch_warnings():  # frozen_scale set in the base or by the grid: no warning
+        warnings.simplefilter("error", ConfigWarning)
+        pinned = study_from_raw({**SCALE_GRID, "model": {"d": 2, "K": 2, "frozen_scale": 1.0}})
+        assert [p.config["model"]["frozen_scale"] for p in pinned.points] == [1.0, 1.0]
+        study_from_raw(
+            {
+                **SCALE_GRID,
+                "grid": {"zip": True, **SCALE_GRID["grid"], "model.frozen_scale": [1.0, 4.0]},
+            }
+        )
+        study_from_raw({**SCALE_GRID, "grid": {"truth.gamma": [0.0, 0.1]}})
+
+
+def test_sweep_prints_the_frozen_scale_warning_in_one_line(tmp_path, capsys, monkeypatch) -> None:
+    import moejax.sweep.engine as engine
+
+    monkeypatch.setattr(engine, "run_sweep", lambda *a, **k: {})  # nothing is computed
+    text = (
+        'name = "sc"\n[model]\nd = 2\nK = 2\n[sizes]\nlist = [200, 300]\n'
+        '[grid]\n"model.scale" = [1.0, 4.0]\n'
+    )
+    (tmp_path / "sc.toml").write_text(text)
+    assert main(["sweep", str(tmp_path / "sc.toml"), "--out", str(tmp_path / "o")]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(err) == 1 and err[0].startswith("moejax: warning: grid: model.scale changes")

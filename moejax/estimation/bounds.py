@@ -77,7 +77,13 @@ def n_gate_params(spec: MixSpec) -> int:
 
 
 def pack(spec: MixSpec, p: MixParams) -> jax.Array:
-    """MixParams -> flat (P,) in the predictor layout (log nu for regression)."""
+    """MixParams -> the flat vector of the model's free parameters, (P,) with
+    P = ``spec.n_params``, in the predictor layout (log nu for regression experts).
+
+    This is the way to flatten parameters for your own derivatives: entries a model does not
+    estimate (nu of categorical experts, beta under the input-free gate) are left out, so, e.g.,
+    ``jax.hessian(lambda t: log_likelihood(spec, unpack(spec, t), X, y))(pack(spec, p))`` is the
+    (P, P) matrix in the coordinates of `FitResult.info`. Inverse: `unpack`."""
     gates = jnp.concatenate([p.beta, p.tau[:, None]], axis=1) if spec.has_beta else p.tau[:, None]
     parts = [gates.reshape(-1), p.eta.reshape(-1)]
     if spec.regression:
@@ -86,7 +92,8 @@ def pack(spec: MixSpec, p: MixParams) -> jax.Array:
 
 
 def unpack(spec: MixSpec, theta: jax.Array) -> MixParams:
-    """Flat (P,) -> MixParams (entries a model does not estimate are 0)."""
+    """The flat vector of `pack`, (P,) -> MixParams (entries a model does not estimate are
+    0)."""
     d, m, R = spec.d, spec.m, spec.R
     gw = d + 1 if spec.has_beta else 1
     gates = theta[: m * gw].reshape(m, gw)

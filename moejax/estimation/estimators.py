@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from moejax.estimation.bounds import Bounds, at_bound, layout, n_gate_params, pack, unpack
 from moejax.estimation.objective import Blocks, Objective, linear_predictor_objective, map_rows
@@ -398,6 +400,67 @@ def _fit_jit(spec, X, y, init, weights, method, solver, bounds, max_iter, tol, i
     )
 
 
+def _concrete_number(v: Any) -> Any:
+    """A concrete scalar as a Python number (None for a tracer or a non-scalar)."""
+    if isinstance(v, jax.core.Tracer):
+        return None
+    if isinstance(v, bool | int | float):
+        return v
+    try:
+        a = np.asarray(v)  # NumPy and (concrete) JAX scalars; never a tracer under a jit
+    except (TypeError, ValueError):
+        return v
+    if a.ndim != 0 or a.dtype.kind not in "biuf":
+        return v
+    return a.item()
+
+
+def check_cap(name: str, value: Any) -> None:
+    """Refuse an iteration cap that cannot work: not an integer, or below 1 (None: the default,
+    and a traced cap, pass). Raises ValueError naming ``name``."""
+    if value is None or isinstance(value, jax.core.Tracer):
+        return
+    v = _concrete_number(value)
+    integral = isinstance(v, int) or (isinstance(v, float) and v.is_integer())
+    if isinstance(v, bool) or not integral:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    if v < 1:
+        raise ValueError(f"{name}: must be >= 1 (a fit needs at least one iteration), got {v}")
+
+
+def check_tol(tol: Any) -> None:
+    """Refuse a tolerance that cannot work: not a number, negative or not finite (a traced tol
+    passes). Raises ValueError naming ``tol``."""
+    if isinstance(tol, jax.core.Tracer):
+        return
+    v = _concrete_number(tol)
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError(f"tol: expected a number, got {tol!r}")
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"tol: must be finite and >= 0, got {v}")
+
+
+def check_sample_size(spec: MixSpec, X: Any, weights: Any = None) -> None:
+    """Refuse fewer rows than the model's free parameters (``spec.n_params``): such data cannot
+    identify them (the command line refuses the same sizes, ``sizes``). The rows counted are
+    X's (a static shape, checked under a user's jit too) and, for concrete weights, those of
+    weight > 0 (weight-0 rows are padding). Raises ValueError naming X or weights."""
+    P = spec.n_params
+    n = jnp.shape(X)[0]
+    if n < P:
+        raise ValueError(
+            f"X: {n} rows, below the model's {P} free parameters (spec.n_params): they cannot "
+            "be identified"
+        )
+    if weights is not None and not isinstance(weights, jax.core.Tracer):
+        used = int(np.count_nonzero(np.asarray(weights, np.float64) > 0))
+        if used < P:
+            raise ValueError(
+                f"weights: {used} rows of weight > 0, below the model's {P} free parameters "
+                "(spec.n_params): they cannot be identified"
+            )
+
+
 def normalize_fit_args(
     spec: MixSpec,
     method: str,
@@ -412,13 +475,13 @@ def normalize_fit_args(
     never recompiles)."""
     if not isinstance(spec, MixSpec):
         raise ValueError(f"spec: expected a MixSpec or ModelSpec, got {type(spec).__name__}")
+    check_cap("max_iter", max_iter)
+    check_cap("inner_max_iter", inner_max_iter)
+    check_tol(tol)
     s, mi, imi = resolve_solver(solver, method, max_iter, inner_max_iter)
     _check_solver_interface(s)
     for name, v in (("max_iter", mi), ("inner_max_iter", imi)):
-        if v is not None and not isinstance(v, jax.core.Tracer) and not int(v) >= 0:
-            raise ValueError(f"{name}: must be a non-negative integer, got {v!r}")
-    if not isinstance(tol, jax.core.Tracer) and not float(tol) >= 0:
-        raise ValueError(f"tol: must be >= 0, got {tol!r}")
+        check_cap(f"{name} (the solver object's max_iter)", v)
     b = Bounds(*(Bounds() if bounds is None else bounds)).validate()
     imi = DEFAULT_INNER_MAX_ITER if imi is None else imi
     return (
@@ -469,7 +532,10 @@ def fit(
       ValueError naming the argument, before anything is compiled, for bad data (see
       `moejax.mix.validate`: X not finite (n, d), n = 0, rows of X and y that differ, labels
       not integers in 0..K-1, non-finite responses, weights negative, non-finite or all 0),
-      shapes that do not match the spec, and bad options.
+      shapes that do not match the spec, fewer rows (of weight > 0) than the model's free
+      parameters ``spec.n_params`` (`check_sample_size`; the command line's ``sizes`` rule),
+      and bad options: an unknown method or solver, ``max_iter`` or ``inner_max_iter`` not an
+      integer >= 1 (`check_cap`), ``tol`` negative or not finite (`check_tol`), a bad box.
 
     jit and vmap: `fit` can be called inside a user's `jax.jit`/`jax.vmap` (caps and tol may
     then be traced). There only shapes can be checked; data that fail the value checks end
@@ -480,6 +546,7 @@ def fit(
     spec.check_params(init)
     check_data(spec, X, y, weights)
     args = normalize_fit_args(spec, method, solver, bounds, max_iter, tol, inner_max_iter)
+    check_sample_size(spec, X, weights)
     method, s, b, mi, tl, imi = args
     return _fit_jit(spec, X, y, init, weights, method, s, b, mi, tl, imi)
 
@@ -525,6 +592,7 @@ def fit_multistart(
         raise ValueError("inits: expected MixParams with a leading start axis (S, m, ...)")
     spec.check_params(jax.tree_util.tree_map(lambda a: a[0], inits))
     args = normalize_fit_args(spec, method, solver, bounds, max_iter, tol, inner_max_iter)
+    check_sample_size(spec, X, weights)
     return _multistart_jit(spec, X, y, inits, weights, *args)
 
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from moejax.experts import Expert, resolve_activation
 from moejax.mix.spec import MixParams, MixSpec
-from moejax.mix.validate import check_data
+from moejax.mix.validate import check_data, rows_ok
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -136,14 +136,18 @@ def log_density(spec: MixSpec, params: MixParams, X: jax.Array, y: jax.Array) ->
 
     Bad data (non-finite X, n = 0, rows of X and y that differ, labels not integers in 0..K-1,
     non-finite responses) raise ValueError naming the argument; inside a user's `jit` only the
-    shapes can be checked (see `moejax.mix.validate`)."""
+    shapes can be checked (see `moejax.mix.validate`), and such a row's log-density is NaN
+    (so is any sum over it)."""
     _check(spec, params, X, y)
     return _log_density(spec, params, X, y)
 
 
 def _log_density(spec: MixSpec, params: MixParams, X: jax.Array, y: jax.Array) -> jax.Array:
+    """log p_G(y_i | x_i), (n,), NaN on a row that fails `rows_ok` (y as given)."""
+    ok = rows_ok(spec, X, y)
     y = as_labels(spec, y)
-    return row_loglik(spec, predictors(spec, params, X), y, frozen_logpdf(spec, X, y))
+    ld = row_loglik(spec, predictors(spec, params, X), y, frozen_logpdf(spec, X, y))
+    return jnp.where(ok, ld, jnp.nan)
 
 
 def log_likelihood(
@@ -158,7 +162,7 @@ def log_likelihood(
     w = jnp.asarray(weights, jnp.float64)
     keep = w != 0
     X = jnp.where(keep[:, None], jnp.asarray(X, jnp.float64), 0.0)
-    y = jnp.where(keep, as_labels(spec, y), 0)
+    y = jnp.where(keep, jnp.asarray(y), 0)  # as given: `_log_density` checks the labels
     return jnp.sum(jnp.where(keep, w * _log_density(spec, params, X, y), 0.0))
 
 
@@ -330,8 +334,11 @@ def pick_class(lp: Any, y: jax.Array) -> jax.Array:
 
 
 def responsibilities(spec: MixSpec, params: MixParams, X: jax.Array, y: jax.Array) -> jax.Array:
-    """Posterior probability of each component given (x_i, y_i), (n, m+1); column 0 frozen."""
+    """Posterior probability of each component given (x_i, y_i), (n, m+1); column 0 frozen.
+    Data are checked as in `log_density` (a bad row traced through a user's `jit`: NaN)."""
     _check(spec, params, X, y)
+    ok = rows_ok(spec, X, y)
     y = as_labels(spec, y)
     lj = component_logjoint(spec, predictors(spec, params, X), y, frozen_logpdf(spec, X, y))
-    return jnp.exp(lj - jax.nn.logsumexp(lj, axis=-1, keepdims=True))
+    r = jnp.exp(lj - jax.nn.logsumexp(lj, axis=-1, keepdims=True))
+    return jnp.where(ok[:, None], r, jnp.nan)

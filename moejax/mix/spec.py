@@ -39,7 +39,17 @@ REGRESSION = ("gaussian", "laplace")
 
 
 class MixParams(NamedTuple):
-    """Adapter parameters, leading axis m: beta (m, d), tau (m,), eta (m, R, d), nu (m,)."""
+    """Adapter parameters, leading axis m: beta (m, d), tau (m,), eta (m, R, d), nu (m,).
+
+    Every model of the family has these four leaves, so that estimates, standard errors and
+    bound flags of any model stack, vmap and store alike (estimates.npz, `moejax.simulate`'s
+    ``estimate`` / ``se`` / ``on_bound``). Some entries are not estimated: nu of categorical
+    experts (held at 0) and beta under the input-free gate (0). Flatten the free parameters
+    with `moejax.estimation.pack` (length ``spec.n_params``, the coordinates of a fit's
+    ``info`` matrix; log nu for regression experts) and back with
+    `moejax.estimation.unpack`, not with ``jax.flatten_util.ravel_pytree`` (whose vector
+    carries the fixed entries: its Hessian is singular).
+    """
 
     beta: jax.Array
     tau: jax.Array

@@ -6,7 +6,8 @@ not integers in 0..K-1 (categorical) or responses that are not finite (regressio
 that are negative, non-finite, of the wrong shape or all zero. Lists and NumPy arrays are
 accepted alike (`as_arrays` converts them). Inside a user's own `jit`, values are traced and only
 shapes can be checked here; `data_ok` then gives the same verdict as a traced boolean, which the
-estimators turn into the status "bad_data" (never "converged").
+estimators turn into the status "bad_data" (never "converged"), and `rows_ok` the verdict of each
+row, which the densities turn into NaN (never a plausible number).
 """
 
 from __future__ import annotations
@@ -93,13 +94,21 @@ def _check_y(spec: MixSpec, y: np.ndarray, keep: np.ndarray | None) -> None:
         )
 
 
+def rows_ok(spec: MixSpec, X: jax.Array, y: jax.Array) -> jax.Array:
+    """(n,) bool: the row-wise traced counterpart of `check_data`'s value checks (X (n, d)
+    finite; y (n,) as given, before any conversion to labels: an integer in 0..K-1 for
+    categorical experts, a finite response for regression ones). The densities give NaN where
+    it is False, so that a bad row traced through a user's `jit` never becomes a number."""
+    yf = jnp.asarray(y, jnp.float64)
+    ok = jnp.all(jnp.isfinite(jnp.asarray(X, jnp.float64)), axis=1) & jnp.isfinite(yf)
+    if not spec.regression:
+        ok = ok & (yf == jnp.round(yf)) & (yf >= 0) & (yf <= spec.K - 1)
+    return ok
+
+
 def data_ok(spec: MixSpec, X: jax.Array, y: jax.Array, w: jax.Array) -> jax.Array:
     """() bool: the traced counterpart of `check_data` for rows of weight != 0 (X (n, d),
     y (n,) as given, before any conversion to labels, w (n,))."""
     keep = w != 0
-    yf = jnp.asarray(y, jnp.float64)
-    row_ok = jnp.all(jnp.isfinite(X), axis=1) & jnp.isfinite(yf)
-    if not spec.regression:
-        row_ok = row_ok & (yf == jnp.round(yf)) & (yf >= 0) & (yf <= spec.K - 1)
     w_ok = jnp.all(jnp.isfinite(w) & (w >= 0)) & jnp.any(w > 0)
-    return jnp.all(jnp.where(keep, row_ok, True)) & w_ok
+    return jnp.all(jnp.where(keep, rows_ok(spec, X, y), True)) & w_ok

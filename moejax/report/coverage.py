@@ -33,7 +33,7 @@ import numpy as np
 
 from moejax.atomic import write_text_atomic
 
-from .table import write_csv_atomic
+from .table import md_row, write_csv_atomic
 
 COVERAGE_COLUMNS: tuple[str, ...] = (
     "n",
@@ -202,7 +202,7 @@ def to_markdown(rows: Sequence[Mapping[str, Any]], name: str, level: float = 0.9
     params = list(dict.fromkeys(r["parameter"] for r in rows))
     summary = [
         "## Pooled over n\n",
-        "| parameter | fits | coverage | 95% CI | mean SE / sd (range over n) |",
+        md_row(["parameter", "fits", "coverage", "95% CI", "mean SE / sd (range over n)"]),
         "|---|---:|---:|---|---|",
     ]
     for p in params:
@@ -213,10 +213,10 @@ def to_markdown(rows: Sequence[Mapping[str, Any]], name: str, level: float = 0.9
         ratios = [r["se_ratio"] for r in rs if math.isfinite(r["se_ratio"])]
         rng = f"{min(ratios):.3f} .. {max(ratios):.3f}" if ratios else "nan"
         cov = hits / k if k else math.nan
-        summary.append(f"| {p} | {k} | {_fmt(cov)} | [{_fmt(lo)}, {_fmt(hi)}] | {rng} |")
-    table = ["", "## Per sample size\n", "| " + " | ".join(COVERAGE_COLUMNS) + " |"]
+        summary.append(md_row([p, k, _fmt(cov), f"[{_fmt(lo)}, {_fmt(hi)}]", rng]))
+    table = ["", "## Per sample size\n", md_row(COVERAGE_COLUMNS)]
     table.append("|---|---|" + "---:|" * (len(COVERAGE_COLUMNS) - 2))
-    table += ["| " + " | ".join(_fmt(r[c]) for c in COVERAGE_COLUMNS) + " |" for r in rows]
+    table += [md_row(_fmt(r[c]) for c in COVERAGE_COLUMNS) for r in rows]
     return head + "\n".join(summary) + "\n" + "\n".join(table) + "\n"
 
 

@@ -65,7 +65,7 @@ from .slopes import (
     resolve_parameters,
     valid_errors_by_size,
 )
-from .table import read_fits_csv, read_manifest, write_csv_atomic
+from .table import md_row, read_fits_csv, read_manifest, write_csv_atomic
 from .theory import theory_or_nan, theory_regime
 
 #: Blocks requested from every run (nu, voronoi, density are added when a run has them).
@@ -435,16 +435,36 @@ def to_markdown(study: StudyRuns, rows: Sequence[Mapping[str, Any]], fits: Seque
     if fits:
         lines += [
             "",
-            f"| series | block | exponent b | {level}% CI | points | x range | fits | failed |"
-            " on a bound |",
+            md_row(
+                [
+                    "series",
+                    "block",
+                    "exponent b",
+                    f"{level}% CI",
+                    "points",
+                    "x range",
+                    "fits",
+                    "failed",
+                    "on a bound",
+                ]
+            ),
             "|---|---|---:|---|---:|---|---:|---:|---:|",
         ]
         for e in fits:
             lines.append(
-                f"| {e['group'] or '-'} | {e['block']} | {_f(e['exponent'], '+.3f')} | "
-                f"{_ci(e['ci_low'], e['ci_high'], '+.3f')} | {e['n_points']} | "
-                f"{e['x_min']:.3g} to {e['x_max']:.3g} | {e['n_fits']} | {e['n_failed']} | "
-                f"{e['n_at_bound']} |"
+                md_row(
+                    [
+                        e["group"] or "-",
+                        e["block"],
+                        _f(e["exponent"], "+.3f"),
+                        _ci(e["ci_low"], e["ci_high"], "+.3f"),
+                        e["n_points"],
+                        f"{e['x_min']:.3g} to {e['x_max']:.3g}",
+                        e["n_fits"],
+                        e["n_failed"],
+                        e["n_at_bound"],
+                    ]
+                )
             )
         for e in fits:
             if e["note"]:
@@ -458,7 +478,7 @@ def to_markdown(study: StudyRuns, rows: Sequence[Mapping[str, Any]], fits: Seque
         + (f"; in parentheses {ref_label}, 'in CI' when inside ours" if ref_label else "")
         + ".",
         "",
-        "| point | " + " | ".join(BLOCK_LABELS.get(b, b) for b in blocks) + " | on a bound |",
+        md_row(["point", *(BLOCK_LABELS.get(b, b) for b in blocks), "on a bound"]),
         "|---|" + "---|" * len(blocks) + "---:|",
     ]
     for p in points:
@@ -478,7 +498,7 @@ def to_markdown(study: StudyRuns, rows: Sequence[Mapping[str, Any]], fits: Seque
                 )
             cells.append(cell)
             at_bound = f"{r['n_at_bound']}/{r['n_total']}"
-        lines.append(f"| {p} | " + " | ".join(cells) + f" | {at_bound} |")
+        lines.append(md_row([p, *cells, at_bound]))
     keys = list(study.keys)
     head = ["point", *keys, "block", stat, f"{level}% CI"]
     if stat == "slope" and o.get("theory", True):
@@ -486,7 +506,7 @@ def to_markdown(study: StudyRuns, rows: Sequence[Mapping[str, Any]], fits: Seque
     if ref_label:
         head += [ref_label, "in CI"]
     head += ["n range", "fits", "failed", "on a bound", "inside the box", f"{level}% CI"]
-    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["", md_row(head), "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["point"], *(str(r[k]) for k in keys), r["block"], _f(r["value"], fmt)]
         cells.append(_ci(r["ci_low"], r["ci_high"], fmt))
@@ -502,7 +522,7 @@ def to_markdown(study: StudyRuns, rows: Sequence[Mapping[str, Any]], fits: Seque
             _f(r["value_interior"], fmt),
             _ci(r["ci_low_interior"], r["ci_high_interior"], fmt),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(md_row(cells))
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""Reading the sweep's results table; the report's CSV writer.
+"""Reading the sweep's results table; the report's CSV writer and Markdown table cells.
 
 The sweep writes one row per fit to ``DIR/fits.csv`` (schema: `moejax.sweep.store`'s
 ``FIT_COLUMNS`` and its integer/float/text column lists). This module turns that file into a dict
@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,19 @@ def write_csv_atomic(
     writer.writerow(list(header))
     writer.writerows(lines)
     return write_text_atomic(path, buffer.getvalue())
+
+
+_UNESCAPED_PIPE = re.compile(r"(?<!\\)((?:\\\\)*)\|")
+
+
+def md_cell(value: Any) -> str:
+    """A value as the text of one Markdown table cell: every ``|`` not already escaped becomes
+    ``\\|`` (so that ``$|e^{\\hat\\tau}-e^{\\tau^*}|$`` stays one cell), line breaks become
+    spaces. Every Markdown table writer of the report builds its rows with `md_row`."""
+    text = " ".join(str(value).splitlines())
+    return _UNESCAPED_PIPE.sub(lambda m: m.group(1) + "\\|", text)
+
+
+def md_row(cells: Iterable[Any]) -> str:
+    """One Markdown table row ``| a | b |`` of `md_cell` texts."""
+    return "| " + " | ".join(md_cell(c) for c in cells) + " |"

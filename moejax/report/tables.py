@@ -18,7 +18,7 @@ from typing import Any
 
 from moejax.atomic import write_text_atomic
 
-from .table import write_csv_atomic
+from .table import md_row, write_csv_atomic
 from .theory import agreement, theory_or_nan
 
 EXPORT_COLUMNS: tuple[str, ...] = (
@@ -127,12 +127,16 @@ def build_export_rows(
 def build_sensitivity_rows(
     slope_rows: Sequence[Mapping[str, Any]], regime: str | None, gamma: float | None
 ) -> list[dict[str, Any]]:
-    """Drop-k table: every row of :func:`compute_slopes`, keys :data:`SENSITIVITY_COLUMNS`,
-    ordered by (parameter, aggregate, drop_k)."""
+    """Drop-k table: the rows of :func:`compute_slopes` that keep at least one usable size,
+    keys :data:`SENSITIVITY_COLUMNS`, ordered by (parameter, aggregate, drop_k). A drop_k that
+    leaves no usable size (dropping as many sizes as there are, or a block without a valid fit:
+    ``n_sizes`` 0, ``n_min`` -1) says nothing and has no row; the main table reports such a
+    block with its note."""
     order_p = {p: i for i, p in enumerate(dict.fromkeys(r["parameter"] for r in slope_rows))}
     order_a = {a: i for i, a in enumerate(dict.fromkeys(r["aggregate"] for r in slope_rows))}
     rows = sorted(
-        slope_rows, key=lambda r: (order_p[r["parameter"]], order_a[r["aggregate"]], r["drop_k"])
+        (r for r in slope_rows if r["n_sizes"] > 0),
+        key=lambda r: (order_p[r["parameter"]], order_a[r["aggregate"]], r["drop_k"]),
     )
     out = []
     for r in rows:
@@ -186,7 +190,7 @@ def format_terminal(
 
 def to_markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] = EXPORT_COLUMNS) -> str:
     """GitHub-flavoured Markdown table of ``rows`` restricted to ``columns``."""
-    head = "| " + " | ".join(columns) + " |"
+    head = md_row(columns)
     align = (
         "|"
         + "|".join(
@@ -195,7 +199,7 @@ def to_markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] = EXPO
         )
         + "|"
     )
-    body = ["| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    body = [md_row(_fmt(r.get(c, "")) for c in columns) for r in rows]
     return "\n".join([head, align, *body]) + "\n"
 
 
@@ -291,7 +295,7 @@ def _sensitivity_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     groups: dict[tuple[str, str], dict[int, Mapping[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["parameter"], r["aggregate"]), {})[r["drop_k"]] = r
-    head = "| parameter | aggregate | theory | " + " | ".join(f"drop {k}" for k in ks) + " |"
+    head = md_row(["parameter", "aggregate", "theory", *(f"drop {k}" for k in ks)])
     align = "|---|---|---:|" + "---:|" * len(ks)
     body = []
     for (p, a), by_k in groups.items():
@@ -306,7 +310,7 @@ def _sensitivity_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
             if math.isfinite(r["ci_low"]):
                 cell += f" [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
             cells.append(cell + f" (n>={r['n_min']})" if r["n_min"] > 0 else cell)
-        body.append(f"| {p} | {a} | {_fmt(theory)} | " + " | ".join(cells) + " |")
+        body.append(md_row([p, a, _fmt(theory), *cells]))
     return "\n".join([head, align, *body]) + "\n"
 
 

@@ -1,6 +1,13 @@
 """Sweeps: TOML configs, the pure engine (`simulate`), the driver on disk (`run_sweep`), results."""
 
-from moejax.sweep.config import ConfigError, config_hash, load, log_spaced_sizes, resolve
+from moejax.sweep.config import (
+    ConfigError,
+    ConfigWarning,
+    config_hash,
+    load,
+    log_spaced_sizes,
+    resolve,
+)
 from moejax.sweep.engine import run_sweep
 from moejax.sweep.simulate import (
     Engine,
@@ -16,6 +23,7 @@ from moejax.sweep.store import FIT_COLUMNS, StoreError
 __all__ = [
     "FIT_COLUMNS",
     "ConfigError",
+    "ConfigWarning",
     "Engine",
     "Problem",
     "StoreError",

@@ -25,6 +25,11 @@ class ConfigError(ValueError):
     """A bad sweep configuration or command-line value; the message is one line."""
 
 
+class ConfigWarning(UserWarning):
+    """A valid configuration that probably does not mean what it says; the message is one
+    line (``moejax sweep`` prints it as ``moejax: warning: ...`` on stderr)."""
+
+
 # (type, default) per field; type is one of int, float, str, bool, "matrix", "vector", "sizes".
 SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "": {
@@ -463,8 +468,8 @@ def _check_estimator(e: dict[str, Any]) -> None:
     for f in ("max_iter", "inner_max_iter"):
         if e[f] < 1:
             raise _err(f"estimator.{f}", e[f], "must be a positive integer")
-    if e["tol"] <= 0:
-        raise _err("estimator.tol", e["tol"], "must be > 0")
+    if e["tol"] < 0:  # 0: EM runs to its cap unless the log-likelihood stops changing
+        raise _err("estimator.tol", e["tol"], "must be >= 0")
 
 
 def _check_init(i: dict[str, Any]) -> None:

@@ -26,10 +26,11 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .config import SCHEMA, ConfigError, _read_toml, apply_overrides, resolve
+from .config import SCHEMA, ConfigError, ConfigWarning, _read_toml, apply_overrides, resolve
 
 STATISTICS = ("slope", "sqrt_n_median")
 #: Error blocks a study may name (the report's parameter blocks).
@@ -282,7 +283,9 @@ def study_from_raw(raw: dict[str, Any], overrides: dict[str, Any] | None = None)
 
     ``overrides`` (dotted keys, as :func:`moejax.sweep.config.load`) apply to every point,
     after the point's own values (so ``--sizes`` wins over a grid of sizes). Every point's
-    config is resolved here, so a bad point raises before anything runs.
+    config is resolved here, so a bad point raises before anything runs. Points that change
+    ``model.scale`` without ``model.frozen_scale`` set anywhere warn (`ConfigWarning`): the
+    frozen expert's scale defaults to ``model.scale`` and moves with it.
 
     Raises:
         ConfigError: a bad grid, study table or point config (the message names the point).
@@ -301,6 +304,7 @@ def study_from_raw(raw: dict[str, Any], overrides: dict[str, Any] | None = None)
             raise ConfigError(
                 f"study.reference.values: {', '.join(sorted(unknown))} is not a grid point"
             )
+    _warn_frozen_scale(raw, points)
     base = _study_name(raw)
     out = []
     for name, values in points:
@@ -311,6 +315,23 @@ def study_from_raw(raw: dict[str, Any], overrides: dict[str, Any] | None = None)
             raise ConfigError(f"grid point {name!r}: {exc}") from None
         out.append(GridPoint(name, values, cfg))
     return Study(base, keys, tuple(out), options)
+
+
+def _warn_frozen_scale(raw: dict[str, Any], points: list[tuple[str, dict[str, Any]]]) -> None:
+    """Warn (`ConfigWarning`, one line) when the points change ``model.scale`` while
+    ``model.frozen_scale`` is set neither by a point nor by the base config: it defaults to
+    ``model.scale``, so the frozen expert moves with every point too."""
+    varies = any("model.scale" in values for _, values in points)
+    pinned = any("model.frozen_scale" in values for _, values in points)
+    model = raw.get("model")
+    if varies and not pinned and not (isinstance(model, dict) and "frozen_scale" in model):
+        warnings.warn(
+            "grid: model.scale changes across the points but model.frozen_scale is not set, so "
+            "the frozen expert's scale (default: model.scale) moves with it; set "
+            "model.frozen_scale to keep the frozen expert fixed",
+            ConfigWarning,
+            stacklevel=3,
+        )
 
 
 def _study_name(raw: dict[str, Any]) -> str:

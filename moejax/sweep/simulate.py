@@ -81,6 +81,30 @@ class Problem:
     cfg: dict[str, Any]
     fit_spec: MixSpec | None = None
 
+    @property
+    def regime(self) -> str:
+        """The truth's regime, "heterogeneous" or "homogeneous" (``truth.regime``)."""
+        return self.cfg["truth"]["regime"]
+
+    @property
+    def gamma(self) -> float | None:
+        """The drift exponent of a homogeneous truth (None for a heterogeneous one, as in a
+        run's manifest)."""
+        return float(self.cfg["truth"]["gamma"]) if self.regime == "homogeneous" else None
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """The model config as a run's manifest records it (``config["model"]``), with at least
+        ``gate``, ``adapters`` (m*) and ``fitted_adapters`` (m_hat): what the report reads to
+        pick its hypotheses (`moejax.report.theory.theory_regime`)."""
+        fit = self.fit_spec if self.fit_spec is not None else self.spec
+        return {
+            **self.cfg.get("model", {}),
+            "gate": self.spec.gate,
+            "adapters": self.spec.m,
+            "fitted_adapters": fit.m,
+        }
+
     def __post_init__(self) -> None:
         if self.fit_spec is None:
             object.__setattr__(self, "fit_spec", self.spec)
@@ -845,7 +869,10 @@ def simulate(
       information; NaN where not estimated, on a bound or not identified), ``on_bound`` (bool,
       the coordinate ended on its box bound); and ``truth``, the MixParams of G*(n) with a
       leading (sizes,) axis. Equal to the fits.csv and estimates.npz of ``moejax sweep`` on
-      the same config and seed (same program, same lanes). Nothing is written to disk.
+      the same config and seed (same program, same lanes). And ``problem``: the `Problem`
+      that was run (sizes, replicates and seed as run; its ``regime``, ``gamma`` and ``model``
+      are what `moejax.slopes` reads for the theory columns, and ``simulate(out["problem"])``
+      runs it again). Nothing is written to disk.
     """
     prob = resolve_problem(config, sizes, replicates, seed)
     cfg = prob.cfg
@@ -870,7 +897,9 @@ def simulate(
     codes = out["status_code"]
     names = np.array(STATUS_NAMES + tuple(f"status_{i}" for i in range(len(STATUS_NAMES), 16)))
     out["status"] = names[np.clip(codes, 0, len(names) - 1)]
-    return group_kept(out, truth_axis=1)
+    out = group_kept(out, truth_axis=1)
+    out["problem"] = prob
+    return out
 
 
 def group_kept(arrays: dict[str, np.ndarray], truth_axis: int | None = None) -> dict[str, Any]:
