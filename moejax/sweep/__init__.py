@@ -1,6 +1,14 @@
 """Sweeps: TOML configs, the pure engine (`simulate`), the driver on disk (`run_sweep`), results."""
 
-from moejax.sweep.config import ConfigError, config_hash, load, log_spaced_sizes, resolve
+from moejax.sweep.config import (
+    ConfigError,
+    config_hash,
+    config_path,
+    load,
+    log_spaced_sizes,
+    resolve,
+    shipped_configs,
+)
 from moejax.sweep.engine import run_sweep
 from moejax.sweep.simulate import (
     Engine,
@@ -23,10 +31,12 @@ __all__ = [
     "build_problem",
     "choose_block",
     "config_hash",
+    "config_path",
     "load",
     "log_spaced_sizes",
     "problem",
     "resolve",
     "run_sweep",
+    "shipped_configs",
     "simulate",
 ]
