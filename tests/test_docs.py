@@ -4,7 +4,8 @@ Pages: README.md and every page in mkdocs.yml's ``nav``. In each page:
 
 - every fenced ```python block runs; the blocks of one page run in order in one fresh Python
   process (like a session: a later block may use an earlier one's names), in an empty temporary
-  working directory, so no snippet may rely on the repository root as its working directory;
+  working directory, so no snippet may rely on the repository root as its working directory (a
+  page whose blocks repeat another page's exactly runs once);
 - every fenced ```sh block runs with bash (``set -euo pipefail``), in its own empty temporary
   working directory, with this interpreter's ``moejax`` on the PATH;
 - every ```toml block parses.
@@ -64,7 +65,7 @@ class Snippet(NamedTuple):
         code = self.code
         if self.marker.startswith("replace"):
             pairs = _REPLACE.findall(self.marker)
-            assert pairs, f"{self.label}: replace marker without any \"OLD\" => \"NEW\" pair"
+            assert pairs, f'{self.label}: replace marker without any "OLD" => "NEW" pair'
             for old, new in pairs:
                 old, new = json.loads(f'"{old}"'), json.loads(f'"{new}"')
                 assert old in code, f"{self.label}: replace marker: {old!r} is not in the snippet"
@@ -78,7 +79,9 @@ class Snippet(NamedTuple):
 
 def pages() -> list[Path]:
     """README.md and the pages of mkdocs.yml's nav, in nav order."""
-    nav = re.findall(r"^\s*-\s*(?:[^:\n]+:\s*)?([\w./-]+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), re.M)
+    nav = re.findall(
+        r"^\s*-\s*(?:[^:\n]+:\s*)?([\w./-]+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), re.M
+    )
     return [ROOT / "README.md", *(ROOT / "docs" / p for p in nav)]
 
 
@@ -102,29 +105,49 @@ def snippets(path: Path) -> list[Snippet]:
 
 
 ALL = [s for p in pages() for s in snippets(p)]
-PY_PAGES = sorted({s.page for s in ALL if s.lang == "python"})
+
+
+def _python_sessions() -> dict[str, list[Snippet]]:
+    """The Python blocks to run per page; a page whose blocks are exactly another page's (the
+    README's example repeated in Getting started) runs once, under the first page's name."""
+    seen: dict[tuple[str, ...], str] = {}
+    out: dict[str, list[Snippet]] = {}
+    for page in dict.fromkeys(s.page for s in ALL):
+        blocks = [s for s in ALL if s.page == page and s.lang == "python" and not s.skipped]
+        key = tuple(b.runnable() for b in blocks)
+        if blocks and key not in seen:
+            seen[key] = page
+            out[page] = blocks
+    return out
+
+
+PY_SESSIONS = _python_sessions()
 SH = [s for s in ALL if s.lang in ("sh", "console", "bash", "shell")]
 TOML = [s for s in ALL if s.lang == "toml"]
 
 
-def _env(tmp: Path) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory) -> Path:
+    """One compilation cache for every snippet process of this module (a test-harness
+    speed-up: the snippets compute the same either way)."""
+    return tmp_path_factory.mktemp("jax-cache")
+
+
+def _env(cache: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["MOEJAX_NO_PROGRESS"] = "1"
     env["MPLBACKEND"] = "Agg"
-    # one compilation cache for every snippet process of this test run (a test-harness speed-up:
-    # the snippets compute the same either way)
-    cache = tmp.parent / "jax-cache"
     env["MOEJAX_CACHE_DIR"] = str(cache)
     env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
     return env
 
 
-def _run(cmd: list[str], tmp: Path, what: str) -> None:
+def _run(cmd: list[str], cwd: Path, cache: Path, what: str) -> None:
     r = subprocess.run(
-        cmd, cwd=tmp, env=_env(tmp), capture_output=True, text=True, timeout=TIMEOUT_S
+        cmd, cwd=cwd, env=_env(cache), capture_output=True, text=True, timeout=TIMEOUT_S
     )
     if r.returncode:
         pytest.fail(f"{what} failed (exit {r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
@@ -132,17 +155,15 @@ def _run(cmd: list[str], tmp: Path, what: str) -> None:
 
 def test_every_page_is_found_and_has_its_snippets():
     assert len(pages()) >= 10
-    assert PY_PAGES and SH and TOML
+    assert PY_SESSIONS and SH and TOML
     for s in ALL:
         if s.lang in ("python", "sh", "toml"):
             s.runnable()  # markers are well-formed and their substitutions apply
 
 
-@pytest.mark.parametrize("page", PY_PAGES)
-def test_python_snippets_run(page, tmp_path):
-    blocks = [s for s in ALL if s.page == page and s.lang == "python" and not s.skipped]
-    if not blocks:
-        pytest.skip(f"{page}: every Python snippet is marked skip")
+@pytest.mark.parametrize("page", list(PY_SESSIONS))
+def test_python_snippets_run(page, tmp_path, jax_cache):
+    blocks = PY_SESSIONS[page]
     prog = ["import sys"]
     for s in blocks:
         prog.append(f"print('--', {s.label!r}, flush=True)")
@@ -150,14 +171,13 @@ def test_python_snippets_run(page, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     (tmp_path / "snippets.py").write_text("\n".join(prog) + "\n")
-    _run([sys.executable, str(tmp_path / "snippets.py")], work, f"Python snippets of {page}")
+    _run([sys.executable, str(tmp_path / "snippets.py")], work, jax_cache, f"Python of {page}")
 
 
 @pytest.mark.parametrize("snippet", [s for s in SH if not s.skipped], ids=lambda s: s.label)
-def test_shell_snippets_run(snippet, tmp_path):
-    work = tmp_path / "work"
-    work.mkdir()
-    _run(["bash", "-euo", "pipefail", "-c", snippet.runnable()], work, snippet.label)
+def test_shell_snippets_run(snippet, tmp_path, jax_cache):
+    cmd = ["bash", "-euo", "pipefail", "-c", snippet.runnable()]
+    _run(cmd, tmp_path, jax_cache, snippet.label)
 
 
 @pytest.mark.parametrize("snippet", TOML, ids=lambda s: s.label)
