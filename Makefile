@@ -1,19 +1,19 @@
 # The two commands a new user needs (see README):
 #   make demo   quick heterogeneous + homogeneous sweeps -> slope tables and figures in runs/
-#   make test   ruff (lint + format check) and the test suite
-# Both create .venv and install the package into it first.
+#   make test   ruff (lint + format check), the docs build (strict) and the test suite
+# Both create .venv and install the package into it first. `make docs` builds the site into site/.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.moejax-installed
 
-.PHONY: demo test lint paper clean
+.PHONY: demo test lint docs docs-strict paper clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,docs]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -21,7 +21,8 @@ demo: $(STAMP)
 	$(BIN)/moejax sweep sweeps/homogeneous.toml --quick --out runs/demo-homogeneous
 	$(BIN)/moejax compare runs/demo-heterogeneous runs/demo-homogeneous --out runs/demo-comparison
 
-# Full studies (README, "Results"); each is one command. Minutes to hours on a laptop CPU.
+# Full studies (docs/results.md); each is one command; they write to runs/ (the shipped runs
+# are in docs/results/). Minutes to hours on a laptop CPU.
 paper: $(STAMP)
 	$(BIN)/moejax sweep sweeps/heterogeneous.toml --out runs/heterogeneous
 	$(BIN)/moejax sweep sweeps/homogeneous.toml --out runs/homogeneous
@@ -40,8 +41,18 @@ lint: $(STAMP)
 
 # Two workers on this project's 2-core machines (one per core with -n auto); a test file stays on
 # one worker (--dist loadfile) so that its module fixtures reuse their compiled programs.
-test: lint
+# The documentation site: regenerate the configs reference from the config schema, then build
+# docs/ into site/ (strict: a broken link or reference fails).
+docs: $(STAMP)
+	$(BIN)/python docs/gen_configs.py
+	$(BIN)/mkdocs build --strict
+
+# The strict build alone; it fails when docs/configs.md is stale (run `make docs` and commit).
+docs-strict: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet
+
+test: lint docs-strict
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs site .pytest_cache

@@ -87,7 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="moejax", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     s = sub.add_parser("sweep", help="run (or resume) a Monte Carlo rate study")
-    s.add_argument("config", help="sweep config (TOML), e.g. sweeps/heterogeneous.toml")
+    s.add_argument(
+        "config",
+        help="sweep config: a TOML file, or the name of a shipped config (e.g. heterogeneous)",
+    )
     s.add_argument("--out", help="results directory (default runs/<name>)")
     s.add_argument("--replicates", type=_positive_int("--replicates"))
     s.add_argument("--sizes", type=_sizes, help="comma-separated sample sizes")

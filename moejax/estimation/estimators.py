@@ -529,13 +529,13 @@ def fit(
       `FitResult` with MixParams. NaN/inf anywhere gives converged=False and status nonfinite.
 
     Raises:
-      ValueError naming the argument, before anything is compiled, for bad data (see
-      `moejax.mix.validate`: X not finite (n, d), n = 0, rows of X and y that differ, labels
-      not integers in 0..K-1, non-finite responses, weights negative, non-finite or all 0),
-      shapes that do not match the spec, fewer rows (of weight > 0) than the model's free
-      parameters ``spec.n_params`` (`check_sample_size`; the command line's ``sizes`` rule),
-      and bad options: an unknown method or solver, ``max_iter`` or ``inner_max_iter`` not an
-      integer >= 1 (`check_cap`), ``tol`` negative or not finite (`check_tol`), a bad box.
+      ValueError: naming the argument, before anything is compiled, for bad data (see
+        `moejax.mix.validate`: X not finite (n, d), n = 0, rows of X and y that differ, labels
+        not integers in 0..K-1, non-finite responses, weights negative, non-finite or all 0),
+        shapes that do not match the spec, fewer rows (of weight > 0) than the model's free
+        parameters ``spec.n_params`` (`check_sample_size`; the command line's ``sizes`` rule),
+        and bad options: an unknown method or solver, ``max_iter`` or ``inner_max_iter`` not an
+        integer >= 1 (`check_cap`), ``tol`` negative or not finite (`check_tol`), a bad box.
 
     jit and vmap: `fit` can be called inside a user's `jax.jit`/`jax.vmap` (caps and tol may
     then be traced). There only shapes can be checked; data that fail the value checks end

@@ -20,7 +20,7 @@ say how they ended.
   with x = lower + (upper - lower) * sigmoid(u). Its verdict is taken in x, not u: converged
   means a box-KKT point (projected gradient below kkt_tol), after snapping coordinates that
   saturate against a bound onto it.
-- `JaxoptBFGS` (jaxopt, unmaintained, kept for the user's card): jaxopt BFGS on the same
+- `JaxoptBFGS` (jaxopt, unmaintained, kept to compare with earlier work): jaxopt BFGS on the same
   reparametrisation. Always run with jaxopt's defaults ``implicit_diff=True`` and ``jit="auto"``:
   with either turned off jaxopt unrolls every iteration for every vmapped lane.
 """

@@ -4,9 +4,11 @@ from moejax.sweep.config import (
     ConfigError,
     ConfigWarning,
     config_hash,
+    config_path,
     load,
     log_spaced_sizes,
     resolve,
+    shipped_configs,
 )
 from moejax.sweep.engine import run_sweep
 from moejax.sweep.simulate import (
@@ -31,10 +33,12 @@ __all__ = [
     "build_problem",
     "choose_block",
     "config_hash",
+    "config_path",
     "load",
     "log_spaced_sizes",
     "problem",
     "resolve",
     "run_sweep",
+    "shipped_configs",
     "simulate",
 ]

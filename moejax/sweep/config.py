@@ -541,7 +541,48 @@ def _check_counts(c: dict[str, Any]) -> None:
             raise _err(f, v, "must be a positive integer" if lo else "must be >= 0")
 
 
+#: The shipped configs: the repository's ``sweeps/`` folder beside the package (present in a
+#: source checkout and in an editable install).
+SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
+
+
+def shipped_configs() -> list[str]:
+    """Names of the shipped configs (``sweeps/*.toml`` without the suffix, e.g.
+    ``"heterogeneous"``, ``"gpu/paper-d8"``), sorted; empty when ``sweeps/`` is not there."""
+    if not SWEEPS_DIR.is_dir():
+        return []
+    return sorted(
+        str(f.relative_to(SWEEPS_DIR).with_suffix("")) for f in SWEEPS_DIR.rglob("*.toml")
+    )
+
+
+def config_path(name: str | Path) -> Path:
+    """The file of a config: ``name`` itself when it is a file, else the shipped config of that
+    name, so that examples run from any directory.
+
+    ``config_path("heterogeneous")`` and ``config_path("heterogeneous.toml")`` both give
+    ``<repository>/sweeps/heterogeneous.toml``. Every function and command that reads a config
+    (`load`, `moejax.simulate`, `moejax.sweep.grid.load_study`, ``moejax sweep``) accepts such a
+    name in place of a path.
+
+    Raises:
+        ConfigError: neither a file nor a shipped config (the message lists the shipped ones).
+    """
+    p = Path(name)
+    if p.is_file():
+        return p
+    if p.name and not p.is_absolute():
+        for q in (SWEEPS_DIR / p, SWEEPS_DIR / p.with_name(p.name + ".toml")):
+            if q.is_file():
+                return q
+    names = shipped_configs()
+    shipped = f" (nor a shipped config: {', '.join(names)})" if names else ""
+    raise ConfigError(f"config: file not found: {p}{shipped}")
+
+
 def _read_toml(p: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if not seen:  # the config named by the user: a path or a shipped config's name
+        p = config_path(p)
     if not p.is_file():
         raise ConfigError(f"config: file not found: {p}")
     try:
@@ -571,8 +612,9 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def load(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Read a TOML file (following ``extends = "other.toml"``, relative to the file, whose
-    tables are merged underneath), apply overrides ({"section.key": value}) and resolve it."""
+    """Read a TOML file, or a shipped config by name (see `config_path`), apply overrides
+    ({"section.key": value}) and resolve it. ``extends = "other.toml"`` (relative to the file)
+    merges the other file's tables underneath."""
     return resolve(apply_overrides(_read_toml(Path(path)), overrides or {}))
 
 
