@@ -26,6 +26,11 @@ counted):
 
 Reference values (``[study.reference]``: published slopes per point and block) get a column
 saying whether they lie inside our CI.
+
+With ``joint = true`` (or ``statistic = "joint"``), a drift study also gets the joint fit of
+:mod:`moejax.report.joint` (log error = a log n + c log delta_n + const over every point and
+size, per block, beside both hypotheses' (a, c)): ``study-joint.csv`` and a section of
+``study.md``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from matplotlib.ticker import FuncFormatter
 
 from moejax.atomic import write_text_atomic
 
+from .joint import JOINT_COLUMNS, joint_markdown, joint_rows
 from .plots import (
     BLOCK_COLORS,
     BLOCK_LABELS,
@@ -420,9 +426,15 @@ def _what(o: Mapping[str, Any]) -> str:
     )
 
 
-def to_markdown(study: StudyRuns, rows: Sequence[Mapping[str, Any]], fits: Sequence) -> str:
-    """The study as Markdown: what is measured, the fitted exponents (if any), a point x block
-    summary and the full table."""
+def to_markdown(
+    study: StudyRuns,
+    rows: Sequence[Mapping[str, Any]],
+    fits: Sequence,
+    joint: Sequence[Mapping[str, Any]] = (),
+) -> str:
+    """The study as Markdown: what is measured, the fitted exponents (if any), the joint fit
+    (``joint``: rows of :func:`moejax.report.joint.joint_rows`, if any), a point x block summary
+    and the full table."""
     o = study.options
     stat = o["statistic"]
     fmt = "+.3f" if stat == "slope" else ".4g"
@@ -469,6 +481,7 @@ def to_markdown(study: StudyRuns, rows: Sequence[Mapping[str, Any]], fits: Seque
         for e in fits:
             if e["note"]:
                 lines.append(f"\nnote: {e['group']}/{e['block']}: {e['note']}")
+    lines += joint_markdown(joint, int(o.get("n_boot", 1000)), float(o.get("ci", 0.95)))
     points = list(dict.fromkeys(r["point"] for r in rows))
     blocks = list(dict.fromkeys(r["block"] for r in rows))
     ref_label = (o.get("reference") or {}).get("label")
@@ -748,12 +761,14 @@ def _panel_bars(
 
 
 def write_study(study_dir: str | os.PathLike[str], *, rates_figure: bool = True) -> dict[str, Any]:
-    """Read a study directory and write ``study.csv``, ``study.md``, ``study.png``/``.pdf`` and
-    (``rates_figure``) ``study-rates.png``/``.pdf`` in it.
+    """Read a study directory and write ``study.csv``, ``study.md``, ``study.png``/``.pdf``,
+    (``rates_figure``) ``study-rates.png``/``.pdf`` and (``joint`` option) ``study-joint.csv`` in
+    it.
 
     Returns:
-        ``{"study": StudyRuns, "rows": ..., "fits": ... (see :func:`study_rows`), "markdown":
-        str, "paths": {name: Path}}``.
+        ``{"study": StudyRuns, "rows": ..., "fits": ... (see :func:`study_rows`), "joint": the
+        joint fit's rows (empty unless the study asks for it), "markdown": str, "paths":
+        {name: Path}}``.
 
     Raises:
         ValueError: see :func:`load_study`; OSError: a file cannot be written.
@@ -761,14 +776,17 @@ def write_study(study_dir: str | os.PathLike[str], *, rates_figure: bool = True)
     d = Path(study_dir)
     study = load_study(d)
     rows, fits = study_rows(study)
+    joint = _joint(study, rows)
     cols = [*ROW_COLUMNS[:2], *study.keys, *ROW_COLUMNS[2:]]
-    md = to_markdown(study, rows, fits)
+    md = to_markdown(study, rows, fits, joint)
     paths: dict[str, Path] = {
         "csv": write_csv_atomic(d / "study.csv", cols, rows),
         "md": write_text_atomic(d / "study.md", md),
     }
     if fits:
         paths["fit_csv"] = write_csv_atomic(d / "study-fit.csv", FIT_COLUMNS, fits)
+    if joint:
+        paths["joint_csv"] = write_csv_atomic(d / "study-joint.csv", JOINT_COLUMNS, joint)
     with paper_style():
         paths["png"], paths["pdf"] = _save(study_figure(study, rows, fits), d / "study")
     if rates_figure and study.runs:
@@ -783,4 +801,21 @@ def write_study(study_dir: str | os.PathLike[str], *, rates_figure: bool = True)
             aggregate=o.get("aggregate", "log_median"),
         )
         paths["rates_png"] = png
-    return {"study": study, "rows": rows, "fits": fits, "markdown": md, "paths": paths}
+    return {
+        "study": study,
+        "rows": rows,
+        "fits": fits,
+        "joint": joint,
+        "markdown": md,
+        "paths": paths,
+    }
+
+
+def _joint(study: StudyRuns, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The joint fit's rows when the study asks for it (``joint`` option), else empty."""
+    o = study.options
+    if not o.get("joint"):
+        return []
+    blocks = list(dict.fromkeys(r["block"] for r in rows))
+    n_boot, ci, seed = int(o.get("n_boot", 1000)), float(o.get("ci", 0.95)), int(o.get("seed", 0))
+    return joint_rows(study.runs, blocks, n_boot, ci, seed)

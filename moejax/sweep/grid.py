@@ -15,6 +15,12 @@ A grid config is an ordinary sweep config (``extends`` included) plus two tables
     median error), the x-axis (a numeric grid key, or a quantity recorded in every run's
     manifest such as ``adapter_weight``), the series (``group``, a categorical key), whether to
     fit the statistic's exponent against x, the theory lines and published reference values.
+    ``joint = true`` adds the joint fit of a drift study (:mod:`moejax.report.joint`: log error
+    = a log n + c log delta_n + const over every point and size) beside the per-point slopes;
+    ``statistic = "joint"`` is shorthand for ``statistic = "slope"`` with ``joint = true`` (the
+    joint fit is read beside the per-point slopes). A joint study whose planned cells
+    (n, delta_n) cannot separate a from c is refused before anything runs
+    (:func:`check_joint_design`).
 
 Every point is resolved (and so validated) before anything runs; each runs as a normal,
 resumable sweep into ``DIR/<point>/`` whose manifest records the point (``manifest["study"]``),
@@ -27,12 +33,15 @@ import itertools
 import json
 import re
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .config import SCHEMA, ConfigError, ConfigWarning, _read_toml, apply_overrides, resolve
 
-STATISTICS = ("slope", "sqrt_n_median")
+STATISTICS = ("slope", "sqrt_n_median", "joint")
 #: Error blocks a study may name (the report's parameter blocks).
 STUDY_BLOCKS = ("beta", "exp_tau", "eta", "density", "nu", "voronoi")
 #: Quantities read from every run's manifest that may serve as a study's x-axis.
@@ -52,6 +61,7 @@ STUDY_SCHEMA: dict[str, tuple[Any, Any]] = {
     "title": (str, None),
     "note": (str, None),
     "reference": (dict, None),
+    "joint": (bool, False),
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -211,6 +221,8 @@ def resolve_options(
         raise ConfigError(
             f"study.statistic = {out['statistic']!r}: expected one of {', '.join(STATISTICS)}"
         )
+    if out["statistic"] == "joint":  # the joint fit beside the per-point slopes
+        out["statistic"], out["joint"] = "slope", True
     if out["aggregate"] not in ("log_mean", "mean_log", "log_median"):
         raise ConfigError(
             f"study.aggregate = {out['aggregate']!r}: expected log_median, mean_log or log_mean"
@@ -314,6 +326,8 @@ def study_from_raw(raw: dict[str, Any], overrides: dict[str, Any] | None = None)
         except ConfigError as exc:
             raise ConfigError(f"grid point {name!r}: {exc}") from None
         out.append(GridPoint(name, values, cfg))
+    if options["joint"]:
+        check_joint_design([p.config for p in out])
     return Study(base, keys, tuple(out), options)
 
 
@@ -331,6 +345,61 @@ def _warn_frozen_scale(raw: dict[str, Any], points: list[tuple[str, dict[str, An
             "model.frozen_scale to keep the frozen expert fixed",
             ConfigWarning,
             stacklevel=3,
+        )
+
+
+def drift_size(config: Mapping[str, Any]) -> tuple[float, float]:
+    """``(||truth.delta||_F, gamma)`` of a resolved point config, so that the truth's distance
+    to the frozen expert at sample size n is delta_n = ||truth.delta||_F n^(-gamma).
+
+    Only eta's drift counts (a regression model's ``truth.nu_delta`` is left out); with several
+    adapters the norm is over all their drifts together. ``(0.0, 0.0)`` outside the homogeneous
+    regime (no drift: delta_n is undefined there and the point cannot enter a joint fit).
+    """
+    truth = config.get("truth", {})
+    if truth.get("regime") != "homogeneous" or truth.get("delta") is None:
+        return 0.0, 0.0
+    norm = float(np.linalg.norm(np.asarray(truth["delta"], dtype=np.float64).ravel()))
+    return norm, float(truth.get("gamma") or 0.0)
+
+
+def joint_design_rank(log_n: np.ndarray, log_delta: np.ndarray) -> int:
+    """Rank of the joint fit's design ``[log n, log delta_n, 1]`` (shape ``(C, 3)``, one row
+    per cell; ``log_n`` and ``log_delta`` of shape ``(C,)``), with a relative tolerance of 1e-9
+    on its singular values so that a delta_n tied to n up to rounding counts as tied."""
+    x = np.column_stack([log_n, log_delta, np.ones(len(log_n))]).astype(np.float64)
+    if x.shape[0] == 0:
+        return 0
+    s = np.linalg.svd(x, compute_uv=False)
+    return int(np.sum(s > 1e-9 * s[0]))
+
+
+def check_joint_design(configs: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse a joint study whose planned cells (point, n) with delta_n > 0 give a singular
+    design (fewer than 3 cells, or delta_n tied to n in one way across every point: a single
+    gamma and a single ||Delta||, or every point at gamma = 0 with one ||Delta||).
+
+    Raises:
+        ConfigError: one line naming ``study.joint``.
+    """
+    log_n, log_delta = [], []
+    for cfg in configs:
+        norm, gamma = drift_size(cfg)
+        if norm > 0:
+            for n in cfg["sizes"]["list"]:
+                log_n.append(float(np.log(n)))
+                log_delta.append(float(np.log(norm) - gamma * np.log(n)))
+    if not log_n:
+        raise ConfigError(
+            "study.joint: no point drifts (delta_n = ||truth.delta||_F n^-gamma is 0, or the "
+            "regime is not homogeneous, at every point)"
+        )
+    rank = joint_design_rank(np.array(log_n), np.array(log_delta))
+    if rank < 3:
+        raise ConfigError(
+            f"study.joint: the points' cells (n, delta_n) give a singular design (rank {rank} of "
+            "3: delta_n is tied to n in one way at every point); add points with another gamma "
+            "or another ||truth.delta||"
         )
 
 
