@@ -111,6 +111,9 @@ STUDY_HELP: dict[str, str] = {
     "ci": "confidence level of the intervals",
     "fit": "sqrt_n_median: fit b in statistic ~ x^b per series (default: true for sqrt_n_median with an x)",
     "theory": "show the uniform and pointwise hypotheses beside slopes ([theory](theory.md))",
+    "joint": "drift studies: also fit log error = a log n + c log delta_n + const over every "
+    "point and size, per block, beside each hypothesis' (a, c) (`study-joint.csv`; "
+    '`statistic = "joint"` is `"slope"` with `joint = true`)',
     "title": "title of study.md",
     "note": "a note printed under the title in study.md",
     "reference": 'published values: label = "...", values.<point> = { block = number, ... }; a column says whether each is inside our CI',
