@@ -405,7 +405,10 @@ def compute_slopes(
         data = block_data(fits, p, exclude_at_bound)
         block = _block_rows(data, p, aggregates, int(n_boot), ci, seed, drops)
         inner = block_data(fits, p, exclude_at_bound=True)
-        interior = _block_rows(inner, p, aggregates, int(n_boot), ci, seed, drops)
+        if np.array_equal(inner.valid, data.valid):  # no valid fit on the box: same numbers
+            interior = block
+        else:
+            interior = _block_rows(inner, p, aggregates, int(n_boot), ci, seed, drops)
         for r, ri in zip(block, interior, strict=True):
             r["slope_interior"] = ri["slope"]
             r["ci_low_interior"] = ri["ci_low"]
