@@ -191,7 +191,9 @@ def _fit_direct(spec, data, theta0, lo, hi, solver, max_iter, blocks, source) ->
     )
 
 
-def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, inner_max_iter, tol, blocks, source):
+def _fit_em(
+    spec, data, theta0, lo, hi, solver, max_iter, inner_max_iter, tol, blocks, source, accel, switch_tol
+):
     """EM: E-step posteriors r (n, m+1); M-step: the gate problem (a weighted multinomial /
     sigmoid-switch regression with soft targets r) and the experts' problem (each adapter's
     likelihood weighted by its r_j), each solved by ``solver`` warm-started and capped by
@@ -256,20 +258,54 @@ def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, inner_max_iter, tol, b
         et = jnp.where(jnp.isfinite(re.value) & (re.value <= expert.value(et0)), re.x, et0)
         return jnp.concatenate([gt, et]), rg.n_iter + re.n_iter
 
-    def cond(c):
-        theta, f, it, inner, done = c
-        return (~done) & (it < max_iter)
-
-    def body(c):
-        theta, f, it, inner, _ = c
+    def em_map(theta, f):
+        """One EM iteration from theta (mean objective f there): (theta', f', M-step steps).
+        A non-finite f' keeps theta (and f)."""
         new, steps = m_step(theta)
         fn = full.value(new)
         ok = jnp.isfinite(fn)
-        rel = jnp.abs(f - fn) / jnp.maximum(jnp.abs(f), 1e-300)
-        done = (rel <= tol) | ~ok
-        new = jnp.where(ok, new, theta)
-        fn = jnp.where(ok, fn, f)
+        return jnp.where(ok, new, theta), jnp.where(ok, fn, f), steps
+
+    def rel_change(f, fn):
+        return jnp.abs(f - fn) / jnp.maximum(jnp.abs(f), 1e-300)
+
+    def plain(c):
+        theta, f, it, inner, _ = c
+        new, fn, steps = em_map(theta, f)
+        done = (rel_change(f, fn) <= em_tol) | ~jnp.isfinite(fn)
         return new, fn, it + 1, inner + steps, done
+
+    def squarem(c):
+        """One SQUAREM cycle (Varadhan & Roland 2008, scheme S3): two EM maps, the
+        extrapolation theta0 - 2 alpha r + alpha^2 v with alpha = -|r| / |v| <= -1, projected
+        into the box, one stabilising EM map from there; the plain two-map point wins when the
+        extrapolated point's objective is not lower (monotone)."""
+        theta, f, it, inner, _ = c
+        t1, s1 = m_step(theta)
+        t2, s2 = m_step(t1)
+        f2 = full.value(t2)
+        ok2 = jnp.isfinite(f2)
+        r = t1 - theta
+        v = t2 - 2.0 * t1 + theta
+        nr, nv = jnp.linalg.norm(r), jnp.linalg.norm(v)
+        alpha = jnp.where(nv > 0, -nr / jnp.maximum(nv, 1e-300), -1.0)
+        alpha = jnp.minimum(alpha, -1.0)
+        tp = jnp.clip(theta - 2.0 * alpha * r + alpha**2 * v, lo, hi)
+        t3, s3 = m_step(tp)
+        f3 = full.value(t3)
+        use3 = jnp.isfinite(f3) & ((f3 <= f2) | ~ok2)
+        new = jnp.where(use3, t3, jnp.where(ok2, t2, theta))
+        fn = jnp.where(use3, f3, jnp.where(ok2, f2, f))
+        done = (rel_change(f, fn) <= em_tol) | ~(ok2 | use3)
+        return new, fn, it + 3, inner + s1 + s2 + s3, done
+
+    # the hybrid runs EM until the relative change falls below switch_tol, then Newton
+    em_tol = jnp.maximum(tol, switch_tol) if accel == "newton" else tol
+    body = squarem if accel == "squarem" else plain
+
+    def cond(c):
+        theta, f, it, inner, done = c
+        return (~done) & (it < max_iter)
 
     theta0 = jnp.clip(theta0, lo, hi)
     f0 = full.value(theta0)
@@ -279,6 +315,15 @@ def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, inner_max_iter, tol, b
     finite = jnp.isfinite(f)
     converged = done & finite
     status = jnp.where(~finite, NONFINITE, jnp.where(converged, CONVERGED, MAX_ITER))
+    if accel == "newton":
+        # polish: the solver on the full log-likelihood from the EM point (one more solve,
+        # capped like every M-step solve); its verdict is the fit's
+        res = solver.minimize(full, theta, lo, hi, max_iter=inner_max_iter)
+        keep = jnp.isfinite(res.value) & (res.value <= f)
+        theta = jnp.where(keep, res.x, theta)
+        converged = keep & res.converged
+        status = jnp.where(keep, res.status, jnp.where(finite, STALLED, NONFINITE))
+        inner = inner + res.n_iter
     f, g, H = full.value_grad_hess(theta)
     return fit_result(
         unpack(spec, theta),
@@ -309,6 +354,8 @@ def fit_data(
     inner_max_iter: jax.Array | int | None = None,
     blocks: Blocks | None = None,
     source: Any = None,
+    em_accel: str = "squarem",
+    switch_tol: jax.Array | float = 1e-6,
 ) -> FitResult:
     """`fit` on a prepared dataset, optionally summing rows blockwise (`Blocks`), so that the
     work follows the active rows of a long padded buffer, or on data streamed block by block
@@ -321,7 +368,21 @@ def fit_data(
     theta0 = jnp.asarray(pack(spec, init), jnp.float64)
     if method == "direct":
         return _fit_direct(spec, data, theta0, lo, hi, s, max_iter, blocks, source)
-    return _fit_em(spec, data, theta0, lo, hi, s, max_iter, inner_max_iter, tol, blocks, source)
+    return _fit_em(
+        spec,
+        data,
+        theta0,
+        lo,
+        hi,
+        s,
+        max_iter,
+        inner_max_iter,
+        tol,
+        blocks,
+        source,
+        em_accel,
+        jnp.asarray(switch_tol, jnp.float64),
+    )
 
 
 def resolve_solver(
