@@ -1,5 +1,5 @@
 """Maximum-likelihood estimators for every model of the family: direct MLE, EM with numerical
-M-steps, and multi-start.
+M-steps (plain, SQUAREM-accelerated, or handing over to Newton), and multi-start.
 
 All minimise the mean negative log-likelihood over the compact parameter set (`Bounds`), with
 row weights (weight-0 rows are padding and change nothing). Everything under `fit_data` is pure
@@ -37,7 +37,15 @@ from moejax.mix.rows import mixture_row_fns, posteriors, predictor_planes
 from moejax.mix.spec import MixParams, MixSpec
 from moejax.mix.validate import as_arrays, check_data, data_ok
 
+#: Estimators (`fit`'s ``method``; the sweep config's ``estimator.method`` asks this list).
 METHODS = ("direct", "em")
+#: EM variants (``em_accel``; ``estimator.em_accel``): "newton" EM until the relative
+#: log-likelihood change falls below ``switch_tol``, then the solver on the full likelihood from
+#: there (default); "squarem" SQUAREM (Varadhan & Roland 2008, S3) cycles of three EM maps;
+#: "none" plain EM.
+EM_ACCELS = ("newton", "squarem", "none")
+DEFAULT_EM_ACCEL = "newton"
+DEFAULT_SWITCH_TOL = 1e-5  # em_accel "newton": hand over to the solver below this change
 DEFAULT_MAX_ITER = 500  # solver iterations (direct) or EM iterations (em)
 DEFAULT_INNER_MAX_ITER = 50  # cap on each EM M-step solve
 
@@ -51,8 +59,11 @@ class FitResult(NamedTuple):
       converged: () bool.
       status: () int32 code, see `STATUS_NAMES` (0 converged, 1 max_iter, 2 nonfinite,
         3 stalled).
-      n_iter: () int32, EM iterations (method "em") or solver iterations (method "direct").
-      inner_steps: () int32, total inner-solver iterations (EM M-steps; equals n_iter for direct).
+      n_iter: () int32, EM iterations (method "em": E-step + M-step maps, three per SQUAREM
+        cycle) or solver iterations (method "direct").
+      inner_steps: () int32, total solver iterations: equals n_iter for direct; for EM the
+        M-step solves' iterations plus, with em_accel "newton", the iterations of the final
+        solve on the full likelihood (the polishing steps).
       at_bound: () bool, some coordinate of the estimate lies on its box bound.
       grad_norm: () projected-gradient inf-norm of the mean negative log-likelihood at the
         estimate (0 at an exact box-KKT point).
@@ -192,16 +203,44 @@ def _fit_direct(spec, data, theta0, lo, hi, solver, max_iter, blocks, source) ->
 
 
 def _fit_em(
-    spec, data, theta0, lo, hi, solver, max_iter, inner_max_iter, tol, blocks, source, accel, switch_tol
-):
+    spec: MixSpec,
+    data: FitData,
+    theta0: jax.Array,
+    lo: jax.Array,
+    hi: jax.Array,
+    solver: Any,
+    max_iter: Any,
+    inner_max_iter: Any,
+    tol: Any,
+    blocks: Blocks | None,
+    source: Any,
+    accel: str,
+    switch_tol: Any,
+) -> FitResult:
     """EM: E-step posteriors r (n, m+1); M-step: the gate problem (a weighted multinomial /
     sigmoid-switch regression with soft targets r) and the experts' problem (each adapter's
     likelihood weighted by its r_j), each solved by ``solver`` warm-started and capped by
-    ``inner_max_iter``; stop when the relative change of the log-likelihood falls below
-    ``tol`` or after ``max_iter`` iterations. Data held in ``data`` keep the posteriors in an
-    (m+1, n) buffer; data read block by block from ``source`` (the engine's, held or
-    streamed) recompute them block by block from the E-step's parameters on every M-step
-    pass, so nothing of size n is added."""
+    ``inner_max_iter``. Data held in ``data`` keep the posteriors in an (m+1, n) buffer; data
+    read block by block from ``source`` (the engine's, held or streamed) recompute them block
+    by block from the E-step's parameters on every M-step pass, so nothing of size n is added.
+
+    ``accel`` (static, one of `EM_ACCELS`) chooses the iteration and the stopping rule:
+
+    - "none": plain EM; stop when the relative change of the log-likelihood between two EM
+      iterations falls below ``tol`` (converged), or after ``max_iter`` iterations (max_iter).
+    - "squarem": SQUAREM cycles (scheme S3 of Varadhan & Roland 2008): two EM maps
+      theta1 = M(theta0), theta2 = M(theta1), r = theta1 - theta0, v = theta2 - 2 theta1 +
+      theta0, steplength alpha = min(-|r| / |v|, -1), the extrapolated point theta0 - 2 alpha
+      r + alpha^2 v projected into the box (lo, hi), one stabilising EM map from there; when
+      that point's log-likelihood is not above theta2's, theta2 is kept (monotone). Stop when
+      the relative change over a cycle falls below ``tol``; whole cycles run while they fit
+      under ``max_iter`` EM maps.
+    - "newton": plain EM until the relative change falls below max(tol, switch_tol) (or
+      ``max_iter`` EM iterations), then ``solver`` on the full log-likelihood from the EM point
+      (the direct estimator's solve, capped by ``max_iter``); its verdict (a box-KKT point) is
+      the fit's, and its iterations are added to inner_steps.
+
+    n_iter counts EM maps (E-step + M-step); inner_steps the solvers' iterations."""
     d, m = spec.d, spec.m
     full = objective(spec, data, blocks, source)
     widths, starts = layout(spec)
@@ -299,13 +338,15 @@ def _fit_em(
         done = (rel_change(f, fn) <= em_tol) | ~(ok2 | use3)
         return new, fn, it + 3, inner + s1 + s2 + s3, done
 
-    # the hybrid runs EM until the relative change falls below switch_tol, then Newton
-    em_tol = jnp.maximum(tol, switch_tol) if accel == "newton" else tol
+    polish = accel == "newton"
+    em_tol = jnp.maximum(tol, switch_tol) if polish else tol
     body = squarem if accel == "squarem" else plain
+
+    per = 3 if accel == "squarem" else 1  # EM maps per loop iteration
 
     def cond(c):
         theta, f, it, inner, done = c
-        return (~done) & (it < max_iter)
+        return (~done) & (it + per <= max_iter)
 
     theta0 = jnp.clip(theta0, lo, hi)
     f0 = full.value(theta0)
@@ -315,10 +356,10 @@ def _fit_em(
     finite = jnp.isfinite(f)
     converged = done & finite
     status = jnp.where(~finite, NONFINITE, jnp.where(converged, CONVERGED, MAX_ITER))
-    if accel == "newton":
-        # polish: the solver on the full log-likelihood from the EM point (one more solve,
-        # capped like every M-step solve); its verdict is the fit's
-        res = solver.minimize(full, theta, lo, hi, max_iter=inner_max_iter)
+    if polish:
+        # the solver on the full log-likelihood from the EM point, capped as a direct fit;
+        # its verdict is the fit's
+        res = solver.minimize(full, theta, lo, hi, max_iter=max_iter)
         keep = jnp.isfinite(res.value) & (res.value <= f)
         theta = jnp.where(keep, res.x, theta)
         converged = keep & res.converged
@@ -354,16 +395,18 @@ def fit_data(
     inner_max_iter: jax.Array | int | None = None,
     blocks: Blocks | None = None,
     source: Any = None,
-    em_accel: str = "squarem",
-    switch_tol: jax.Array | float = 1e-6,
+    em_accel: str = DEFAULT_EM_ACCEL,
+    switch_tol: jax.Array | float = DEFAULT_SWITCH_TOL,
 ) -> FitResult:
     """`fit` on a prepared dataset, optionally summing rows blockwise (`Blocks`), so that the
     work follows the active rows of a long padded buffer, or on data streamed block by block
     from ``source(b) -> (X1_b, (y_b, lf0_b), w_b)`` (then ``data`` needs only ``total`` and
     ``ok``, and nothing of size n is held). Pure: use it inside your own jit/vmap.
-    ``max_iter``, ``inner_max_iter`` and ``tol`` may be traced. Arguments as in `fit`."""
+    ``max_iter``, ``inner_max_iter``, ``tol`` and ``switch_tol`` may be traced. Arguments as in
+    `fit`."""
     spec.check_params(init)
     s, max_iter, inner_max_iter = resolve_solver(solver, method, max_iter, inner_max_iter)
+    check_em_accel(em_accel)
     lo, hi = Bounds(*bounds).arrays(spec)
     theta0 = jnp.asarray(pack(spec, init), jnp.float64)
     if method == "direct":
@@ -383,6 +426,14 @@ def fit_data(
         em_accel,
         jnp.asarray(switch_tol, jnp.float64),
     )
+
+
+def check_em_accel(em_accel: Any) -> None:
+    """Refuse an ``em_accel`` outside `EM_ACCELS` (one line naming the argument)."""
+    if not isinstance(em_accel, str) or em_accel not in EM_ACCELS:
+        raise ValueError(
+            f"em_accel: unknown EM variant {em_accel!r}; choose one of {', '.join(EM_ACCELS)}"
+        )
 
 
 def resolve_solver(
@@ -444,8 +495,10 @@ def _check_solver_interface(s: Any) -> None:
         )
 
 
-@partial(jax.jit, static_argnums=(0, 5, 6, 7))
-def _fit_jit(spec, X, y, init, weights, method, solver, bounds, max_iter, tol, inner_max_iter):
+@partial(jax.jit, static_argnums=(0, 5, 6, 7, 11))
+def _fit_jit(
+    spec, X, y, init, weights, method, solver, bounds, max_iter, tol, inner_max_iter, accel, sw
+):
     return fit_data(
         spec,
         prepare_data(spec, X, y, weights),
@@ -456,6 +509,8 @@ def _fit_jit(spec, X, y, init, weights, method, solver, bounds, max_iter, tol, i
         max_iter,
         tol,
         inner_max_iter,
+        em_accel=accel,
+        switch_tol=sw,
     )
 
 
@@ -467,10 +522,12 @@ def normalize_fit_args(
     max_iter: Any,
     tol: Any,
     inner_max_iter: Any,
-) -> tuple[str, Any, Bounds, jax.Array, jax.Array, jax.Array]:
+    em_accel: Any = DEFAULT_EM_ACCEL,
+    switch_tol: Any = DEFAULT_SWITCH_TOL,
+) -> tuple[str, Any, Bounds, jax.Array, jax.Array, jax.Array, str, jax.Array]:
     """Validate `fit`'s options before anything is compiled: (method, static solver, bounds,
-    max_iter, tol, inner_max_iter), the numbers as arrays (traced inside, so changing them
-    never recompiles)."""
+    max_iter, tol, inner_max_iter, em_accel, switch_tol), the numbers as arrays (traced
+    inside, so changing them never recompiles)."""
     if not isinstance(spec, MixSpec):
         raise ValueError(f"spec: expected a MixSpec or ModelSpec, got {type(spec).__name__}")
     s, mi, imi = resolve_solver(solver, method, max_iter, inner_max_iter)
@@ -480,6 +537,9 @@ def normalize_fit_args(
             raise ValueError(f"{name}: must be a non-negative integer, got {v!r}")
     if not isinstance(tol, jax.core.Tracer) and not float(tol) >= 0:
         raise ValueError(f"tol: must be >= 0, got {tol!r}")
+    check_em_accel(em_accel)
+    if not isinstance(switch_tol, jax.core.Tracer) and not float(switch_tol) >= 0:
+        raise ValueError(f"switch_tol: must be >= 0, got {switch_tol!r}")
     b = Bounds(*(Bounds() if bounds is None else bounds)).validate()
     imi = DEFAULT_INNER_MAX_ITER if imi is None else imi
     return (
@@ -489,6 +549,8 @@ def normalize_fit_args(
         jnp.asarray(mi, jnp.int32),
         jnp.asarray(tol, jnp.float64),
         jnp.asarray(imi, jnp.int32),
+        em_accel,
+        jnp.asarray(switch_tol, jnp.float64),
     )
 
 
@@ -505,6 +567,8 @@ def fit(
     max_iter: int | None = None,
     tol: float = 1e-12,
     inner_max_iter: int | None = None,
+    em_accel: str = DEFAULT_EM_ACCEL,
+    switch_tol: float = DEFAULT_SWITCH_TOL,
 ) -> FitResult:
     """Maximum-likelihood estimate of every adapter's (beta, tau, eta, nu) on a box.
 
@@ -514,14 +578,24 @@ def fit(
       init: starting MixParams (clipped into the box).
       weights: optional (n,) non-negative row weights; weight-0 rows are padding.
       method: "direct" (the solver on the full log-likelihood) or "em" (E-step posteriors,
-        then the gate and the experts' M-steps, each solved by the solver, warm-started).
+        then the gate and the experts' M-steps, each solved by the solver, warm-started;
+        accelerated as ``em_accel`` says).
       solver: "newton" (projected Newton, default), "optax_lbfgs", "jaxopt_bfgs", or a solver
         object (`moejax.estimation.solvers`); its ``max_iter`` caps each solve.
       bounds: the compact parameter set (`Bounds`; default `Bounds()`).
       max_iter: cap on solver iterations ("direct", default 500 or the solver object's cap)
         or on EM iterations ("em", default 500).
-      tol: EM stops when the relative change of the log-likelihood falls below tol.
+      tol: EM ("none", "squarem") stops when the relative change of the log-likelihood
+        (per EM iteration; per SQUAREM cycle) falls below tol.
       inner_max_iter: cap on each M-step solve (EM only; default 50 or the solver object's).
+      em_accel: the EM variant (EM only), one of `EM_ACCELS`: "newton" (default) runs EM
+        until the relative change falls below max(tol, switch_tol), then the solver on the full
+        log-likelihood from there (capped by max_iter; converged means its box-KKT test, and
+        its iterations count in inner_steps); "squarem" SQUAREM cycles (Varadhan & Roland
+        2008, scheme S3, monotone safeguard; three EM iterations per cycle, stop on tol);
+        "none" plain EM (stop on tol).
+      switch_tol: em_accel "newton": the relative log-likelihood change at which EM hands
+        over to the solver (default 1e-5).
 
     Returns:
       `FitResult` with MixParams. NaN/inf anywhere gives converged=False and status nonfinite.
@@ -540,9 +614,10 @@ def fit(
     X, y, weights = as_arrays(X, y, weights)
     spec.check_params(init)
     check_data(spec, X, y, weights)
-    args = normalize_fit_args(spec, method, solver, bounds, max_iter, tol, inner_max_iter)
-    method, s, b, mi, tl, imi = args
-    return _fit_jit(spec, X, y, init, weights, method, s, b, mi, tl, imi)
+    args = normalize_fit_args(
+        spec, method, solver, bounds, max_iter, tol, inner_max_iter, em_accel, switch_tol
+    )
+    return _fit_jit(spec, X, y, init, weights, *args)
 
 
 def best_start(results: FitResult) -> jax.Array:
@@ -557,10 +632,14 @@ def best_fit(results: FitResult) -> FitResult:
     return jax.tree_util.tree_map(lambda a: a[best], results)
 
 
-@partial(jax.jit, static_argnums=(0, 5, 6, 7))
-def _multistart_jit(spec, X, y, inits, weights, method, solver, bounds, max_iter, tol, imi):
+@partial(jax.jit, static_argnums=(0, 5, 6, 7, 11))
+def _multistart_jit(
+    spec, X, y, inits, weights, method, solver, bounds, max_iter, tol, imi, accel, sw
+):
     data = prepare_data(spec, X, y, weights)
-    one = lambda p: fit_data(spec, data, p, method, solver, bounds, max_iter, tol, imi)
+    one = lambda p: fit_data(
+        spec, data, p, method, solver, bounds, max_iter, tol, imi, em_accel=accel, switch_tol=sw
+    )
     return best_fit(jax.vmap(one)(inits))
 
 
@@ -577,6 +656,8 @@ def fit_multistart(
     max_iter: int | None = None,
     tol: float = 1e-12,
     inner_max_iter: int | None = None,
+    em_accel: str = DEFAULT_EM_ACCEL,
+    switch_tol: float = DEFAULT_SWITCH_TOL,
 ) -> FitResult:
     """Fit from every start in ``inits`` (MixParams whose leaves have a leading axis S) and
     keep the best finite log-likelihood. Options and checks as in `fit`."""
@@ -585,7 +666,9 @@ def fit_multistart(
     if jnp.ndim(inits.tau) != 2:
         raise ValueError("inits: expected MixParams with a leading start axis (S, m, ...)")
     spec.check_params(jax.tree_util.tree_map(lambda a: a[0], inits))
-    args = normalize_fit_args(spec, method, solver, bounds, max_iter, tol, inner_max_iter)
+    args = normalize_fit_args(
+        spec, method, solver, bounds, max_iter, tol, inner_max_iter, em_accel, switch_tol
+    )
     return _multistart_jit(spec, X, y, inits, weights, *args)
 
 
@@ -598,6 +681,7 @@ def status_name(code: int) -> str:
 __all__ = [
     "BAD_DATA",
     "CONVERGED",
+    "EM_ACCELS",
     "MAX_ITER",
     "METHODS",
     "NONFINITE",
