@@ -309,17 +309,19 @@ def _fit_em(
         return jnp.abs(f - fn) / jnp.maximum(jnp.abs(f), 1e-300)
 
     def plain(c):
-        theta, f, it, inner, _ = c
+        theta, f, it, inner, _, smax = c
         new, fn, steps = em_map(theta, f)
         done = (rel_change(f, fn) <= em_tol) | ~jnp.isfinite(fn)
-        return new, fn, it + 1, inner + steps, done
+        return new, fn, it + 1, inner + steps, done, smax
 
     def squarem(c):
-        """One SQUAREM cycle (Varadhan & Roland 2008, scheme S3): two EM maps, the
-        extrapolation theta0 - 2 alpha r + alpha^2 v with alpha = -|r| / |v| <= -1, projected
-        into the box, one stabilising EM map from there; the plain two-map point wins when the
-        extrapolated point's objective is not lower (monotone)."""
-        theta, f, it, inner, _ = c
+        """One SQUAREM cycle (Varadhan & Roland 2008, scheme S3, with the adaptive step bound
+        of their `SQUAREM` package): two EM maps, alpha = -|r| / |v| clamped to [-smax, -1],
+        the extrapolated point projected into the box, one stabilising EM map from there;
+        when that point's objective is above the cycle start's, the plain two-map point is
+        kept (monotone). smax (from 1) grows 4x when the clamp binds and an extrapolation is
+        accepted, and shrinks 4x (not below 1) when one is refused."""
+        theta, f, it, inner, _, smax = c
         t1, s1 = m_step(theta)
         t2, s2 = m_step(t1)
         f2 = full.value(t2)
@@ -328,15 +330,18 @@ def _fit_em(
         v = t2 - 2.0 * t1 + theta
         nr, nv = jnp.linalg.norm(r), jnp.linalg.norm(v)
         alpha = jnp.where(nv > 0, -nr / jnp.maximum(nv, 1e-300), -1.0)
-        alpha = jnp.minimum(alpha, -1.0)
+        alpha = jnp.clip(alpha, -smax, -1.0)
         tp = jnp.clip(theta - 2.0 * alpha * r + alpha**2 * v, lo, hi)
         t3, s3 = m_step(tp)
         f3 = full.value(t3)
-        use3 = jnp.isfinite(f3) & ((f3 <= f2) | ~ok2)
+        use3 = jnp.isfinite(f3) & (f3 <= f)
         new = jnp.where(use3, t3, jnp.where(ok2, t2, theta))
         fn = jnp.where(use3, f3, jnp.where(ok2, f2, f))
+        smax = jnp.where(
+            use3, jnp.where(alpha <= -smax, 4.0 * smax, smax), jnp.maximum(1.0, 0.25 * smax)
+        )
         done = (rel_change(f, fn) <= em_tol) | ~(ok2 | use3)
-        return new, fn, it + 3, inner + s1 + s2 + s3, done
+        return new, fn, it + 3, inner + s1 + s2 + s3, done, smax
 
     polish = accel == "newton"
     em_tol = jnp.maximum(tol, switch_tol) if polish else tol
@@ -345,14 +350,13 @@ def _fit_em(
     per = 3 if accel == "squarem" else 1  # EM maps per loop iteration
 
     def cond(c):
-        theta, f, it, inner, done = c
+        theta, f, it, inner, done, _ = c
         return (~done) & (it + per <= max_iter)
 
     theta0 = jnp.clip(theta0, lo, hi)
     f0 = full.value(theta0)
-    theta, f, it, inner, done = jax.lax.while_loop(
-        cond, body, (theta0, f0, jnp.int32(0), jnp.int32(0), ~jnp.isfinite(f0))
-    )
+    c0 = (theta0, f0, jnp.int32(0), jnp.int32(0), ~jnp.isfinite(f0), jnp.ones((), f0.dtype))
+    theta, f, it, inner, done, _ = jax.lax.while_loop(cond, body, c0)
     finite = jnp.isfinite(f)
     converged = done & finite
     status = jnp.where(~finite, NONFINITE, jnp.where(converged, CONVERGED, MAX_ITER))
