@@ -5,6 +5,7 @@ plain EM beside direct projected Newton, on the same data and starts, in one run
     python benchmarks/em.py --quick               # 8 fits, 1 repeat (a check)
     python benchmarks/em.py --switch 1e-4,1e-6    # also the hybrid at other switch_tol values
     python benchmarks/em.py --design sweeps/overfit.toml:m1-fit2@3000 --fits 64
+    python benchmarks/em.py --only newton,squarem --fits 128   # convergence shares, no plain EM
     python benchmarks/em.py --write               # also replace RESULTS.md's "em.py" section
 
 Designs (``FILE:POINT@n``; the model, truth, box, caps, tol and near-truth start constants come
@@ -14,9 +15,10 @@ over-fitted point m2-fit3 of sweeps/overfit.toml (m* = 2 fitted with 3 adapters)
 For each design L datasets of n rows are drawn (`moejax.mix.sample`) and prepared
 (`moejax.estimation.estimators.prepare_data`); near-truth starts as the sweep draws them
 (`moejax.estimation.init.init_near_truth` on the fitted spec). Each variant is
-``jax.jit(jax.vmap(fit_data))`` over the L lanes, compiled ahead of time, one warm-up call, then
-the median of the repeated calls; time per fit = call time / L (a vmapped while-loop runs every
-lane as long as its slowest one, as the sweep engine does).
+``jax.jit(jax.vmap(fit_data))`` over the L lanes, compiled ahead of time, one warm-up call,
+then the median of the repeated calls (``--repeats 0``: the warm-up call itself); time per fit
+= call time / L (a vmapped while-loop runs every lane as long as its slowest one, as the sweep
+engine does, so the time follows the slowest lane's iterations).
 
 Columns: conv = lanes converged by their own rule / L; n_iter mean and max (EM iterations: EM
 maps, three per SQUAREM cycle; solver iterations for direct); inner = mean total solver
@@ -55,8 +57,9 @@ def load_point(path: str) -> dict:
     return next(p.config for p in load_study(file).points if p.name == point)
 
 
-def variants(switch: list[float]) -> list[tuple[str, str, dict]]:
-    """(label, method, extra fit_data keywords) of every variant, direct first."""
+def variants(switch: list[float], only: list[str]) -> list[tuple[str, str, dict]]:
+    """(label, method, extra fit_data keywords) of every variant, direct first; with ``only``
+    the EM variants whose em_accel is listed."""
     from moejax.estimation.estimators import DEFAULT_SWITCH_TOL
 
     out = [
@@ -69,10 +72,12 @@ def variants(switch: list[float]) -> list[tuple[str, str, dict]]:
         if s != DEFAULT_SWITCH_TOL
     ]
     out += [("em squarem", "em", {"em_accel": "squarem"}), ("em none", "em", {"em_accel": "none"})]
-    return out
+    return [v for v in out if not only or v[1] == "direct" or v[2]["em_accel"] in only]
 
 
-def run_design(design: str, L: int, repeats: int, switch: list[float]) -> list[dict]:
+def run_design(
+    design: str, L: int, repeats: int, switch: list[float], only: list[str]
+) -> list[dict]:
     import jax
     import numpy as np
 
@@ -95,7 +100,7 @@ def run_design(design: str, L: int, repeats: int, switch: list[float]) -> list[d
         lambda k: init_near_truth(k, fspec, truth, n, ini["c_gate"], ini["c_expert"], ini["rho"])
     )(jax.random.split(k_init, L))
     rows, base = [], None
-    for label, method, kw in variants(switch):
+    for label, method, kw in variants(switch, only):
 
         def fits(data, inits, method=method, kw=kw):
             one = lambda dt, p: fit_data(
@@ -115,8 +120,9 @@ def run_design(design: str, L: int, repeats: int, switch: list[float]) -> list[d
         t0 = time.perf_counter()
         fn = jax.jit(fits).lower(data, inits).compile()
         t_compile = time.perf_counter() - t0
+        t0 = time.perf_counter()
         res = jax.block_until_ready(fn(data, inits))
-        ts = []
+        ts = [time.perf_counter() - t0] if repeats == 0 else []
         for _ in range(repeats):
             t0 = time.perf_counter()
             jax.block_until_ready(fn(data, inits))
@@ -158,8 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--design", action="append", help="FILE[:POINT]@n (repeatable)")
     ap.add_argument("--fits", type=int, default=None, help="lanes per design (default 32)")
-    ap.add_argument("--repeats", type=int, default=None, help="timed calls (default 2)")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed calls after the first (default 2; 0: time the first)",
+    )
     ap.add_argument("--switch", default="", help="extra switch_tol values, comma separated")
+    ap.add_argument("--only", default="", help="EM variants to run (em_accel names, comma sep.)")
     ap.add_argument("--quick", action="store_true", help="8 fits, 1 repeat")
     ap.add_argument("--write", action="store_true", help="replace RESULTS.md's em.py section")
     a = ap.parse_args(argv)
@@ -173,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average {C.fmt_load(info.load_start)} on {info.nproc} cores", flush=True)
     rows = []
     for d in a.design or DESIGNS:
-        rows += run_design(d, L, repeats, switch)
+        only = [v.strip() for v in a.only.split(",") if v.strip()]
+        rows += run_design(d, L, repeats, switch, only)
     headers = [
         "design",
         "variant",
