@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     jax.config.update("jax_enable_x64", True)
     info = C.RunInfo(a.quick)
     L = a.fits or (8 if a.quick else 32)
-    repeats = a.repeats or (1 if a.quick else 2)
+    repeats = a.repeats if a.repeats is not None else (1 if a.quick else 2)
     switch = [float(s) for s in a.switch.split(",") if s.strip()]
     print(f"load average {C.fmt_load(info.load_start)} on {info.nproc} cores", flush=True)
     rows = []
