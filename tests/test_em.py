@@ -107,7 +107,8 @@ def test_default_em_converges_in_every_lane_at_the_direct_optimum():
 def test_plain_em_does_not_converge_at_the_same_cap():
     """Plain EM (em_accel "none") still exists, is the slow one, and at the cap that the
     default meets it runs out in every lane here (status max_iter; its log-likelihood still
-    1e-7 to 2e-4 short of direct's): the convergence assertion above fails with the accelerator disabled."""
+    1e-7 to 2e-4 short of direct's): the convergence assertion above fails with the
+    accelerator disabled."""
     plain = fits("em", "none")
     assert not plain.converged.any()
     assert (plain.status == 1).all() and (plain.n_iter == CAP).all()
