@@ -170,3 +170,21 @@ def test_em_options_enter_the_config_hash_of_em_runs_only():
     }
     assert len(set(h.values())) == len(EM_ACCELS)
     assert resolve(em)["estimator"]["em_accel"] == "newton"
+
+
+def test_switch_tol_is_traced_and_em_accel_static():
+    """Changing switch_tol (a number) reuses the compiled fit; em_accel selects the code."""
+    from moejax.estimation import estimators
+
+    cfg, pb = problem()
+    data, inits = lanes()
+    p = jax.tree.map(lambda a: a[0], inits)
+    X, y = sample(jax.random.key(3), pb.fit_spec, pb.truth.at(400), 400)
+    fitjit = estimators._fit_jit
+    a = fit(pb.fit_spec, X, y, p, method="em", bounds=pb.bounds, max_iter=3)
+    before = fitjit._cache_size()
+    b = fit(pb.fit_spec, X, y, p, method="em", bounds=pb.bounds, max_iter=3, switch_tol=1e-2)
+    assert fitjit._cache_size() == before
+    assert int(b.n_iter) <= int(a.n_iter) <= 3
+    fit(pb.fit_spec, X, y, p, method="em", bounds=pb.bounds, max_iter=3, em_accel="none")
+    assert fitjit._cache_size() == before + 1
