@@ -33,6 +33,8 @@ def fit(
     max_iter: int | None = None,
     tol: float = 1e-12,
     inner_max_iter: int | None = None,
+    em_accel: str = _est.DEFAULT_EM_ACCEL,
+    switch_tol: float = _est.DEFAULT_SWITCH_TOL,
 ) -> FitResult:
     """Maximum-likelihood estimate of G = (beta, tau, eta) on a box.
 
@@ -43,14 +45,20 @@ def fit(
       weights: optional (n,) non-negative row weights; weight-0 rows are padding.
       method: "direct" (the solver on the full log-likelihood) or "em" (EM: E-step
         responsibilities, M-step = weighted logistic gate problem + weighted multinomial
-        adapter problem, each solved by the solver, warm-started).
+        adapter problem, each solved by the solver, warm-started; accelerated as ``em_accel``
+        says).
       solver: "newton" (projected Newton, default), "optax_lbfgs", "jaxopt_bfgs", or a solver
         object (see `moejax.estimation.solvers`); its ``max_iter`` caps each solve.
       bounds: the compact parameter set (default `Bounds()`).
       max_iter: cap on EM iterations ("em", default 500) or on solver iterations ("direct",
         default 500 or the solver object's).
-      tol: EM stops when the relative change of the log-likelihood falls below tol.
+      tol: EM ("none", "squarem") stops when the relative change of the log-likelihood
+        falls below tol.
       inner_max_iter: cap on each M-step solve (EM only; default 50 or the solver object's).
+      em_accel: "newton" (default: EM until the relative change falls below switch_tol, then
+        the solver on the full likelihood), "squarem" (SQUAREM-accelerated EM) or "none"
+        (plain EM); see `moejax.estimation.estimators.fit`.
+      switch_tol: em_accel "newton": where EM hands over to the solver (default 1e-5).
 
     Returns:
       FitResult with `Params`. NaN/inf anywhere gives converged=False and status nonfinite.
@@ -76,6 +84,8 @@ def fit(
         max_iter=max_iter,
         tol=tol,
         inner_max_iter=inner_max_iter,
+        em_accel=em_accel,
+        switch_tol=switch_tol,
     )
     return _face(res)
 

@@ -4,6 +4,7 @@ these estimators; it lives in `moejax.estimate` and no longer hides a subpackage
 
 from moejax.estimation.bounds import Bounds, at_bound, pack, unpack
 from moejax.estimation.estimators import (
+    EM_ACCELS,
     METHODS,
     FitData,
     FitResult,
@@ -31,6 +32,7 @@ from moejax.estimation.solvers import (
 
 __all__ = [
     "CONVERGED",
+    "EM_ACCELS",
     "INIT_MODES",
     "MAX_ITER",
     "METHODS",

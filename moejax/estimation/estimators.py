@@ -1,5 +1,5 @@
 """Maximum-likelihood estimators for every model of the family: direct MLE, EM with numerical
-M-steps, and multi-start.
+M-steps (plain, SQUAREM-accelerated, or handing over to Newton), and multi-start.
 
 All minimise the mean negative log-likelihood over the compact parameter set (`Bounds`), with
 row weights (weight-0 rows are padding and change nothing). Everything under `fit_data` is pure
@@ -39,7 +39,15 @@ from moejax.mix.rows import mixture_row_fns, posteriors, predictor_planes
 from moejax.mix.spec import MixParams, MixSpec
 from moejax.mix.validate import as_arrays, check_data, data_ok
 
+#: Estimators (`fit`'s ``method``; the sweep config's ``estimator.method`` asks this list).
 METHODS = ("direct", "em")
+#: EM variants (``em_accel``; ``estimator.em_accel``): "newton" EM until the relative
+#: log-likelihood change falls below ``switch_tol``, then the solver on the full likelihood from
+#: there (default); "squarem" SQUAREM (Varadhan & Roland 2008, S3) cycles of three EM maps;
+#: "none" plain EM.
+EM_ACCELS = ("newton", "squarem", "none")
+DEFAULT_EM_ACCEL = "newton"
+DEFAULT_SWITCH_TOL = 1e-5  # em_accel "newton": hand over to the solver below this change
 DEFAULT_MAX_ITER = 500  # solver iterations (direct) or EM iterations (em)
 DEFAULT_INNER_MAX_ITER = 50  # cap on each EM M-step solve
 
@@ -53,8 +61,11 @@ class FitResult(NamedTuple):
       converged: () bool.
       status: () int32 code, see `STATUS_NAMES` (0 converged, 1 max_iter, 2 nonfinite,
         3 stalled).
-      n_iter: () int32, EM iterations (method "em") or solver iterations (method "direct").
-      inner_steps: () int32, total inner-solver iterations (EM M-steps; equals n_iter for direct).
+      n_iter: () int32, EM iterations (method "em": E-step + M-step maps, three per SQUAREM
+        cycle) or solver iterations (method "direct").
+      inner_steps: () int32, total solver iterations: equals n_iter for direct; for EM the
+        M-step solves' iterations plus, with em_accel "newton", the iterations of the final
+        solve on the full likelihood (the polishing steps).
       at_bound: () bool, some coordinate of the estimate lies on its box bound.
       grad_norm: () projected-gradient inf-norm of the mean negative log-likelihood at the
         estimate (0 at an exact box-KKT point).
@@ -193,15 +204,45 @@ def _fit_direct(spec, data, theta0, lo, hi, solver, max_iter, blocks, source) ->
     )
 
 
-def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, inner_max_iter, tol, blocks, source):
+def _fit_em(
+    spec: MixSpec,
+    data: FitData,
+    theta0: jax.Array,
+    lo: jax.Array,
+    hi: jax.Array,
+    solver: Any,
+    max_iter: Any,
+    inner_max_iter: Any,
+    tol: Any,
+    blocks: Blocks | None,
+    source: Any,
+    accel: str,
+    switch_tol: Any,
+) -> FitResult:
     """EM: E-step posteriors r (n, m+1); M-step: the gate problem (a weighted multinomial /
     sigmoid-switch regression with soft targets r) and the experts' problem (each adapter's
     likelihood weighted by its r_j), each solved by ``solver`` warm-started and capped by
-    ``inner_max_iter``; stop when the relative change of the log-likelihood falls below
-    ``tol`` or after ``max_iter`` iterations. Data held in ``data`` keep the posteriors in an
-    (m+1, n) buffer; data read block by block from ``source`` (the engine's, held or
-    streamed) recompute them block by block from the E-step's parameters on every M-step
-    pass, so nothing of size n is added."""
+    ``inner_max_iter``. Data held in ``data`` keep the posteriors in an (m+1, n) buffer; data
+    read block by block from ``source`` (the engine's, held or streamed) recompute them block
+    by block from the E-step's parameters on every M-step pass, so nothing of size n is added.
+
+    ``accel`` (static, one of `EM_ACCELS`) chooses the iteration and the stopping rule:
+
+    - "none": plain EM; stop when the relative change of the log-likelihood between two EM
+      iterations falls below ``tol`` (converged), or after ``max_iter`` iterations (max_iter).
+    - "squarem": SQUAREM cycles (scheme S3 of Varadhan & Roland 2008): two EM maps
+      theta1 = M(theta0), theta2 = M(theta1), r = theta1 - theta0, v = theta2 - 2 theta1 +
+      theta0, steplength alpha = min(-|r| / |v|, -1), the extrapolated point theta0 - 2 alpha
+      r + alpha^2 v projected into the box (lo, hi), one stabilising EM map from there; when
+      that point's log-likelihood is not above theta2's, theta2 is kept (monotone). Stop when
+      the relative change over a cycle falls below ``tol``; whole cycles run while they fit
+      under ``max_iter`` EM maps.
+    - "newton": plain EM until the relative change falls below max(tol, switch_tol) (or
+      ``max_iter`` EM iterations), then ``solver`` on the full log-likelihood from the EM point
+      (the direct estimator's solve, capped by ``max_iter``); its verdict (a box-KKT point) is
+      the fit's, and its iterations are added to inner_steps.
+
+    n_iter counts EM maps (E-step + M-step); inner_steps the solvers' iterations."""
     d, m = spec.d, spec.m
     full = objective(spec, data, blocks, source)
     widths, starts = layout(spec)
@@ -258,29 +299,78 @@ def _fit_em(spec, data, theta0, lo, hi, solver, max_iter, inner_max_iter, tol, b
         et = jnp.where(jnp.isfinite(re.value) & (re.value <= expert.value(et0)), re.x, et0)
         return jnp.concatenate([gt, et]), rg.n_iter + re.n_iter
 
-    def cond(c):
-        theta, f, it, inner, done = c
-        return (~done) & (it < max_iter)
-
-    def body(c):
-        theta, f, it, inner, _ = c
+    def em_map(theta, f):
+        """One EM iteration from theta (mean objective f there): (theta', f', M-step steps).
+        A non-finite f' keeps theta (and f)."""
         new, steps = m_step(theta)
         fn = full.value(new)
         ok = jnp.isfinite(fn)
-        rel = jnp.abs(f - fn) / jnp.maximum(jnp.abs(f), 1e-300)
-        done = (rel <= tol) | ~ok
-        new = jnp.where(ok, new, theta)
-        fn = jnp.where(ok, fn, f)
-        return new, fn, it + 1, inner + steps, done
+        return jnp.where(ok, new, theta), jnp.where(ok, fn, f), steps
+
+    def rel_change(f, fn):
+        return jnp.abs(f - fn) / jnp.maximum(jnp.abs(f), 1e-300)
+
+    def plain(c):
+        theta, f, it, inner, _, smax = c
+        new, fn, steps = em_map(theta, f)
+        done = (rel_change(f, fn) <= em_tol) | ~jnp.isfinite(fn)
+        return new, fn, it + 1, inner + steps, done, smax
+
+    def squarem(c):
+        """One SQUAREM cycle (Varadhan & Roland 2008, scheme S3, with the adaptive step bound
+        of their `SQUAREM` package): two EM maps, alpha = -|r| / |v| clamped to [-smax, -1],
+        the extrapolated point projected into the box, one stabilising EM map from there;
+        when that point's objective is above the cycle start's, the plain two-map point is
+        kept (monotone). smax (from 1) grows 4x when the clamp binds and an extrapolation is
+        accepted, and shrinks 4x (not below 1) when one is refused."""
+        theta, f, it, inner, _, smax = c
+        t1, s1 = m_step(theta)
+        t2, s2 = m_step(t1)
+        f2 = full.value(t2)
+        ok2 = jnp.isfinite(f2)
+        r = t1 - theta
+        v = t2 - 2.0 * t1 + theta
+        nr, nv = jnp.linalg.norm(r), jnp.linalg.norm(v)
+        alpha = jnp.where(nv > 0, -nr / jnp.maximum(nv, 1e-300), -1.0)
+        alpha = jnp.clip(alpha, -smax, -1.0)
+        tp = jnp.clip(theta - 2.0 * alpha * r + alpha**2 * v, lo, hi)
+        t3, s3 = m_step(tp)
+        f3 = full.value(t3)
+        use3 = jnp.isfinite(f3) & (f3 <= f)
+        new = jnp.where(use3, t3, jnp.where(ok2, t2, theta))
+        fn = jnp.where(use3, f3, jnp.where(ok2, f2, f))
+        smax = jnp.where(
+            use3, jnp.where(alpha <= -smax, 4.0 * smax, smax), jnp.maximum(1.0, 0.25 * smax)
+        )
+        done = (rel_change(f, fn) <= em_tol) | ~(ok2 | use3)
+        return new, fn, it + 3, inner + s1 + s2 + s3, done, smax
+
+    polish = accel == "newton"
+    em_tol = jnp.maximum(tol, switch_tol) if polish else tol
+    body = squarem if accel == "squarem" else plain
+
+    per = 3 if accel == "squarem" else 1  # EM maps per loop iteration
+
+    def cond(c):
+        theta, f, it, inner, done, _ = c
+        return (~done) & (it + per <= max_iter)
 
     theta0 = jnp.clip(theta0, lo, hi)
     f0 = full.value(theta0)
-    theta, f, it, inner, done = jax.lax.while_loop(
-        cond, body, (theta0, f0, jnp.int32(0), jnp.int32(0), ~jnp.isfinite(f0))
-    )
+    c0 = (theta0, f0, jnp.int32(0), jnp.int32(0), ~jnp.isfinite(f0), jnp.ones((), f0.dtype))
+    theta, f, it, inner, done, _ = jax.lax.while_loop(cond, body, c0)
     finite = jnp.isfinite(f)
     converged = done & finite
     status = jnp.where(~finite, NONFINITE, jnp.where(converged, CONVERGED, MAX_ITER))
+    if polish:
+        # the solver on the full log-likelihood from the EM point, capped as a direct fit;
+        # its verdict is the fit's
+        res = solver.minimize(full, theta, lo, hi, max_iter=max_iter)
+        keep = jnp.isfinite(res.value) & (res.value <= f)
+        theta = jnp.where(keep, res.x, theta)
+        converged = keep & res.converged
+        status = jnp.where(keep, res.status, jnp.where(finite, STALLED, NONFINITE))
+        inner = inner + res.n_iter
     f, g, H = full.value_grad_hess(theta)
     return fit_result(
         unpack(spec, theta),
@@ -311,19 +401,45 @@ def fit_data(
     inner_max_iter: jax.Array | int | None = None,
     blocks: Blocks | None = None,
     source: Any = None,
+    em_accel: str = DEFAULT_EM_ACCEL,
+    switch_tol: jax.Array | float = DEFAULT_SWITCH_TOL,
 ) -> FitResult:
     """`fit` on a prepared dataset, optionally summing rows blockwise (`Blocks`), so that the
     work follows the active rows of a long padded buffer, or on data streamed block by block
     from ``source(b) -> (X1_b, (y_b, lf0_b), w_b)`` (then ``data`` needs only ``total`` and
     ``ok``, and nothing of size n is held). Pure: use it inside your own jit/vmap.
-    ``max_iter``, ``inner_max_iter`` and ``tol`` may be traced. Arguments as in `fit`."""
+    ``max_iter``, ``inner_max_iter``, ``tol`` and ``switch_tol`` may be traced. Arguments as in
+    `fit`."""
     spec.check_params(init)
     s, max_iter, inner_max_iter = resolve_solver(solver, method, max_iter, inner_max_iter)
+    check_em_accel(em_accel)
     lo, hi = Bounds(*bounds).arrays(spec)
     theta0 = jnp.asarray(pack(spec, init), jnp.float64)
     if method == "direct":
         return _fit_direct(spec, data, theta0, lo, hi, s, max_iter, blocks, source)
-    return _fit_em(spec, data, theta0, lo, hi, s, max_iter, inner_max_iter, tol, blocks, source)
+    return _fit_em(
+        spec,
+        data,
+        theta0,
+        lo,
+        hi,
+        s,
+        max_iter,
+        inner_max_iter,
+        tol,
+        blocks,
+        source,
+        em_accel,
+        jnp.asarray(switch_tol, jnp.float64),
+    )
+
+
+def check_em_accel(em_accel: Any) -> None:
+    """Refuse an ``em_accel`` outside `EM_ACCELS` (one line naming the argument)."""
+    if not isinstance(em_accel, str) or em_accel not in EM_ACCELS:
+        raise ValueError(
+            f"em_accel: unknown EM variant {em_accel!r}; choose one of {', '.join(EM_ACCELS)}"
+        )
 
 
 def resolve_solver(
@@ -385,8 +501,10 @@ def _check_solver_interface(s: Any) -> None:
         )
 
 
-@partial(jax.jit, static_argnums=(0, 5, 6, 7))
-def _fit_jit(spec, X, y, init, weights, method, solver, bounds, max_iter, tol, inner_max_iter):
+@partial(jax.jit, static_argnums=(0, 5, 6, 7, 11))
+def _fit_jit(
+    spec, X, y, init, weights, method, solver, bounds, max_iter, tol, inner_max_iter, accel, sw
+):
     return fit_data(
         spec,
         prepare_data(spec, X, y, weights),
@@ -397,6 +515,8 @@ def _fit_jit(spec, X, y, init, weights, method, solver, bounds, max_iter, tol, i
         max_iter,
         tol,
         inner_max_iter,
+        em_accel=accel,
+        switch_tol=sw,
     )
 
 
@@ -469,10 +589,12 @@ def normalize_fit_args(
     max_iter: Any,
     tol: Any,
     inner_max_iter: Any,
-) -> tuple[str, Any, Bounds, jax.Array, jax.Array, jax.Array]:
+    em_accel: Any = DEFAULT_EM_ACCEL,
+    switch_tol: Any = DEFAULT_SWITCH_TOL,
+) -> tuple[str, Any, Bounds, jax.Array, jax.Array, jax.Array, str, jax.Array]:
     """Validate `fit`'s options before anything is compiled: (method, static solver, bounds,
-    max_iter, tol, inner_max_iter), the numbers as arrays (traced inside, so changing them
-    never recompiles)."""
+    max_iter, tol, inner_max_iter, em_accel, switch_tol), the numbers as arrays (traced
+    inside, so changing them never recompiles)."""
     if not isinstance(spec, MixSpec):
         raise ValueError(f"spec: expected a MixSpec or ModelSpec, got {type(spec).__name__}")
     check_cap("max_iter", max_iter)
@@ -482,6 +604,9 @@ def normalize_fit_args(
     _check_solver_interface(s)
     for name, v in (("max_iter", mi), ("inner_max_iter", imi)):
         check_cap(f"{name} (the solver object's max_iter)", v)
+    check_em_accel(em_accel)
+    if not isinstance(switch_tol, jax.core.Tracer) and not float(switch_tol) >= 0:
+        raise ValueError(f"switch_tol: must be >= 0, got {switch_tol!r}")
     b = Bounds(*(Bounds() if bounds is None else bounds)).validate()
     imi = DEFAULT_INNER_MAX_ITER if imi is None else imi
     return (
@@ -491,6 +616,8 @@ def normalize_fit_args(
         jnp.asarray(mi, jnp.int32),
         jnp.asarray(tol, jnp.float64),
         jnp.asarray(imi, jnp.int32),
+        em_accel,
+        jnp.asarray(switch_tol, jnp.float64),
     )
 
 
@@ -507,6 +634,8 @@ def fit(
     max_iter: int | None = None,
     tol: float = 1e-12,
     inner_max_iter: int | None = None,
+    em_accel: str = DEFAULT_EM_ACCEL,
+    switch_tol: float = DEFAULT_SWITCH_TOL,
 ) -> FitResult:
     """Maximum-likelihood estimate of every adapter's (beta, tau, eta, nu) on a box.
 
@@ -516,14 +645,24 @@ def fit(
       init: starting MixParams (clipped into the box).
       weights: optional (n,) non-negative row weights; weight-0 rows are padding.
       method: "direct" (the solver on the full log-likelihood) or "em" (E-step posteriors,
-        then the gate and the experts' M-steps, each solved by the solver, warm-started).
+        then the gate and the experts' M-steps, each solved by the solver, warm-started;
+        accelerated as ``em_accel`` says).
       solver: "newton" (projected Newton, default), "optax_lbfgs", "jaxopt_bfgs", or a solver
         object (`moejax.estimation.solvers`); its ``max_iter`` caps each solve.
       bounds: the compact parameter set (`Bounds`; default `Bounds()`).
       max_iter: cap on solver iterations ("direct", default 500 or the solver object's cap)
         or on EM iterations ("em", default 500).
-      tol: EM stops when the relative change of the log-likelihood falls below tol.
+      tol: EM ("none", "squarem") stops when the relative change of the log-likelihood
+        (per EM iteration; per SQUAREM cycle) falls below tol.
       inner_max_iter: cap on each M-step solve (EM only; default 50 or the solver object's).
+      em_accel: the EM variant (EM only), one of `EM_ACCELS`: "newton" (default) runs EM
+        until the relative change falls below max(tol, switch_tol), then the solver on the full
+        log-likelihood from there (capped by max_iter; converged means its box-KKT test, and
+        its iterations count in inner_steps); "squarem" SQUAREM cycles (Varadhan & Roland
+        2008, scheme S3, monotone safeguard; three EM iterations per cycle, stop on tol);
+        "none" plain EM (stop on tol).
+      switch_tol: em_accel "newton": the relative log-likelihood change at which EM hands
+        over to the solver (default 1e-5).
 
     Returns:
       `FitResult` with MixParams. NaN/inf anywhere gives converged=False and status nonfinite.
@@ -545,10 +684,11 @@ def fit(
     X, y, weights = as_arrays(X, y, weights)
     spec.check_params(init)
     check_data(spec, X, y, weights)
-    args = normalize_fit_args(spec, method, solver, bounds, max_iter, tol, inner_max_iter)
+    args = normalize_fit_args(
+        spec, method, solver, bounds, max_iter, tol, inner_max_iter, em_accel, switch_tol
+    )
     check_sample_size(spec, X, weights)
-    method, s, b, mi, tl, imi = args
-    return _fit_jit(spec, X, y, init, weights, method, s, b, mi, tl, imi)
+    return _fit_jit(spec, X, y, init, weights, *args)
 
 
 def best_start(results: FitResult) -> jax.Array:
@@ -563,10 +703,14 @@ def best_fit(results: FitResult) -> FitResult:
     return jax.tree_util.tree_map(lambda a: a[best], results)
 
 
-@partial(jax.jit, static_argnums=(0, 5, 6, 7))
-def _multistart_jit(spec, X, y, inits, weights, method, solver, bounds, max_iter, tol, imi):
+@partial(jax.jit, static_argnums=(0, 5, 6, 7, 11))
+def _multistart_jit(
+    spec, X, y, inits, weights, method, solver, bounds, max_iter, tol, imi, accel, sw
+):
     data = prepare_data(spec, X, y, weights)
-    one = lambda p: fit_data(spec, data, p, method, solver, bounds, max_iter, tol, imi)
+    one = lambda p: fit_data(
+        spec, data, p, method, solver, bounds, max_iter, tol, imi, em_accel=accel, switch_tol=sw
+    )
     return best_fit(jax.vmap(one)(inits))
 
 
@@ -583,6 +727,8 @@ def fit_multistart(
     max_iter: int | None = None,
     tol: float = 1e-12,
     inner_max_iter: int | None = None,
+    em_accel: str = DEFAULT_EM_ACCEL,
+    switch_tol: float = DEFAULT_SWITCH_TOL,
 ) -> FitResult:
     """Fit from every start in ``inits`` (MixParams whose leaves have a leading axis S) and
     keep the best finite log-likelihood. Options and checks as in `fit`."""
@@ -591,7 +737,9 @@ def fit_multistart(
     if jnp.ndim(inits.tau) != 2:
         raise ValueError("inits: expected MixParams with a leading start axis (S, m, ...)")
     spec.check_params(jax.tree_util.tree_map(lambda a: a[0], inits))
-    args = normalize_fit_args(spec, method, solver, bounds, max_iter, tol, inner_max_iter)
+    args = normalize_fit_args(
+        spec, method, solver, bounds, max_iter, tol, inner_max_iter, em_accel, switch_tol
+    )
     check_sample_size(spec, X, weights)
     return _multistart_jit(spec, X, y, inits, weights, *args)
 
@@ -605,6 +753,7 @@ def status_name(code: int) -> str:
 __all__ = [
     "BAD_DATA",
     "CONVERGED",
+    "EM_ACCELS",
     "MAX_ITER",
     "METHODS",
     "NONFINITE",

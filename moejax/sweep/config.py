@@ -18,6 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from moejax.estimation.estimators import (
+    DEFAULT_EM_ACCEL,
+    DEFAULT_SWITCH_TOL,
+    EM_ACCELS,
+    METHODS,
+)
 from moejax.experts import BUILTIN_ACTIVATIONS
 
 
@@ -77,6 +83,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "max_iter": (int, 100),
         "tol": (float, 1e-12),
         "inner_max_iter": (int, 50),
+        "em_accel": (str, DEFAULT_EM_ACCEL),
+        "switch_tol": (float, DEFAULT_SWITCH_TOL),
     },
     "bounds": {
         "beta": ("vector", [-5.0, 5.0]),
@@ -106,7 +114,6 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
 REGIMES = ("heterogeneous", "homogeneous")
 GATES = ("softmax", "input_free", "sigmoid")
 LIKELIHOODS = ("categorical", "gaussian", "laplace")
-METHODS = ("direct", "em")
 SOLVER_NAMES = ("newton", "optax_lbfgs", "jaxopt_bfgs")
 INIT_MODES = ("truth", "near_truth", "multistart")
 # Fields that change how a run is executed but not its results; excluded from the config hash.
@@ -470,6 +477,9 @@ def _check_estimator(e: dict[str, Any]) -> None:
             raise _err(f"estimator.{f}", e[f], "must be a positive integer")
     if e["tol"] < 0:  # 0: EM runs to its cap unless the log-likelihood stops changing
         raise _err("estimator.tol", e["tol"], "must be >= 0")
+    _check_choice("estimator.em_accel", e["em_accel"], EM_ACCELS)
+    if not e["switch_tol"] >= 0:
+        raise _err("estimator.switch_tol", e["switch_tol"], "must be >= 0")
 
 
 def _check_init(i: dict[str, Any]) -> None:
@@ -636,6 +646,12 @@ def config_hash(cfg: dict[str, Any]) -> str:
     for section, key in RUN_ONLY:
         c.get(section, {}).pop(key, None)
     c.pop("name", None)
+    est = c.get("estimator", {})
+    if est.get("method") == "direct":
+        # the EM options change nothing in a direct fit: hashed as before they existed, so
+        # that run directories written before them resume
+        est.pop("em_accel", None)
+        est.pop("switch_tol", None)
     model = c.get("model", {})
     if model.get("fitted_adapters") == model.get("adapters"):
         # the default (exact fitting): hashed as before the key existed, so that run

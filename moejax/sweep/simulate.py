@@ -376,6 +376,8 @@ def fit_lane(
         max_iter=e["max_iter"],
         tol=e["tol"],
         inner_max_iter=e["inner_max_iter"],
+        em_accel=e["em_accel"],
+        switch_tol=e["switch_tol"],
     )
     data = FitData(None, None, None, jnp.asarray(n, jnp.float64), None)
     if ini["mode"] == "multistart":
