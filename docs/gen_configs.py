@@ -74,6 +74,10 @@ HELP: dict[str, dict[str, str]] = {
         "max_iter": "solver iterations (direct) or EM iterations (em)",
         "tol": "EM: relative log-likelihood change at which it stops",
         "inner_max_iter": "EM: cap per M-step solve",
+        "em_accel": "EM: newton (EM, then the solver on the full likelihood; default), "
+        "squarem, or none (plain EM) ([estimators](estimators.md#accelerated-em-em_accel))",
+        "switch_tol": "EM with em_accel = newton: the relative log-likelihood change at which "
+        "EM hands over to the solver",
     },
     "bounds": {
         "beta": "[lower, upper] of every gate slope",
