@@ -112,7 +112,7 @@ QUICK = RealDataConfig(
 
 def _sklearn() -> Any:
     try:
-        import sklearn  # noqa: F401
+        import sklearn
     except ImportError:
         raise ImportError(SKLEARN_MISSING) from None
     return sklearn
@@ -158,7 +158,10 @@ def load_task(cfg: RealDataConfig) -> Task:
     perm = np.random.default_rng([cfg.seed, 0]).permutation(n_all)
     src, tgt = perm[: cfg.n_source], perm[cfg.n_source :]
     rotated = np.stack(
-        [ndimage.rotate(im, cfg.angle, reshape=False, order=1, mode="constant") for im in images[src]]
+        [
+            ndimage.rotate(im, cfg.angle, reshape=False, order=1, mode="constant")
+            for im in images[src]
+        ]
     )
     Xs = rotated.reshape(len(src), -1)
     Xt = images[tgt].reshape(len(tgt), -1)
