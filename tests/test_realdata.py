@@ -8,6 +8,7 @@ two sizes, three replicates, softmax gate only), run once per module.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -76,7 +77,8 @@ def test_frozen_expert_reproduces_the_source_classifier(task: realdata.Task) -> 
 def test_gate_pinned_near_zero_is_the_frozen_expert(task: realdata.Task) -> None:
     """A mixture fitted with the input-free gate pinned at w = sigmoid(-30) has the frozen
     expert's held-out log-likelihood (the adapter is fitted, but carries weight 9e-14)."""
-    spec, start, _ = realdata.specs(task, realdata.QUICK)["mix_tanh_input_free"]
+    cfg = dataclasses.replace(realdata.QUICK, gates=("input_free",))
+    spec, start, _ = realdata.specs(task, cfg)["mix_tanh_input_free"]
     start = start._replace(tau=start.tau - realdata.PIN_TAU)
     bounds = Bounds(tau=(-realdata.PIN_TAU, -realdata.PIN_TAU + 1e-6))
     n, n_test = 120, 300
