@@ -8,12 +8,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.moejax-installed
 
-.PHONY: demo test lint docs docs-strict paper clean
+.PHONY: demo test lint docs docs-strict paper realdata clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[test,docs]"
+	$(BIN)/python -m pip install -q -e ".[test,docs,data]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -34,6 +34,11 @@ STUDIES := phase phase-asymptote drift coverage gates gates-asymptote predecesso
 .PHONY: $(STUDIES)
 $(STUDIES): $(STAMP)
 	$(BIN)/moejax sweep sweeps/$@.toml --out runs/$@
+
+# Real data: digits, a frozen expert pre-trained on rotated digits, adapters on target samples
+# (docs/real-data.md; needs the extra moejax[data]). About 5 minutes of CPU.
+realdata: $(STAMP)
+	$(BIN)/moejax realdata --out runs/realdata
 
 lint: $(STAMP)
 	$(BIN)/ruff check moejax tests benchmarks

@@ -1,5 +1,6 @@
 """Command line: `moejax sweep CONFIG --out DIR`, `moejax report DIR`, `moejax compare ...`,
-`moejax study DIR` (a CONFIG with a [grid] table is a study: one run per grid point); every
+`moejax study DIR` (a CONFIG with a [grid] table is a study: one run per grid point),
+`moejax realdata [--quick] [--out DIR]` (the digits study, moejax/realdata.py); every
 --out names a directory (`moejax compare RUN... --out DIR` writes DIR/compare.png and .pdf).
 
 Bad input exits with status 2 and one line on stderr; a results directory that cannot be used
@@ -153,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
         "study", help="the study report (study.csv/.md/.png) of DIR from its grid points' runs"
     )
     st.add_argument("dir", help="a study directory, filled by `moejax sweep GRID.toml --out DIR`")
+    rd = sub.add_parser(
+        "realdata",
+        help="real-data study: digits, a frozen expert pre-trained on rotated digits, adapters "
+        "fitted on target samples of growing n (needs the optional extra moejax[data])",
+    )
+    rd.add_argument("--quick", action="store_true", help="tiny preset (d = 3, 2 sizes, 3 reps)")
+    rd.add_argument("--out", default="runs/realdata", help="results directory")
+    rd.add_argument("--replicates", type=_positive_int("--replicates"))
+    rd.add_argument("--seed", type=_nonneg_int("--seed"))
     return p
 
 
@@ -447,6 +457,26 @@ def _cpu_compile_flags() -> None:
         os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
 
 
+def cmd_realdata(args: argparse.Namespace) -> int:
+    """`moejax realdata`: run the digits study (moejax.realdata) and write its outputs."""
+    import dataclasses
+
+    from moejax import realdata
+
+    cfg = realdata.QUICK if args.quick else realdata.RealDataConfig()
+    if args.replicates is not None:
+        cfg = dataclasses.replace(cfg, replicates=args.replicates)
+    if args.seed is not None:
+        cfg = dataclasses.replace(cfg, seed=args.seed)
+    try:
+        out = Path(args.out)
+        summary = realdata.main(cfg, out)
+    except ImportError as e:
+        return _die(str(e), 2)
+    print(f"realdata: {len(summary)} (method, n) cells -> {out}/realdata.{{csv,md,png}}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     _cpu_compile_flags()
     args = build_parser().parse_args(argv)
@@ -455,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": cmd_report,
         "compare": cmd_compare,
         "study": cmd_study,
+        "realdata": cmd_realdata,
     }
     return commands[args.command](args)
 
