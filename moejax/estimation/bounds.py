@@ -105,7 +105,14 @@ def unpack(spec: MixSpec, theta: jax.Array) -> MixParams:
     return MixParams(beta, tau, eta, nu)
 
 
+def coordinates_on_bound(
+    theta: jax.Array, lower: jax.Array, upper: jax.Array, rtol: float = 1e-6
+) -> jax.Array:
+    """(P,) bool: coordinate within rtol * (upper - lower) of a bound."""
+    tol = rtol * (upper - lower)
+    return (theta <= lower + tol) | (theta >= upper - tol)
+
+
 def at_bound(theta: jax.Array, lower: jax.Array, upper: jax.Array, rtol: float = 1e-6) -> jax.Array:
     """True if any coordinate lies within rtol * (upper - lower) of its bound."""
-    tol = rtol * (upper - lower)
-    return jnp.any((theta <= lower + tol) | (theta >= upper - tol))
+    return jnp.any(coordinates_on_bound(theta, lower, upper, rtol))

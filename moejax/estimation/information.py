@@ -5,7 +5,8 @@ estimate, I = total x H, where H (P, P) is the Hessian of the mean negative log-
 the flat parameter vector of `moejax.estimation.bounds.pack` (gate coefficients, expert
 weights, and log nu for regression experts). Standard errors are the square roots of the
 diagonal of the inverse information *of the free coordinates*: a coordinate on its box bound
-(within ``rtol`` of the box width, as `moejax.estimation.bounds.at_bound`) is held fixed, its
+(within ``rtol`` of the box width: `moejax.estimation.bounds.coordinates_on_bound`, the rule
+of `at_bound`) is held fixed, its
 standard error is NaN, and it is marked. A free block that is not positive definite (a saddle
 or a flat direction: the estimate is not a strict local maximum in the free coordinates) gives
 NaN standard errors for every coordinate; nothing is ever imputed.
@@ -21,7 +22,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from moejax.estimation.bounds import n_gate_params
+from moejax.estimation.bounds import coordinates_on_bound, n_gate_params
 from moejax.estimation.solvers import symmetric_eigh
 from moejax.mix.spec import MixParams, MixSpec
 
@@ -37,15 +38,6 @@ class StandardErrors(NamedTuple):
 
     se: jax.Array
     on_bound: jax.Array
-
-
-def coordinates_on_bound(
-    theta: jax.Array, lower: jax.Array, upper: jax.Array, rtol: float = 1e-6
-) -> jax.Array:
-    """(P,) bool: coordinate within rtol x (upper - lower) of a bound (the rule of
-    `moejax.estimation.bounds.at_bound`, per coordinate)."""
-    tol = rtol * (upper - lower)
-    return (theta <= lower + tol) | (theta >= upper - tol)
 
 
 def standard_errors(

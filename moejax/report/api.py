@@ -201,15 +201,14 @@ def loss_columns(
     """{"err_<name>": (F,) loss of every fit} for each user loss (see `slopes`), in the flat
     row order of `moejax.report.coverage.flat_evidence`."""
     import jax
-    import jax.numpy as jnp
 
-    from moejax.mix.spec import MixParams
+    from moejax.sweep.simulate import group_kept
 
     flat = flat_evidence(evidence)
-    if "estimate.tau" not in flat or "truth.tau" not in flat:
+    kept = group_kept(flat)  # one MixParams per group, (F, ...) leaves
+    if "estimate" not in kept or "truth" not in kept:
         raise ValueError("losses: the fits hold no kept estimate and truth to compute them from")
-    est = MixParams(*(jnp.asarray(flat[f"estimate.{leaf}"]) for leaf in MixParams._fields))
-    tru = MixParams(*(jnp.asarray(flat[f"truth.{leaf}"]) for leaf in MixParams._fields))
+    est, tru = kept["estimate"], kept["truth"]
     out = {}
     for name, fn in losses.items():
         if not (isinstance(name, str) and name.isidentifier()):
