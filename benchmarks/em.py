@@ -119,9 +119,7 @@ def run_design(
     k_data, k_init = jax.random.split(jax.random.key(SEED))
     X, y = jax.jit(jax.vmap(lambda k: sample(k, spec, truth, n)))(jax.random.split(k_data, L))
     data = jax.jit(jax.vmap(lambda X, y: prepare_data(fspec, X, y)))(X, y)
-    near = lambda k: init_near_truth(
-        k, fspec, truth, n, ini["c_gate"], ini["c_expert"], ini["rho"]
-    )
+    near = lambda k: init_near_truth(k, fspec, truth, n, ini["c_gate"], ini["c_expert"], ini["rho"])
     inits = jax.vmap(near)(jax.random.split(k_init, L))
     # a second near-truth start per data set: does direct MLE itself land on one optimum?
     inits_other = jax.vmap(near)(jax.random.split(jax.random.fold_in(k_init, 1), L))
