@@ -113,6 +113,18 @@ def weighted_voronoi_loss(est: Any, truth: Any, exponents: tuple[float, ...] = (
     eta (m, R, d), nu (m,)); returns a () array. m_hat = m* = 1 gives
     |exp(tau_hat) - exp(tau*)| + exp(tau_hat) (||dbeta|| + ||deta||_F + |dnu|).
     Static-shape: works under jit and vmap."""
+    mass, atoms = weighted_voronoi_terms(est, truth, exponents)
+    return mass + jnp.sum(atoms)
+
+
+def weighted_voronoi_terms(
+    est: Any, truth: Any, exponents: tuple[float, ...] = (1.0, 2.0)
+) -> tuple[Any, Any]:
+    """`weighted_voronoi_loss` in its parts: (mass, atoms), mass () the summed weight term
+    sum_j |sum_{i in A_j} exp(tau_i) - exp(tau*_j)| and atoms (m_hat,) each fitted adapter's
+    term exp(tau_i) (||dbeta_ij||^r + ||deta_ij||_F^r + |dnu_ij|^r) against its cell's true
+    atom; the loss is mass + atoms.sum(). Lets a report say how much of the loss comes from
+    which fitted adapter (for example the ones on a bound of the box)."""
     cells = voronoi_cells(
         _atoms(est.beta, est.eta, est.nu), _atoms(truth.beta, truth.eta, truth.nu)
     )
@@ -129,5 +141,5 @@ def weighted_voronoi_loss(est: Any, truth: Any, exponents: tuple[float, ...] = (
     pw = lambda a: jnp.where(a > 0, jnp.abs(a) ** r[:, None], 0.0)
     w_hat = jnp.exp(est.tau)
     mass = jnp.sum(jnp.abs(onehot.T @ w_hat - jnp.exp(truth.tau)))
-    atoms = jnp.sum(onehot * w_hat[:, None] * (pw(d_beta) + pw(d_eta) + pw(d_nu)))
-    return mass + atoms
+    atoms = jnp.sum(onehot * w_hat[:, None] * (pw(d_beta) + pw(d_eta) + pw(d_nu)), axis=1)
+    return mass, atoms

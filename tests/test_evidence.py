@@ -336,6 +336,110 @@ def test_weighted_voronoi_loss_against_reference() -> None:
         assert got == pytest.approx(_voronoi_reference(est, tru, exps), rel=1e-12)
 
 
+def test_weighted_voronoi_share_on_the_box_against_reference() -> None:
+    """weighted_voronoi_parts: the loss of every fit equals weighted_voronoi_loss, and the share
+    of it carried by fitted adapters with a coordinate on the box, and their largest weight,
+    equal an explicit per-adapter loop (a fit with no adapter on the box: share 0, weight 0)."""
+    from moejax.report.weighted import weighted_voronoi_parts, weighted_voronoi_rows
+
+    rng = np.random.default_rng(2)
+    F, m_hat, exps = 4, 3, (1.0, 2.0)
+    tru = mix.MixParams(
+        rng.normal(size=(2, 2)), rng.normal(size=2), rng.normal(size=(2, 2, 2)), np.zeros(2)
+    )
+    near = rng.integers(0, 2, size=(F, m_hat))
+    est = mix.MixParams(
+        tru.beta[near] + 0.1 * rng.normal(size=(F, m_hat, 2)),
+        tru.tau[near] - 0.5 + 0.1 * rng.normal(size=(F, m_hat)),
+        tru.eta[near] + 0.1 * rng.normal(size=(F, m_hat, 2, 2)),
+        np.zeros((F, m_hat)),
+    )
+    on = mix.MixParams(
+        np.zeros((F, m_hat, 2), bool),
+        np.zeros((F, m_hat), bool),
+        np.zeros((F, m_hat, 2, 2), bool),
+        np.zeros((F, m_hat), bool),
+    )
+    on.eta[0, 2, 1, 0] = True  # fit 0: adapter 2 on the box through one eta coordinate
+    on.tau[1, 0] = on.beta[1, 1, 1] = True  # fit 1: adapters 0 and 1
+    ev = {
+        f"{g}.{leaf}": np.asarray(getattr(p, leaf))
+        for g, p in (("estimate", est), ("on_bound", on))
+        for leaf in ("beta", "tau", "eta", "nu")
+    }
+    ev.update(
+        {
+            f"truth.{leaf}": np.broadcast_to(getattr(tru, leaf), (F, *np.shape(getattr(tru, leaf))))
+            for leaf in ("beta", "tau", "eta", "nu")
+        }
+    )
+    ev.update(n=np.array([10, 10, 20, 20]), replicate=np.arange(F))
+    parts = weighted_voronoi_parts(ev, exps)
+    for f in range(F):
+        e = mix.MixParams(*(np.asarray(getattr(est, k))[f] for k in ("beta", "tau", "eta", "nu")))
+        total = _voronoi_reference(e, tru, exps)
+        assert parts["loss"][f] == pytest.approx(total, rel=1e-12)
+        boxed = [
+            i
+            for i in range(m_hat)
+            if any(np.any(getattr(on, k)[f, i]) for k in ("beta", "tau", "eta"))
+        ]
+        # the loss without the boxed adapters' atom terms: drop them from a copy of the fit
+        # (their weight exp(-inf) = 0 removes their atom term; their mass is added back)
+        carried = 0.0
+        for i in boxed:
+            keep = mix.MixParams(e.beta[[i]], e.tau[[i]], e.eta[[i]], e.nu[[i]])
+            cell = int(
+                np.argmin(
+                    [
+                        np.sum(
+                            (
+                                np.r_[e.beta[i], e.eta[i].ravel()]
+                                - np.r_[tru.beta[j], tru.eta[j].ravel()]
+                            )
+                            ** 2
+                        )
+                        for j in range(2)
+                    ]
+                )
+            )
+            size = int(
+                np.sum(
+                    [
+                        np.argmin(
+                            [
+                                np.sum(
+                                    (
+                                        np.r_[e.beta[a], e.eta[a].ravel()]
+                                        - np.r_[tru.beta[j], tru.eta[j].ravel()]
+                                    )
+                                    ** 2
+                                )
+                                for j in range(2)
+                            ]
+                        )
+                        == cell
+                        for a in range(m_hat)
+                    ]
+                )
+            )
+            r = exps[min(size, len(exps)) - 1]
+            carried += math.exp(keep.tau[0]) * (
+                np.linalg.norm(keep.beta[0] - tru.beta[cell]) ** r
+                + np.linalg.norm(keep.eta[0] - tru.eta[cell]) ** r
+            )
+        assert parts["share_on_box"][f] == pytest.approx(carried / total, rel=1e-10, abs=0)
+        w = max((math.exp(e.tau[i]) for i in boxed), default=0.0)
+        assert parts["weight_on_box"][f] == pytest.approx(w, rel=1e-12)
+        assert parts["on_box"][f] == bool(boxed)
+    assert parts["share_on_box"][2] == 0 and parts["on_box"].tolist() == [1, 1, 0, 0]
+    rows = weighted_voronoi_rows(ev)
+    assert [r["n"] for r in rows] == [10, 20] and [r["fits_with_adapter_on_box"] for r in rows] == [
+        2,
+        0,
+    ]
+
+
 def test_user_loss_slope_table_equals_the_builtin_block(run) -> None:
     name, prob, out = run
     if name != "paper":

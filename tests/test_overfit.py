@@ -302,6 +302,12 @@ def test_sweep_command_writes_the_cell_table(over, jax_cache, tmp_path, monkeypa
         assert float(r["frac_shared"]) == pytest.approx(np.mean(fits["n_shared_cells"][at] >= 1))
         assert float(r["frac_empty"]) == pytest.approx(np.mean(fits["n_empty_cells"][at] >= 1))
     assert "frac_shared" in (out / "cells.md").read_text()
+    # the weighted Voronoi loss and the share of it on the box, per n (voronoi_w.{csv,md})
+    with open(out / "voronoi_w.csv", newline="") as f:
+        wrows = list(csv.DictReader(f))
+    assert [int(r["n"]) for r in wrows] == OVER["sizes"]["list"]
+    assert all(0 <= float(r["median_share_on_box"]) <= 1 for r in wrows)
+    assert "inside the box" in (out / "voronoi_w.md").read_text()
     # moejax.slopes gives the report's over-fitted exponents, from the run directory and from
     # simulate's output alike (before: the heterogeneous -0.5 for beta and eta)
     with open(out / "slopes.csv", newline="") as f:

@@ -24,6 +24,7 @@ from .tables import (
     write_tables,
 )
 from .theory import theory_regime
+from .weighted import write_weighted_voronoi
 
 
 def _status_summary(fits: Mapping[str, np.ndarray]) -> str:
@@ -119,6 +120,8 @@ def make_report(
     if cells is not None:
         paths.update(write_cells(run, cells, model, name))
     evidence = run_evidence(run, fits)
+    if cells is not None and evidence is not None:  # over-fitted: the weighted Voronoi loss
+        paths.update(write_weighted_voronoi(run, name, n_boot=n_boot, seed=seed))
     coverage_note = None
     if evidence is not None and not is_overfitted(model):
         paths.update(write_coverage(run, evidence, name))
