@@ -71,6 +71,7 @@ from .slopes import (
     resolve_parameters,
     valid_errors_by_size,
 )
+from .starts import DIFF_COLUMNS, REACH_COLUMNS, difference_rows, reach_rows, starts_markdown
 from .table import md_row, read_fits_csv, read_manifest, write_csv_atomic
 from .theory import theory_or_nan, theory_regime
 
@@ -779,6 +780,9 @@ def write_study(study_dir: str | os.PathLike[str], *, rates_figure: bool = True)
     joint = _joint(study, rows)
     cols = [*ROW_COLUMNS[:2], *study.keys, *ROW_COLUMNS[2:]]
     md = to_markdown(study, rows, fits, joint)
+    starts = _starts(study, rows)
+    if starts:
+        md = md.rstrip("\n") + "\n\n" + "\n".join(starts["markdown"])
     paths: dict[str, Path] = {
         "csv": write_csv_atomic(d / "study.csv", cols, rows),
         "md": write_text_atomic(d / "study.md", md),
@@ -787,6 +791,13 @@ def write_study(study_dir: str | os.PathLike[str], *, rates_figure: bool = True)
         paths["fit_csv"] = write_csv_atomic(d / "study-fit.csv", FIT_COLUMNS, fits)
     if joint:
         paths["joint_csv"] = write_csv_atomic(d / "study-joint.csv", JOINT_COLUMNS, joint)
+    if starts:
+        paths["starts_csv"] = write_csv_atomic(
+            d / "study-starts.csv", REACH_COLUMNS, starts["reach"]
+        )
+        paths["starts_slopes_csv"] = write_csv_atomic(
+            d / "study-starts-slopes.csv", DIFF_COLUMNS, starts["diffs"]
+        )
     with paper_style():
         paths["png"], paths["pdf"] = _save(study_figure(study, rows, fits), d / "study")
     if rates_figure and study.runs:
@@ -809,6 +820,19 @@ def write_study(study_dir: str | os.PathLike[str], *, rates_figure: bool = True)
         "markdown": md,
         "paths": paths,
     }
+
+
+def _starts(study: StudyRuns, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The start comparison (``starts`` option; `moejax.report.starts`), else empty."""
+    o = study.options
+    if not o.get("starts") or not study.runs:
+        return {}
+    blocks = list(dict.fromkeys(r["block"] for r in rows))
+    n_boot, ci, seed = int(o.get("n_boot", 1000)), float(o.get("ci", 0.95)), int(o.get("seed", 0))
+    reach = reach_rows(study.runs)
+    diffs = difference_rows(study.runs, blocks, n_boot, ci, seed)
+    md = starts_markdown(reach, diffs, study.runs[0].point)
+    return {"reach": reach, "diffs": diffs, "markdown": md}
 
 
 def _joint(study: StudyRuns, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

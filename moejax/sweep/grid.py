@@ -62,6 +62,7 @@ STUDY_SCHEMA: dict[str, tuple[Any, Any]] = {
     "note": (str, None),
     "reference": (dict, None),
     "joint": (bool, False),
+    "starts": (bool, False),
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -328,7 +329,21 @@ def study_from_raw(raw: dict[str, Any], overrides: dict[str, Any] | None = None)
         out.append(GridPoint(name, values, cfg))
     if options["joint"]:
         check_joint_design([p.config for p in out])
+    if options["starts"]:
+        _check_starts_design(points)
     return Study(base, keys, tuple(out), options)
+
+
+def _check_starts_design(points: list[tuple[str, dict[str, Any]]]) -> None:
+    """``starts = true`` compares start rules on the same data: every point may change
+    ``init.*`` (and ``estimator.max_iter``) only, so that the data sets are the same."""
+    for name, values in points:
+        other = [k for k in values if not (k.startswith("init.") or k == "estimator.max_iter")]
+        if other:
+            raise ConfigError(
+                f"study.starts = true: grid point {name!r} changes {', '.join(other)}; a start "
+                "comparison may change only init.* so that every point fits the same data"
+            )
 
 
 def _warn_frozen_scale(raw: dict[str, Any], points: list[tuple[str, dict[str, Any]]]) -> None:
