@@ -92,7 +92,7 @@ def strict_local_max(res, fspec, bounds):
     from moejax.estimation.bounds import pack
     from moejax.estimation.information import standard_errors
 
-    lower, upper = (pack(fspec, b) for b in bounds)
+    lower, upper = bounds.arrays(fspec)
     theta = jax.vmap(lambda p: pack(fspec, p))(res.params)
     se = jax.vmap(lambda i, t: standard_errors(i, t, lower, upper).se)(res.info, theta)
     return np.asarray(res.converged) & np.asarray(np.isfinite(se).any(axis=1))
