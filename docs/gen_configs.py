@@ -37,8 +37,8 @@ HELP: dict[str, dict[str, str]] = {
     "model": {
         "d": "covariate dimension",
         "K": "classes; class K-1 (0-based) is the reference, logit 0",
-        "frozen": "the frozen expert's activation a0",
-        "adapter": "the adapter's activation a",
+        "frozen": "the frozen expert's activation a0 (`softplus-W`: a ReLU smoothed to width W > 0, W log(1 + exp(z / W)), e.g. `softplus-0.1`)",
+        "adapter": "the adapter's activation a (names as for `frozen`)",
         "scale": "adapter logit scale s (not estimated)",
         "frozen_scale": "the frozen expert's logit scale (default: `scale`)",
         "eta0": 'the frozen expert\'s weights: a (K-1) x d matrix (1 x d for regression), or "basis" = rows e_1..e_{K-1}',
@@ -53,11 +53,11 @@ HELP: dict[str, dict[str, str]] = {
         "nu0": "regression: the frozen expert's variance",
     },
     "truth": {
-        "regime": 'heterogeneous, or homogeneous (then `adapter` must equal `frozen`)',
+        "regime": "heterogeneous, or homogeneous (then `adapter` must equal `frozen`)",
         "beta": 'list of d numbers (m > 1: m rows); "default" = 1_d / sqrt(d)',
         "tau": "a number (m > 1: m numbers or one)",
         "eta": 'heterogeneous truth: a (K-1) x d matrix (m > 1: m of them), "basis", "basis_shifted" or "eta0"',
-        "delta": "homogeneous: eta*(n) = eta0 + delta n^(-gamma); shaped like eta, or \"eta0\"",
+        "delta": 'homogeneous: eta*(n) = eta0 + delta n^(-gamma); shaped like eta, or "eta0"',
         "gamma": "homogeneous: the drift exponent",
         "nu": "regression: the adapters' variance (default nu0; one per adapter or one)",
         "nu_delta": "homogeneous regression: nu*(n) = nu0 + nu_delta n^(-gamma)",
@@ -105,7 +105,7 @@ HELP: dict[str, dict[str, str]] = {
 }
 
 STUDY_HELP: dict[str, str] = {
-    "statistic": 'slope: log-log slope across n with its bootstrap CI (the run\'s slopes.csv numbers); sqrt_n_median: the geometric mean over n of sqrt(n) x the median error, with its CI',
+    "statistic": "slope: log-log slope across n with its bootstrap CI (the run's slopes.csv numbers); sqrt_n_median: the geometric mean over n of sqrt(n) x the median error, with its CI",
     "x": 'the figure\'s x-axis: a numeric grid key (default: the first) or a manifest quantity; "point" (or no numeric key): one bar per point',
     "group": "series: a text-valued grid key (default: the first, when there is an x)",
     "blocks": "error blocks to compare (default: every block the runs have)",
@@ -118,6 +118,10 @@ STUDY_HELP: dict[str, str] = {
     "joint": "drift studies: also fit log error = a log n + c log delta_n + const over every "
     "point and size, per block, beside each hypothesis' (a, c) (`study-joint.csv`; "
     '`statistic = "joint"` is `"slope"` with `joint = true`)',
+    "starts": "start-rule studies (the points change only `init.*`, so they fit the same data): "
+    "per n the share of fits reaching the best log-likelihood found on each data set, and the "
+    "slopes' paired differences to the first point (`study-starts.csv`, "
+    "`study-starts-slopes.csv`)",
     "title": "title of study.md",
     "note": "a note printed under the title in study.md",
     "reference": 'published values: label = "...", values.<point> = { block = number, ... }; a column says whether each is inside our CI',
@@ -125,8 +129,8 @@ STUDY_HELP: dict[str, str] = {
 
 # Allowed values, from the lists where the options are defined.
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("model", "frozen"): tuple(BUILTIN_ACTIVATIONS),
-    ("model", "adapter"): tuple(BUILTIN_ACTIVATIONS),
+    ("model", "frozen"): (*BUILTIN_ACTIVATIONS, "softplus-W"),
+    ("model", "adapter"): (*BUILTIN_ACTIVATIONS, "softplus-W"),
     ("model", "gate"): C.GATES,
     ("model", "likelihood"): C.LIKELIHOODS,
     ("model", "frozen_likelihood"): C.LIKELIHOODS,
@@ -239,8 +243,16 @@ def check_help() -> None:
     problems = []
     for section, fields in C.SCHEMA.items():
         have = HELP.get(section, {})
-        problems += [f"{C._where(section, k)}: no meaning in docs/gen_configs.py" for k in fields if k not in have]
-        problems += [f"{C._where(section, k)}: documented but not in the schema" for k in have if k not in fields]
+        problems += [
+            f"{C._where(section, k)}: no meaning in docs/gen_configs.py"
+            for k in fields
+            if k not in have
+        ]
+        problems += [
+            f"{C._where(section, k)}: documented but not in the schema"
+            for k in have
+            if k not in fields
+        ]
     problems += [f"[{s}]: not a schema section" for s in HELP if s not in C.SCHEMA]
     problems += [f"study.{k}: no meaning" for k in G.STUDY_SCHEMA if k not in STUDY_HELP]
     problems += [f"study.{k}: not in STUDY_SCHEMA" for k in STUDY_HELP if k not in G.STUDY_SCHEMA]

@@ -31,13 +31,53 @@ BUILTIN_ACTIVATIONS: dict[str, Activation] = {
 }
 
 
+SOFTPLUS_PREFIX = "softplus-"
+
+
+def softplus_width(name: str) -> float | None:
+    """The width w of a smoothed-ReLU name ``"softplus-W"`` (W a positive number, e.g.
+    ``"softplus-0.1"``: a(z) = w log(1 + exp(z / w)), which tends to relu(z) uniformly, within
+    w log 2, as w -> 0), or None for any other name. A bad width raises ValueError."""
+    if not name.startswith(SOFTPLUS_PREFIX):
+        return None
+    try:
+        w = float(name[len(SOFTPLUS_PREFIX) :])
+    except ValueError:
+        w = math.nan
+    if not (math.isfinite(w) and w > 0):
+        raise ValueError(f"{name!r}: a smoothed ReLU is softplus-W with a width W > 0")
+    return w
+
+
+def is_activation_name(name: str) -> bool:
+    """A built-in activation name or a smoothed ReLU ``"softplus-W"`` with W > 0."""
+    try:
+        return name in BUILTIN_ACTIVATIONS or softplus_width(name) is not None
+    except ValueError:
+        return False
+
+
+def _softplus(w: float) -> Activation:
+    def a(z: jax.Array) -> jax.Array:
+        return w * jax.nn.softplus(z / w)
+
+    return a
+
+
 def resolve_activation(a: str | Activation, argname: str = "activation") -> Activation:
-    """Return the activation function for a built-in name or a user callable."""
+    """Return the activation function for a built-in name (or ``"softplus-W"``, a ReLU
+    smoothed to width W) or a user callable."""
     if isinstance(a, str):
+        try:
+            w = softplus_width(a)
+        except ValueError as exc:
+            raise ValueError(f"{argname}: {exc}") from None
+        if w is not None:
+            return _softplus(w)
         try:
             return BUILTIN_ACTIVATIONS[a]
         except KeyError:
-            names = ", ".join(sorted(BUILTIN_ACTIVATIONS))
+            names = ", ".join([*sorted(BUILTIN_ACTIVATIONS), "softplus-W (W > 0)"])
             raise ValueError(f"{argname}: unknown expert {a!r}; choose one of {names}") from None
     if callable(a):
         return a
@@ -69,6 +109,10 @@ def _closed_form_derivs(name: str, Z: jax.Array) -> tuple[jax.Array, jax.Array, 
         return _gelu(Z), cdf + Z * pdf, pdf * (2.0 - Z * Z)
     if name == "relu":
         return jax.nn.relu(Z), (Z > 0).astype(Z.dtype), jnp.zeros_like(Z)
+    w = softplus_width(name)
+    if w is not None:  # a = w softplus(z / w), a' = sigmoid(z / w), a'' = a' (1 - a') / w
+        sg = jax.nn.sigmoid(Z / w)
+        return _softplus(w)(Z), sg, sg * (1.0 - sg) / w
     return None
 
 

@@ -182,7 +182,9 @@ def test_extreme_predictors_are_finite():
             assert np.all(np.isfinite(np.asarray(a)))
 
 
-@pytest.mark.parametrize("name", ["linear", "tanh", "sigmoid", "gelu", "relu", "sin"])
+@pytest.mark.parametrize(
+    "name", ["linear", "tanh", "sigmoid", "gelu", "relu", "softplus-0.1", "softplus-2", "sin"]
+)
 def test_activation_derivs_match_forward_autodiff(name):
     act = jnp.sin if name == "sin" else name
     Z = jnp.asarray(np.random.default_rng(1).uniform(-4.0, 4.0, size=(5, 7)))
@@ -194,5 +196,18 @@ def test_activation_derivs_match_forward_autodiff(name):
     want = (f(Z), first(Z), jax.jvp(first, (Z,), (ones,))[1])
     got = activation_derivs(Expert(act), Z)
     for a, b in zip(got, want, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-11)
     np.testing.assert_array_equal(got[0], f(Z))  # same values as the density uses
+
+
+def test_softplus_width_is_checked_and_tends_to_relu():
+    """softplus-W is a ReLU smoothed to width W: within W log 2 of relu everywhere; a width
+    that is not a positive number is refused in one line naming the argument and the rule."""
+    Z = jnp.linspace(-4.0, 4.0, 81)
+    for w in (1.0, 0.1, 0.01):
+        gap = np.max(np.abs(np.asarray(resolve_activation(f"softplus-{w}")(Z) - jax.nn.relu(Z))))
+        assert gap == pytest.approx(w * np.log(2.0), rel=1e-12)  # the largest gap is at z = 0
+    for bad in ("softplus-0", "softplus--1", "softplus-x", "softplus-inf"):
+        with pytest.raises(ValueError, match=r"^adapter: .* width W > 0") as exc:
+            resolve_activation(bad, "adapter")
+        assert "\n" not in str(exc.value)

@@ -319,12 +319,12 @@ def test_simulate_equals_the_sweep(base_run, base_toml) -> None:
 
 
 def test_device_count_does_not_change_results(base_toml, jax_cache, tmp_path) -> None:
-    """1, 2 and 4 forced CPU devices (each call: 4 lanes per device), same CLI program otherwise:
-    identical fits.csv bytes."""
+    """1 and 4 forced CPU devices (each call: 4 lanes per device), same CLI program otherwise:
+    identical fits.csv bytes (4 devices shard each call, 1 does not)."""
     if jax.default_backend() != "cpu":
         pytest.skip("forced CPU devices")
     got = {}
-    for dev in (1, 2, 4):
+    for dev in (1, 4):
         env = cli_env(
             jax_cache,
             XLA_FLAGS=f"--xla_force_host_platform_device_count={dev}",
@@ -340,7 +340,7 @@ def test_device_count_does_not_change_results(base_toml, jax_cache, tmp_path) ->
         assert [b["devices"] for b in man["buckets"]] == [dev]
         assert n_parts(out) == 4  # chunk 2: parts do not depend on the devices
         got[dev] = (out / "fits.csv").read_bytes()
-    assert got[1] == got[2] == got[4]
+    assert got[1] == got[4]
 
 
 def test_result_does_not_depend_on_bucket_padding(base_run, base_toml, tmp_path) -> None:

@@ -24,7 +24,7 @@ from moejax.estimation.estimators import (
     EM_ACCELS,
     METHODS,
 )
-from moejax.experts import BUILTIN_ACTIVATIONS
+from moejax.experts import BUILTIN_ACTIVATIONS, is_activation_name
 
 
 class ConfigError(ValueError):
@@ -352,7 +352,8 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         raise _err("model.K", m["K"], "must be >= 2")
     d, K = m["d"], m["K"]
     for f in ("frozen", "adapter"):
-        _check_choice(f"model.{f}", m[f], tuple(BUILTIN_ACTIVATIONS))
+        if not (isinstance(m[f], str) and is_activation_name(m[f])):
+            _check_choice(f"model.{f}", m[f], (*BUILTIN_ACTIVATIONS, "softplus-W"))
     if m["scale"] == 0:
         raise _err("model.scale", 0.0, "must be non-zero")
     if m["frozen_scale"] is None:
