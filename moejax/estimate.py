@@ -64,12 +64,13 @@ def fit(
       FitResult with `Params`. NaN/inf anywhere gives converged=False and status nonfinite.
 
     Raises:
-      ValueError naming the argument, before anything is compiled, as
-      `moejax.estimation.estimators.fit` does: bad data, fewer rows than the model's free
-      parameters (``spec.n_params``), ``max_iter`` / ``inner_max_iter`` not an integer >= 1,
-      ``tol`` negative or not finite, an unknown method or solver.
-      Passing a default explicitly, ``init`` by keyword, or another ``tol``/``max_iter`` reuses
-      the compiled fit. It can be called under `jax.jit`/`jax.vmap`; it is not differentiable.
+      ValueError: naming the argument, before anything is compiled, as
+        `moejax.estimation.estimators.fit` does: bad data, fewer rows than the model's free
+        parameters (``spec.n_params``), ``max_iter`` / ``inner_max_iter`` not an integer >= 1,
+        ``tol`` negative or not finite, an unknown method or solver.
+
+    Passing a default explicitly, ``init`` by keyword, or another ``tol``/``max_iter`` reuses the
+    compiled fit. It can be called under `jax.jit`/`jax.vmap`; it is not differentiable.
     """
     check_params(spec, init)
     res = _est.fit(

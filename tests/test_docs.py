@@ -153,6 +153,16 @@ def _run(cmd: list[str], cwd: Path, cache: Path, what: str) -> None:
         pytest.fail(f"{what} failed (exit {r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
 
 
+def test_the_strict_docs_build_is_not_quiet():
+    """`make test` builds the site with --strict, and without --quiet: mkdocs counts the
+    warnings that --strict makes fatal only when they are logged, so a quiet strict build
+    passes a broken link (it did, once)."""
+    make = (ROOT / "Makefile").read_text()
+    recipe = make.split("\ndocs-strict:", 1)[1].split("\n\n", 1)[0]
+    assert "mkdocs build --strict" in recipe and "--quiet" not in recipe and "-q" not in recipe
+    assert "docs-strict" in make.split("\ntest:", 1)[1].split("\n", 1)[0]
+
+
 def test_every_page_is_found_and_has_its_snippets():
     assert len(pages()) >= 10
     assert PY_SESSIONS and SH and TOML

@@ -135,9 +135,9 @@ def slopes(
       n_excluded_at_bound, n_outliers, note. Failed fits are counted, never averaged.
 
     Raises:
-      ValueError naming the argument: n_boot negative or not an integer, ci outside (0, 1), a
-      bad seed, an unknown aggregate or regime (e.g. "hetero"), gamma negative or not finite,
-      a homogeneous regime without gamma, fits without the fits.csv columns.
+      ValueError: naming the argument: n_boot negative or not an integer, ci outside (0, 1), a
+        bad seed, an unknown aggregate or regime (e.g. "hetero"), gamma negative or not finite,
+        a homogeneous regime without gamma, fits without the fits.csv columns.
     """
     _check_options(aggregates, n_boot, ci, seed, regime, gamma)
     model = None
