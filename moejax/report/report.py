@@ -121,7 +121,7 @@ def make_report(
         paths.update(write_cells(run, cells, model, name))
     evidence = run_evidence(run, fits)
     if cells is not None and evidence is not None:  # over-fitted: the weighted Voronoi loss
-        paths.update(write_weighted_voronoi(run, name, n_boot=n_boot, seed=seed))
+        paths.update(write_weighted_voronoi(run, fits, evidence, name, n_boot=n_boot, seed=seed))
     coverage_note = None
     if evidence is not None and not is_overfitted(model):
         paths.update(write_coverage(run, evidence, name))

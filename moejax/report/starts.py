@@ -18,6 +18,7 @@ left out and counted, as in the slope tables); the medians are over those fits p
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -96,13 +97,11 @@ def reach_rows(runs: Sequence[Any], gap: float = GAP) -> list[dict[str, Any]]:
 
 
 def _nanmedian(a: np.ndarray) -> np.ndarray:
-    """Median over the last axis ignoring NaN (NaN where nothing is left), without warnings."""
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmedian(a, axis=-1)
+    """Median over the last axis ignoring NaN (NaN where nothing is left, without numpy's
+    all-NaN warning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(a, axis=-1)
 
 
 def _slopes(logn: np.ndarray, med: np.ndarray) -> np.ndarray:

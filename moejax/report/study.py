@@ -827,10 +827,8 @@ def _starts(study: StudyRuns, rows: Sequence[Mapping[str, Any]]) -> dict[str, An
     o = study.options
     if not o.get("starts") or not study.runs:
         return {}
-    blocks = list(dict.fromkeys(r["block"] for r in rows))
-    n_boot, ci, seed = int(o.get("n_boot", 1000)), float(o.get("ci", 0.95)), int(o.get("seed", 0))
     reach = reach_rows(study.runs)
-    diffs = difference_rows(study.runs, blocks, n_boot, ci, seed)
+    diffs = difference_rows(study.runs, *_blocks_and_bootstrap(study, rows))
     md = starts_markdown(reach, diffs, study.runs[0].point)
     return {"reach": reach, "diffs": diffs, "markdown": md}
 
@@ -840,6 +838,14 @@ def _joint(study: StudyRuns, rows: Sequence[Mapping[str, Any]]) -> list[dict[str
     o = study.options
     if not o.get("joint"):
         return []
+    return joint_rows(study.runs, *_blocks_and_bootstrap(study, rows))
+
+
+def _blocks_and_bootstrap(
+    study: StudyRuns, rows: Sequence[Mapping[str, Any]]
+) -> tuple[list[str], int, float, int]:
+    """The study's blocks (in the rows' order) and its bootstrap options (n_boot, ci, seed),
+    as the whole-study analyses (joint fit, start comparison) take them."""
+    o = study.options
     blocks = list(dict.fromkeys(r["block"] for r in rows))
-    n_boot, ci, seed = int(o.get("n_boot", 1000)), float(o.get("ci", 0.95)), int(o.get("seed", 0))
-    return joint_rows(study.runs, blocks, n_boot, ci, seed)
+    return blocks, int(o.get("n_boot", 1000)), float(o.get("ci", 0.95)), int(o.get("seed", 0))

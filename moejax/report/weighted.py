@@ -73,10 +73,14 @@ def weighted_voronoi_parts(
 
 
 def weighted_voronoi_rows(
-    evidence: Mapping[str, Any], exponents: tuple[float, ...] = (1.0, 2.0)
+    evidence: Mapping[str, Any],
+    exponents: tuple[float, ...] = (1.0, 2.0),
+    parts: Mapping[str, np.ndarray] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per n (WEIGHTED_COLUMNS) over the converged fits of ``evidence``."""
-    parts = weighted_voronoi_parts(evidence, exponents)
+    """One row per n (WEIGHTED_COLUMNS) over the converged fits of ``evidence``; ``parts``:
+    `weighted_voronoi_parts` of the same evidence when already computed."""
+    if parts is None:
+        parts = weighted_voronoi_parts(evidence, exponents)
     n = np.asarray(evidence["n"])
     ok = np.asarray(evidence.get("converged", np.ones_like(n)), bool)
     rows = []
@@ -99,33 +103,34 @@ def weighted_voronoi_rows(
 
 
 def write_weighted_voronoi(
-    run_dir: str | os.PathLike[str], name: str = "run", n_boot: int = 1000, seed: int = 0
+    run_dir: str | os.PathLike[str],
+    fits: Mapping[str, np.ndarray],
+    evidence: Mapping[str, Any],
+    name: str = "run",
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> dict[str, Path]:
     """Write ``voronoi_w.csv`` (the per-n rows) and ``voronoi_w.md`` (those rows and the
     log-median slope of D with its bootstrap CI on all fits and on the fits inside the box)
-    into an over-fitted run's directory. Returns {"voronoi_w_csv": path, "voronoi_w_md": path}."""
-    from moejax.voronoi import weighted_voronoi_loss
-
-    from .api import slopes
-    from .report import run_evidence
-    from .table import read_fits_csv
+    into an over-fitted run's directory, from its fits.csv columns ``fits`` and its kept
+    ``evidence`` (`moejax.report.report.run_evidence`, rows in fits.csv's order).
+    Returns {"voronoi_w_csv": path, "voronoi_w_md": path}."""
+    from .slopes import compute_slopes
 
     run = Path(run_dir)
-    fits = read_fits_csv(run / "fits.csv")
-    evidence = run_evidence(run, fits)
-    if evidence is None:
-        raise ValueError(f"{run}: no estimates.npz (rerun the sweep with a current moejax)")
-    rows = weighted_voronoi_rows(evidence)
+    parts = weighted_voronoi_parts(evidence)
+    rows = weighted_voronoi_rows(evidence, parts=parts)
+    cols = {**fits, "err_voronoi_w": parts["loss"]}  # D computed once, for both slopes
     slope_rows = []
     for label, inside in (("all", False), ("inside the box", True)):
-        r = slopes(
-            run,
-            parameters=(),
+        r = compute_slopes(
+            cols,
+            parameters=("voronoi_w",),
             aggregates=("log_median",),
-            losses={"voronoi_w": weighted_voronoi_loss},
-            exclude_at_bound=inside,
             n_boot=n_boot,
             seed=seed,
+            drop_smallest=(0,),
+            exclude_at_bound=inside,
         )
         r = next(x for x in r if x["parameter"] == "voronoi_w")
         slope_rows.append(
