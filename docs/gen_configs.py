@@ -95,6 +95,7 @@ HELP: dict[str, dict[str, str]] = {
     },
     "run": {
         "lanes": "G, lanes per device in each compiled call; 0 = automatic (4 on a CPU, 2048 on a GPU, lowered to fit memory_gb). Part of the compiled program: results are bit for bit the same for every chunk size and device count, and may differ in rounding (~1e-14) for another G",
+        "lane_chunk": "lanes per chunk of Newton's loop: each trip runs only the lanes still iterating, gathered into chunks of this many (a finished lane costs nothing more; the executed-to-useful pass ratio is in the manifest's passes); 0 = automatic (lockstep below 128 lanes, else max(64, G / 32)); G or more = lockstep. Part of the compiled program: the compacted loop may differ from lockstep in rounding (~1e-16 relative), never with the chunk",
         "chunk": "lanes per part on disk (the resume granularity); 0 = 64 rounded up to whole calls. A chunk that is not a multiple of lanes x devices pads its last call with copies of its last lane",
         "block_rows": "rows per block of the compiled row loops (largest allowed)",
         "buffer_ratio": "sizes within this factor share one held-data buffer (one compiled program; a lane only ever touches its own ceil(n / B) blocks)",

@@ -264,6 +264,18 @@ def test_manifest_records_config_versions_devices_timings(base_run, base_toml: P
     assert c["n_converged"] + c["n_failed"] == c["n_fits"]
     assert sum(c["status_counts"].values()) == c["n_fits"]
     assert returned["config_hash"] == man["config_hash"]
+    # Passes: the fits' own (fits.csv) and what the calls executed, counted independently
+    # here: chunks of 2 replicates, each one call of 4 lockstep lanes (the chunk's 2 and two
+    # copies of its last) that runs 4 x its slowest lane's passes.
+    _, rows = read_fits(out / "fits.csv")
+    passes = {(int(r["n"]), int(r["replicate"])): int(r["passes"]) for r in rows}
+    assert min(passes.values()) >= 2
+    executed = sum(
+        4 * max(passes[n, r], passes[n, r + 1]) for n in BASE_SIZES for r in range(0, BASE_REPS, 2)
+    )
+    p = man["passes"]
+    assert p["useful"] == sum(passes.values()) and p["executed"] == executed
+    assert p["ratio"] == pytest.approx(executed / sum(passes.values())) and p["ratio"] >= 1
 
 
 def test_fits_csv_layout(base_run) -> None:

@@ -73,6 +73,12 @@ class FitResult(NamedTuple):
         log-likelihood (sum over rows, weights applied) in the flat parameter vector of
         `moejax.estimation.bounds.pack` (log nu for regression experts); standard errors from
         it: `moejax.estimation.information.standard_errors`.
+      passes: () int32, passes over the data the fit needed (value, gradient and Hessian;
+        backtracks included), or None where the estimator does not count them (EM, solvers
+        other than Newton).
+      executed: () float64, the passes executed for this fit: its share of its vmapped
+        batch's lane-trips (`moejax.estimation.lanes`; equals ``passes`` when fitted alone),
+        or None with ``passes``.
     """
 
     params: Any
@@ -84,6 +90,8 @@ class FitResult(NamedTuple):
     at_bound: jax.Array
     grad_norm: jax.Array
     info: jax.Array | None = None
+    passes: jax.Array | None = None
+    executed: jax.Array | None = None
 
 
 class FitData(NamedTuple):
@@ -187,7 +195,7 @@ def _fit_direct(spec, data, theta0, lo, hi, solver, max_iter, blocks, source) ->
     res = solver.minimize(obj, theta0, lo, hi, max_iter=max_iter)
     # Newton ends with the Hessian at its estimate; other solvers cost one more pass.
     hess = res.hess if res.hess is not None else obj.value_grad_hess(res.x)[2]
-    return fit_result(
+    out = fit_result(
         unpack(spec, res.x),
         data.total,
         res.x,
@@ -202,6 +210,7 @@ def _fit_direct(spec, data, theta0, lo, hi, solver, max_iter, blocks, source) ->
         data.ok,
         hess,
     )
+    return out._replace(passes=res.passes, executed=res.executed)
 
 
 def _fit_em(

@@ -34,6 +34,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from moejax.estimation.lanes import lane_while_loop
 from moejax.estimation.objective import Objective, as_objective
 
 ObjectiveLike = Objective | Callable[[jax.Array], jax.Array]
@@ -50,7 +51,10 @@ STATUS_NAMES = ("converged", "max_iter", "nonfinite", "stalled", "bad_data")
 class SolveResult(NamedTuple):
     """Outcome of one box-constrained minimisation. Shapes: x and grad (P,), hess (P, P) or
     None (the Hessian at x when the solver has it: Newton's, so that the observed information
-    costs no extra pass), others ()."""
+    costs no extra pass), others (). ``passes`` (int32) and ``executed`` (float64), when the
+    solver counts them (Newton): the passes over the data this solve needed (backtracks
+    included) and the passes its batch executed for it (`lane_while_loop`: its share of a
+    vmapped batch's lane-trips; equal to ``passes`` when run alone)."""
 
     x: jax.Array
     value: jax.Array
@@ -59,6 +63,8 @@ class SolveResult(NamedTuple):
     converged: jax.Array
     status: jax.Array
     hess: jax.Array | None = None
+    passes: jax.Array | None = None
+    executed: jax.Array | None = None
 
 
 def projected_grad_norm(
@@ -114,6 +120,9 @@ class ProjectedNewton:
         decrement is that small too (the optimum is resolved to rounding).
       max_backtrack: cap on step halvings per iteration. A search that cannot lower f away
         from a stationary point ends the solve with status "stalled".
+      lane_chunk: under vmap, lanes per chunk of the loop (`moejax.estimation.lanes`): only
+        lanes still iterating run a trip; 0 (default) picks `lane_chunk` of the batch size
+        (lockstep below 128 lanes, as a plain vmapped while-loop).
     """
 
     max_iter: int = 50
@@ -121,6 +130,7 @@ class ProjectedNewton:
     ftol: float = 1e-15
     max_backtrack: int = 30
     name: str = "newton"
+    lane_chunk: int = 0
 
     def minimize(
         self,
@@ -230,11 +240,13 @@ class ProjectedNewton:
             jnp.asarray(False),
             jnp.asarray(False),
         )
-        s = jax.lax.while_loop(cond, body, s0)
+        s, executed = lane_while_loop(cond, body, s0, self.lane_chunk)
         res = _finish(s.x, s.f, s.g, s.it, lower, upper, self.gtol, s.ok)
         stalled = s.done & ~s.ok & jnp.isfinite(s.f)
         status = jnp.where(stalled, STALLED, res.status).astype(jnp.int32)
-        return res._replace(status=status, hess=0.5 * (s.H + s.H.T))
+        return res._replace(
+            status=status, hess=0.5 * (s.H + s.H.T), passes=s.evals, executed=executed
+        )
 
 
 def _finish_reparam(

@@ -108,6 +108,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "density_points": (int, 1000),
         "memory_gb": (float, 2.0),
         "lanes": (int, 0),
+        "lane_chunk": (int, 0),
     },
 }
 
@@ -124,6 +125,7 @@ RUN_ONLY = {
     ("run", "buffer_ratio"),
     ("run", "block_rows"),
     ("run", "lanes"),
+    ("run", "lane_chunk"),
 }
 
 
@@ -507,6 +509,10 @@ def _check_run(r: dict[str, Any]) -> None:
         raise _err("run.memory_gb", r["memory_gb"], "must be > 0")
     if r["lanes"] < 0:
         raise _err("run.lanes", r["lanes"], "must be a positive integer (or 0 for automatic)")
+    if r["lane_chunk"] < 0:
+        raise _err(
+            "run.lane_chunk", r["lane_chunk"], "must be a positive integer (or 0 for automatic)"
+        )
 
 
 def resolve_engine(raw: dict[str, Any], min_size: int = 1) -> dict[str, Any]:

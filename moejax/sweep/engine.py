@@ -227,6 +227,11 @@ def run_sweep(
                 "lanes_this_run": total - len(done_set),
             },
             "counts": counts,
+            # Passes over the data of the fits this process ran in this run (a resumed run:
+            # the lanes it ran; several processes: process 0's): executed by the compiled
+            # calls (lanes that wait for the slowest of their batch included) over the fits'
+            # own (`Engine.pass_counts`; None for estimators that do not count them).
+            "passes": engine.pass_counts(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     )

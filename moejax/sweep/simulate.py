@@ -39,7 +39,7 @@ from moejax.estimation.estimators import FitData, best_start, fit_data
 from moejax.estimation.information import bound_mask, params_standard_errors, standard_errors
 from moejax.estimation.init import init_near_truth, random_inits, split_assignment
 from moejax.estimation.objective import Blocks
-from moejax.estimation.solvers import STATUS_NAMES
+from moejax.estimation.solvers import STATUS_NAMES, ProjectedNewton
 from moejax.mix.density import class_probs_planes
 from moejax.mix.sampling import (
     DATA_BLOCK,
@@ -369,9 +369,13 @@ def fit_lane(
     spec, fspec, bounds = problem.spec, problem.fit_spec, problem.bounds  # truth's, fitted
     e, ini, run = cfg["estimator"], cfg["init"], cfg["run"]
     radius = cfg["model"]["radius"]
+    solver = e["solver"]
+    if solver == "newton":  # the loop's lane chunk (moejax.estimation.lanes)
+        cap = e["max_iter"] if e["method"] == "direct" else e["inner_max_iter"]
+        solver = ProjectedNewton(max_iter=cap, lane_chunk=run["lane_chunk"])
     fit_kw = dict(
         method=e["method"],
-        solver=e["solver"],
+        solver=solver,
         bounds=bounds,
         max_iter=e["max_iter"],
         tol=e["tol"],
@@ -386,6 +390,8 @@ def fit_lane(
         every = jax.vmap(one)(starts)
         start = best_start(every)
         res = jax.tree_util.tree_map(lambda a: a[start], every)
+        if every.passes is not None:  # the lane's passes are every start's
+            res = res._replace(passes=jnp.sum(every.passes), executed=jnp.sum(every.executed))
     else:
         init = (
             tp
@@ -556,8 +562,15 @@ def lane_data(
     return bufs, lambda b: draw_block(spec, tp, keys.data, n, b, B, radius)
 
 
+#: A lane's share of the passes its call executed (`moejax.estimation.lanes`): the engine sums
+#: it into its pass counts and drops it from the results (not a column of fits.csv).
+EXECUTED = "passes_executed"
+
+
 def fit_columns(res: Any) -> dict[str, jax.Array]:
-    """The fits.csv columns that describe a fit's outcome (a `FitResult`)."""
+    """The fits.csv columns that describe a fit's outcome (a `FitResult`), and `EXECUTED`.
+    ``passes`` is -1 where the estimator does not count its passes (EM, solvers other than
+    Newton)."""
     return {
         "loglik": res.loglik,
         "n_iter": res.n_iter,
@@ -566,6 +579,8 @@ def fit_columns(res: Any) -> dict[str, jax.Array]:
         "at_bound": res.at_bound.astype(jnp.int32),
         "status_code": res.status,
         "grad_norm": res.grad_norm,
+        "passes": jnp.int32(-1) if res.passes is None else res.passes.astype(jnp.int32),
+        EXECUTED: jnp.nan if res.executed is None else res.executed,
     }
 
 
@@ -720,6 +735,8 @@ class Engine:
         self.plan = plan(problem, len(self.devices), self.devices[0].platform)
         self.compile_s = 0.0
         self.compute_s = 0.0
+        self.passes_executed: float | None = 0.0
+        self.passes_useful: int | None = 0
         self._programs: dict[int, Any] = {}
         self._bufs: dict[int, Any] = {}
         self._seed_host = np.uint32(problem.cfg["seed"])
@@ -781,6 +798,31 @@ class Engine:
             self._bufs[cp.N] = bufs
         return self._programs[cp.N]
 
+    def _count_passes(self, cp: ClassPlan, got: list[dict[str, Any]], k: int) -> None:
+        """Add a request's passes to ``passes_executed`` and ``passes_useful``: each device's
+        G lanes of a call executed G x the largest share of a lane (the shares of a lane's
+        batch are equal when its loop compacts, and lockstep trips when not); the useful
+        passes are the real lanes' own (padding copies excluded). A fit that does not count
+        its passes (``passes`` -1) makes both counts None for the rest of the engine's life."""
+        if self.passes_useful is None:
+            return
+        passes = np.concatenate([np.asarray(o["passes"]) for o in got])[:k]
+        if np.any(passes < 0):
+            self.passes_executed = self.passes_useful = None
+            return
+        G = cp.lanes
+        for o in got:
+            share = np.asarray(o[EXECUTED], np.float64).reshape(-1, G)  # (devices, G)
+            self.passes_executed += float(np.sum(G * share.max(axis=1)))
+        self.passes_useful += int(passes.sum())
+
+    def pass_counts(self) -> dict[str, Any]:
+        """{"executed", "useful", "ratio"} of the passes over the data run so far (None where
+        the estimator does not count them: EM, solvers other than Newton)."""
+        ex, us = self.passes_executed, self.passes_useful
+        ratio = ex / us if ex is not None and us else None
+        return {"executed": ex, "useful": us, "ratio": ratio}
+
     def compile_all(self) -> None:
         for cp in self.plan.classes:
             self.program(cp)
@@ -805,7 +847,12 @@ class Engine:
         got = jax.device_get(outs)
         self.compute_s += time.perf_counter() - t0
         k = len(rs)
-        res = {key: np.concatenate([np.asarray(o[key]) for o in got])[:k] for key in got[0]}
+        self._count_passes(cp, got, k)
+        res = {
+            key: np.concatenate([np.asarray(o[key]) for o in got])[:k]
+            for key in got[0]
+            if key != EXECUTED
+        }
         res["n"] = np.full(k, int(n), np.int64)
         res["replicate"] = np.array(rs, np.int64)
         return res

@@ -40,6 +40,7 @@ FIT_COLUMNS: tuple[str, ...] = (
     "status",
     "grad_norm",
     "start",
+    "passes",
 )
 #: Integer columns (written as ints; the flags ``converged`` and ``at_bound`` are 0/1).
 INT_COLUMNS: tuple[str, ...] = (
@@ -52,10 +53,11 @@ INT_COLUMNS: tuple[str, ...] = (
     "n_empty_cells",
     "n_shared_cells",
     "start",
+    "passes",
 )
 #: Integer columns added after fits.csv files were first written without them (over-fitted
 #: adapters): the reader gives ``MISSING_INT`` in every row of an older file.
-LATER_INT_COLUMNS: tuple[str, ...] = ("n_shared_cells", "start")
+LATER_INT_COLUMNS: tuple[str, ...] = ("n_shared_cells", "start", "passes")
 #: The groups of kept arrays beside fits.csv's columns (``<group>.<leaf>`` keys of a lane's
 #: results, of the parts and of estimates.npz, one per MixParams leaf; ``moejax.simulate``
 #: returns each group as one MixParams): the estimate, its standard errors, its coordinates
