@@ -183,12 +183,23 @@ def run_sweep(
     todo = [(i, n, rs) for i, (n, rs) in enumerate(todo) if rs and i % nproc == pid]
 
     bar = progress_bar(total, len(done_set), progress, "moejax sweep")
+
+    def finish(i: int, pending: Any) -> None:
+        store.save_part(out, next_part + i, engine.collect(pending))
+        if bar is not None:
+            bar.update(len(pending.replicates))
+
     try:
+        # One request in flight ahead: the next chunk's calls are dispatched before this
+        # chunk's results are fetched and written, so the device never waits for the host.
+        ahead = None
         for i, n, rs in todo:
-            arrays = engine.run(n, rs)
-            store.save_part(out, next_part + i, arrays)
-            if bar is not None:
-                bar.update(len(rs))
+            pending = engine.submit(n, rs)
+            if ahead is not None:
+                finish(*ahead)
+            ahead = (i, pending)
+        if ahead is not None:
+            finish(*ahead)
     finally:
         if bar is not None:
             bar.close()

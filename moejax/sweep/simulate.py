@@ -827,9 +827,10 @@ class Engine:
         for cp in self.plan.classes:
             self.program(cp)
 
-    def run(self, n: int, replicates: list[int] | np.ndarray) -> dict[str, np.ndarray]:
-        """Fit lanes (n, r) for r in ``replicates``: {column: (len(replicates),)} (the columns
-        of `fit_lane` plus n and replicate)."""
+    def submit(self, n: int, replicates: list[int] | np.ndarray) -> Pending:
+        """Dispatch the calls that fit lanes (n, r) for r in ``replicates`` and return at once
+        (JAX dispatches asynchronously): `collect` fetches the results. Submitting the next
+        request before collecting this one keeps the device busy while the host writes."""
         rs = [int(r) for r in replicates]
         if not rs:
             raise ValueError("replicates: expected at least one replicate")
@@ -844,18 +845,39 @@ class Engine:
             r_dev = jax.device_put(np.array(padded[i : i + C], np.int32), lanes)
             cols, self._bufs[cp.N] = compiled(n_dev, r_dev, seed, truth, self._bufs[cp.N])
             outs.append(cols)
-        got = jax.device_get(outs)
         self.compute_s += time.perf_counter() - t0
-        k = len(rs)
-        self._count_passes(cp, got, k)
+        return Pending(int(n), rs, cp, outs)
+
+    def collect(self, pending: Pending) -> dict[str, np.ndarray]:
+        """The results of a `submit`: {column: (len(replicates),)} (the columns of `fit_lane`
+        plus n and replicate). ``compute_s`` gains the time spent waiting for them."""
+        t0 = time.perf_counter()
+        got = jax.device_get(pending.outs)
+        self.compute_s += time.perf_counter() - t0
+        k = len(pending.replicates)
+        self._count_passes(pending.plan, got, k)
         res = {
             key: np.concatenate([np.asarray(o[key]) for o in got])[:k]
             for key in got[0]
             if key != EXECUTED
         }
-        res["n"] = np.full(k, int(n), np.int64)
-        res["replicate"] = np.array(rs, np.int64)
+        res["n"] = np.full(k, pending.n, np.int64)
+        res["replicate"] = np.array(pending.replicates, np.int64)
         return res
+
+    def run(self, n: int, replicates: list[int] | np.ndarray) -> dict[str, np.ndarray]:
+        """Fit lanes (n, r) for r in ``replicates``: `collect` of `submit`."""
+        return self.collect(self.submit(n, replicates))
+
+
+class Pending(NamedTuple):
+    """A request `Engine.submit` dispatched: its n, replicates, class plan and the calls'
+    device results (not yet fetched)."""
+
+    n: int
+    replicates: list[int]
+    plan: ClassPlan
+    outs: list[dict[str, jax.Array]]
 
 
 def resolve_problem(
