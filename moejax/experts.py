@@ -284,8 +284,9 @@ class Expert:
     """A multinomial logistic expert: logits ``scale * a(eta_k . x) + bias_k``, reference 0.
 
     Attributes:
-      activation: built-in name ("linear", "tanh", "sigmoid", "gelu", "relu") or a pure JAX
-        elementwise function ``a(z)``.
+      activation: built-in name ("linear", "tanh", "sigmoid", "gelu", "relu", "softplus-W"),
+        a pure JAX elementwise function ``a(z)``, or its import path
+        ``"package.module:function"`` (checked on first use; specs check it when built).
       scale: fixed output scale ``s`` (not estimated).
       bias: fixed per-class bias, a tuple of K-1 floats, or None for zeros (not estimated).
     """
