@@ -136,7 +136,13 @@ class _Refusal(Exception):
 
 
 def _probe(f: Callable[..., Any]) -> None:
-    """Raise `_Refusal` unless ``f`` is a pure, elementwise float64 JAX function."""
+    """Raise `_Refusal` unless ``f`` is a pure, elementwise float64 JAX function. Runs on
+    concrete values, even when an activation is first used inside a user's jit."""
+    with jax.ensure_compile_time_eval():
+        _probe_concrete(f)
+
+
+def _probe_concrete(f: Callable[..., Any]) -> None:
     x = jnp.asarray(_PROBE, dtype=jnp.float64)
     x2 = jnp.asarray(_PROBE_2D, dtype=jnp.float64)
     for arg in (x, x2):

@@ -17,7 +17,7 @@ import pytest
 
 import moejax as mj
 from moejax import mix
-from moejax.experts import activation_derivs, check_activation, resolve_activation
+from moejax.experts import Expert, activation_derivs, check_activation, resolve_activation
 from moejax.sweep import ConfigError
 from moejax.sweep.config import resolve
 from moejax.sweep.grid import expand
@@ -175,6 +175,21 @@ def test_user_callables_still_work_and_are_checked_once():
     spec = mj.ModelSpec(**{**SPEC, "adapter": user})
     probs = np.asarray(mj.class_probs(spec, p, X))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-13)
+
+
+def test_first_use_inside_a_users_jit_is_checked_on_concrete_values():
+    """An `Expert` built inside a user's jit (no spec checked it first) is probed on concrete
+    values all the same: a good function works, a bad one is refused in one line."""
+    eta, X = jnp.ones((2, 3)), jnp.ones((4, 3))
+
+    def logits(act):
+        return jax.jit(lambda X: Expert(act).logits(eta, X))(X)
+
+    assert logits(lambda z: 2.0 * jnp.sin(z)).shape == (4, 3)
+    for bad, needle in ((np.sin, "not JAX-traceable"), (lambda z: z - z.mean(), "elementwise")):
+        with pytest.raises(ValueError) as exc:
+            logits(bad)
+        _one_line(exc, "activation: ", needle)
 
 
 # ------------------------------------------------------------------------------- configs
