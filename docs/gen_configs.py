@@ -37,7 +37,10 @@ HELP: dict[str, dict[str, str]] = {
     "model": {
         "d": "covariate dimension",
         "K": "classes; class K-1 (0-based) is the reference, logit 0",
-        "frozen": "the frozen expert's activation a0 (`softplus-W`: a ReLU smoothed to width W > 0, W log(1 + exp(z / W)), e.g. `softplus-0.1`)",
+        "frozen": "the frozen expert's activation a0 (`softplus-W`: a ReLU smoothed to width "
+        "W > 0, W log(1 + exp(z / W)), e.g. `softplus-0.1`; `package.module:function`: a JAX "
+        "function imported from an installed module, e.g. `jax.numpy:sin`, checked to be "
+        "elementwise, see [user activations](model.md#user-activations))",
         "adapter": "the adapter's activation a (names as for `frozen`)",
         "scale": "adapter logit scale s (not estimated)",
         "frozen_scale": "the frozen expert's logit scale (default: `scale`)",
@@ -130,8 +133,8 @@ STUDY_HELP: dict[str, str] = {
 
 # Allowed values, from the lists where the options are defined.
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("model", "frozen"): (*BUILTIN_ACTIVATIONS, "softplus-W"),
-    ("model", "adapter"): (*BUILTIN_ACTIVATIONS, "softplus-W"),
+    ("model", "frozen"): (*BUILTIN_ACTIVATIONS, "softplus-W", "package.module:function"),
+    ("model", "adapter"): (*BUILTIN_ACTIVATIONS, "softplus-W", "package.module:function"),
     ("model", "gate"): C.GATES,
     ("model", "likelihood"): C.LIKELIHOODS,
     ("model", "frozen_likelihood"): C.LIKELIHOODS,

@@ -36,7 +36,9 @@ class ModelSpec(MixSpec):
       d: covariate dimension (>= 1).
       K: number of classes (>= 2).
       frozen: frozen expert's activation: a built-in name ("linear", "tanh", "sigmoid", "gelu",
-        "relu"), a pure JAX elementwise function ``a0(z)``, or an `Expert`.
+        "relu", "softplus-W"), a pure JAX elementwise function ``a0(z)`` or its import path
+        ``"package.module:function"`` (checked here: see `moejax.experts.check_activation`),
+        or an `Expert`.
       adapter: adapter expert's activation (same forms as ``frozen``).
       eta0: frozen expert's known weights, array-like of shape (K-1, d).
       scale: fixed logit scale ``s`` of the adapter (logit = s a(eta_k . x) + b_k).

@@ -118,8 +118,11 @@ class MixSpec:
 
     Args:
       d: covariate dimension. K: classes (categorical only; ignored for regression, R = 1).
-      frozen, adapter: activation names ("linear", "tanh", "sigmoid", "gelu", "relu") or pure
-        elementwise JAX functions a(z).
+      frozen, adapter: activation names ("linear", "tanh", "sigmoid", "gelu", "relu",
+        "softplus-W"), pure elementwise JAX functions a(z), or such a function's import path
+        "package.module:function" (kept as the string, so equal strings give equal specs). A
+        user function is checked here (`moejax.experts.check_activation`): one ValueError line
+        naming the field if it does not trace, keep shapes, return float64 or act elementwise.
       eta0: frozen weights (R, d). nu0: frozen variance (regression only, > 0).
       adapters: m >= 1. gate: one of GATES. likelihood: the adapters' likelihood (LIKELIHOODS);
         frozen_likelihood: the frozen expert's (defaults to ``likelihood``).

@@ -24,7 +24,12 @@ from moejax.estimation.estimators import (
     EM_ACCELS,
     METHODS,
 )
-from moejax.experts import BUILTIN_ACTIVATIONS, is_activation_name
+from moejax.experts import (
+    BUILTIN_ACTIVATIONS,
+    is_activation_name,
+    is_import_path,
+    resolve_activation,
+)
 
 
 class ConfigError(ValueError):
@@ -354,8 +359,17 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         raise _err("model.K", m["K"], "must be >= 2")
     d, K = m["d"], m["K"]
     for f in ("frozen", "adapter"):
-        if not (isinstance(m[f], str) and is_activation_name(m[f])):
-            _check_choice(f"model.{f}", m[f], (*BUILTIN_ACTIVATIONS, "softplus-W"))
+        if isinstance(m[f], str) and is_import_path(m[f]):
+            # A user JAX function "package.module:function": imported and checked here (the
+            # config keeps the string; the spec holds it and resolves it the same way).
+            try:
+                resolve_activation(m[f], f"model.{f}")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        elif not (isinstance(m[f], str) and is_activation_name(m[f])):
+            _check_choice(
+                f"model.{f}", m[f], (*BUILTIN_ACTIVATIONS, "softplus-W", "package.module:function")
+            )
     if m["scale"] == 0:
         raise _err("model.scale", 0.0, "must be non-zero")
     if m["frozen_scale"] is None:

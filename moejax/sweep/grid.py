@@ -122,7 +122,9 @@ def _label(value: Any) -> str:
         return str(value).lower()
     if isinstance(value, float):
         return f"{value:g}"
-    if isinstance(value, int | str):
+    if isinstance(value, str):  # "package.module:function" (a user activation) -> a file name
+        return value.replace(":", ".")
+    if isinstance(value, int):
         return str(value)
     return "x".join(str(v) for v in json.loads(json.dumps(value))) if value else "empty"
 
