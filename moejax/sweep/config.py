@@ -24,12 +24,15 @@ from moejax.estimation.estimators import (
     EM_ACCELS,
     METHODS,
 )
+from moejax.estimation.init import INIT_MODES
+from moejax.estimation.solvers import SOLVERS
 from moejax.experts import (
     BUILTIN_ACTIVATIONS,
     is_activation_name,
     is_import_path,
     resolve_activation,
 )
+from moejax.mix.spec import GATES, LIKELIHOODS
 
 
 class ConfigError(ValueError):
@@ -118,10 +121,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
 }
 
 REGIMES = ("heterogeneous", "homogeneous")
-GATES = ("softmax", "input_free", "sigmoid")
-LIKELIHOODS = ("categorical", "gaussian", "laplace")
-SOLVER_NAMES = ("newton", "optax_lbfgs", "jaxopt_bfgs")
-INIT_MODES = ("truth", "near_truth", "multistart")
+# The option lists are those of the modules that define the options (one copy each; the
+# configs reference and config validation ask them).
+SOLVER_NAMES = tuple(SOLVERS)
 # Fields that change how a run is executed but not its results; excluded from the config hash.
 # (block_rows, lanes and memory_gb may change rounding, never the data: see README "Scaling out".)
 RUN_ONLY = {
