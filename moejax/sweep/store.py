@@ -13,7 +13,7 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -186,39 +186,52 @@ _P10_HI, _P10_LO, _P10_HH, _P10_HL = _pow10_double_double(_K0, 300)
 _POW10 = 10 ** np.arange(18, dtype=np.int64)
 
 
-def _table_cells(index: np.ndarray, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(characters (N, W) uint8, lengths (N,)) of the cells ``texts[index]``."""
-    enc = [t.encode("utf-8") for t in texts]
-    W = max([1, *map(len, enc)])
-    tab = np.frombuffer(b"".join(e.ljust(W, b" ") for e in enc) or b" " * W, dtype=np.uint8)
-    lens = np.array([len(e) for e in enc] or [0], dtype=np.int64)
-    return tab.reshape(-1, W)[index], lens[index]
+class _Keyed(NamedTuple):
+    """Cells drawn from a table of distinct texts: row i is ``table[index[i], :lens[index[i]]]``."""
+
+    table: np.ndarray  # (U, W) uint8
+    lens: np.ndarray  # (U,)
+    index: np.ndarray  # (N,)
+
+    def cells(self, rows: slice | np.ndarray = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        i = self.index[rows]
+        return self.table[i], self.lens[i]
 
 
-def _keyed_cells(values: np.ndarray, fmt: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Cells ``fmt(v)`` of every element, ``fmt`` called once per distinct value (an offset
-    table for integers in a short range)."""
+def _keyed(values: np.ndarray, fmt: Any) -> _Keyed:
+    """``fmt(v)`` of every element, ``fmt`` called once per distinct value (an offset table
+    for integers in a short range)."""
     values = np.asarray(values).reshape(-1)
     small_int = values.dtype.kind in "ib" or (values.dtype.kind == "u" and values.itemsize < 8)
-    if values.size and small_int:
-        v = values.astype(np.int64)
-        lo, hi = int(v.min()), int(v.max())
-        if hi - lo < 4 * values.size + 1024:
-            return _table_cells(v - lo, [fmt(k) for k in range(lo, hi + 1)])
-    uniq, inv = np.unique(values, return_inverse=True)
-    return _table_cells(inv.reshape(-1), [fmt(u) for u in uniq.tolist()])
+    keys: list[Any] | range
+    if (
+        values.size
+        and small_int
+        and int(values.max()) - int(values.min()) <= max(1024, values.size // 16)
+    ):
+        lo = int(values.min())
+        index = values.astype(np.int64) - lo
+        keys = range(lo, int(values.max()) + 1)
+    else:
+        uniq, index = np.unique(values, return_inverse=True)
+        keys = uniq.tolist()
+    enc = [fmt(k).encode("utf-8") for k in keys]
+    W = max([1, *map(len, enc)])
+    table = np.frombuffer(b"".join(e.ljust(W, b" ") for e in enc) or b" " * W, dtype=np.uint8)
+    lens = np.array([len(e) for e in enc] or [0], dtype=np.int64)
+    return _Keyed(table.reshape(-1, W), lens, index.reshape(-1))
 
 
-def _int_cells(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return _keyed_cells(values, lambda v: str(int(v)))
+def _int_cells(values: np.ndarray) -> _Keyed:
+    return _keyed(values, lambda v: str(int(v)))
 
 
-def _status_cells(codes: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _status_cells(codes: np.ndarray, names: tuple[str, ...]) -> _Keyed:
     def name(v: Any) -> str:
         code = int(v)
         return names[code] if 0 <= code < len(names) else str(code)
 
-    return _keyed_cells(codes, name)
+    return _keyed(codes, name)
 
 
 def _shortest_digits(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -314,10 +327,10 @@ def _digit_cells(
     nz = digits[:, ::-1] != 48
     nd = 17 - np.argmax(nz, axis=1)  # digits without trailing zeros
     use_exp = (e10 < -4) | (e10 >= 16)
-    # layout key: sign, e10 (fixes the notation and the point), and in exponent notation
-    # whether there is a point (nd > 1); digits beyond nd are cut by the length, except in
-    # exponent notation, where the exponent follows them: there the key holds nd itself.
-    key = (neg.astype(np.int64) * 2048 + (e10 + 400) * 2 + 0) * 32 + np.where(use_exp, nd, 0)
+    # layout key: sign and e10 (the notation and the point's place); in exponent notation also
+    # nd, as the exponent follows the digits (in fixed notation the length cuts them). int16,
+    # which NumPy's stable argsort radix-sorts.
+    key = ((neg * 700 + e10 + 350) * 18 + np.where(use_exp, nd, 0)).astype(np.int16)
     order = np.argsort(key, kind="stable")
     skey = key[order]
     starts = np.flatnonzero(np.r_[True, skey[1:] != skey[:-1]])
@@ -371,9 +384,9 @@ def _float_cells(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             ok[idx] = True
     rest = np.flatnonzero(~ok)
     if rest.size:
-        c, n = _keyed_cells(
+        c, n = _keyed(
             x[rest].view(np.int64), lambda b: repr(float(np.int64(b).view(np.float64)))
-        )
+        ).cells()
         chars[rest, : c.shape[1]], lens[rest] = c, n
     return chars, lens
 
@@ -384,13 +397,13 @@ def _csv_block(cells: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
     widths = [int(lens.max(initial=0)) for _, lens in cells]
     total = sum(widths) + len(cells)
     out = np.empty((N, total), np.uint8)
-    keep = np.empty((N, total), bool)
+    keep = np.ones((N, total), bool)
     o = 0
     for k, ((chars, lens), w) in enumerate(zip(cells, widths, strict=True)):
         out[:, o : o + w] = chars[:, :w]
-        keep[:, o : o + w] = np.arange(w) < lens[:, None]
+        if N and int(lens.min()) < w:  # cells of one width keep every character
+            np.less(np.arange(w), lens[:, None], out=keep[:, o : o + w])
         out[:, o + w] = ord("\n") if k == len(cells) - 1 else ord(",")
-        keep[:, o + w] = True
         o += w + 1
     return out[keep].tobytes()
 
@@ -399,17 +412,21 @@ def fits_csv_bytes(lanes: dict[str, np.ndarray], status_names: tuple[str, ...]) 
     """fits.csv's content (header and rows sorted by n, replicate) from the lanes' arrays."""
     order = np.lexsort((lanes["replicate"], lanes["n"]))
     cols = [c for c in FIT_COLUMNS if c in lanes or c == "status"]
+    keyed = {  # integer and status cells: a table of distinct texts for the whole column
+        c: _status_cells(np.asarray(lanes["status_code"])[order], status_names)
+        if c == "status"
+        else _int_cells(np.asarray(lanes[c])[order])
+        for c in cols
+        if c == "status" or c in INT_COLUMNS
+    }
     blocks = [(",".join(cols) + "\n").encode("utf-8")]
     for start in range(0, order.size, CSV_ROWS_PER_BLOCK):
-        rows = order[start : start + CSV_ROWS_PER_BLOCK]
-        cells = []
-        for c in cols:
-            if c == "status":
-                cells.append(_status_cells(np.asarray(lanes["status_code"])[rows], status_names))
-            elif c in INT_COLUMNS:
-                cells.append(_int_cells(np.asarray(lanes[c])[rows]))
-            else:
-                cells.append(_float_cells(np.asarray(lanes[c])[rows]))
+        part = slice(start, start + CSV_ROWS_PER_BLOCK)
+        rows = order[part]
+        cells = [
+            keyed[c].cells(part) if c in keyed else _float_cells(np.asarray(lanes[c])[rows])
+            for c in cols
+        ]
         blocks.append(_csv_block(cells))
     return b"".join(blocks)
 
