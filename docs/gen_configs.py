@@ -104,7 +104,10 @@ HELP: dict[str, dict[str, str]] = {
         "buffer_ratio": "sizes within this factor share one held-data buffer (one compiled program; a lane only ever touches its own ceil(n / B) blocks)",
         "max_padding": "rows processed / real rows allowed (the block size halves until so)",
         "density_points": "held-out covariates for the Hellinger error; 0 turns it off",
-        "memory_gb": "memory budget of one device's call: G, and held or streamed data",
+        "memory_gb": "memory budget (GB) of one device's call: G, and held or streamed data. "
+        "Left out: 2 on a CPU; on a GPU or TPU half the device's memory limit "
+        '(`memory_stats()["bytes_limit"]`; 2 where the device reports none). The manifest '
+        "records the budget used (`memory_gb`)",
     },
 }
 

@@ -114,7 +114,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "block_rows": (int, 1024),
         "buffer_ratio": (float, 1000.0),
         "density_points": (int, 1000),
-        "memory_gb": (float, 2.0),
+        "memory_gb": (float, None),
         "lanes": (int, 0),
         "lane_chunk": (int, 0),
     },
@@ -521,7 +521,7 @@ def _check_run(r: dict[str, Any]) -> None:
         raise _err("run.block_rows", r["block_rows"], "must be a positive integer")
     if r["density_points"] < 0:
         raise _err("run.density_points", r["density_points"], "must be >= 0 (0 turns it off)")
-    if r["memory_gb"] <= 0:
+    if r["memory_gb"] is not None and r["memory_gb"] <= 0:
         raise _err("run.memory_gb", r["memory_gb"], "must be > 0")
     if r["lanes"] < 0:
         raise _err("run.lanes", r["lanes"], "must be a positive integer (or 0 for automatic)")

@@ -147,6 +147,7 @@ def run_sweep(
         "block_rows": max(cp.block for cp in engine.plan.classes),
         "chunk": max(chunk_lanes(problem, cp) for cp in engine.plan.classes),
         "lanes_per_device": max(cp.lanes for cp in engine.plan.classes),
+        "memory_gb": engine.plan.memory_gb,
         "padding_ratio": executed / (R * sum(sizes)),
         "buckets": [
             {

@@ -624,16 +624,47 @@ class ClassPlan(NamedTuple):
 
 class Plan(NamedTuple):
     """The grid's block (run.block_rows after the padding rule; classes may use a divisor of
-    it, see `lane_block`) and every buffer class's `ClassPlan`."""
+    it, see `lane_block`), every buffer class's `ClassPlan`, and the memory budget of one
+    device's call it was planned within (GB: run.memory_gb, or `memory_budget_gb`'s default)."""
 
     block: int
     classes: tuple[ClassPlan, ...]
+    memory_gb: float = 2.0
 
     def class_of(self, n: int) -> ClassPlan:
         for c in self.classes:
             if n in c.sizes:
                 return c
         raise ValueError(f"n: {n} is not a sample size of this plan")
+
+
+#: run.memory_gb when the config leaves it out, on a CPU (and on an accelerator that does not
+#: report its memory): the budget of one device's call, GB.
+DEFAULT_MEMORY_GB = 2.0
+#: run.memory_gb when the config leaves it out, on an accelerator (GPU, TPU): this fraction of
+#: the device's memory limit (``device.memory_stats()["bytes_limit"]``, what XLA's allocator
+#: may use). The plan's per-lane sizes are estimates of the arrays, not of XLA's temporaries
+#: and fragmentation, hence half. (2 GB gave G = 102 lanes of sweeps/gpu/paper-d8.toml on a
+#: GPU, far below the 2048 a GPU wants.)
+DEVICE_MEMORY_FRACTION = 0.5
+
+
+def memory_budget_gb(run: dict[str, Any], platform: str, device: Any = None) -> float:
+    """The memory budget (GB) of one device's call: run.memory_gb when the config sets it;
+    else `DEFAULT_MEMORY_GB` on a CPU, and on an accelerator `DEVICE_MEMORY_FRACTION` of
+    ``device``'s memory limit (``device`` None: the first local device of ``platform``),
+    `DEFAULT_MEMORY_GB` where the device reports none."""
+    if run.get("memory_gb") is not None:
+        return float(run["memory_gb"])
+    if platform == "cpu":
+        return DEFAULT_MEMORY_GB
+    try:
+        if device is None:
+            device = jax.local_devices(backend=platform)[0]
+        limit = int((device.memory_stats() or {}).get("bytes_limit", 0))
+    except Exception:  # no such backend, or a device without memory statistics
+        limit = 0
+    return DEVICE_MEMORY_FRACTION * limit / 2**30 if limit > 0 else DEFAULT_MEMORY_GB
 
 
 def host_memory_bytes() -> int:
@@ -661,22 +692,25 @@ def lane_block(B: int, lanes: int) -> int:
     return DATA_BLOCK
 
 
-def plan(problem: Problem, n_devices: int, platform: str | None = None) -> Plan:
+def plan(problem: Problem, n_devices: int, platform: str | None = None, device: Any = None) -> Plan:
     """Plan every buffer class within run.memory_gb, before anything is compiled.
 
-    run.memory_gb is the budget of one device's call. G (lanes per device per call) is
-    run.lanes, or the platform's `DEFAULT_LANES` lowered to what fits the budget; a class whose
-    G lanes' data do not fit is streamed (every pass draws its data again), and a budget that
-    cannot hold even G streamed lanes is refused (`SweepPlanError`). G depends on the config
-    and the buffer only, never on the device count or the chunk size, so neither changes any
-    result. On a CPU the host devices share the machine's memory: a call uses at most as many
-    of them as fit in half of it. The compute block is `lane_block` of G on a CPU."""
+    run.memory_gb is the budget of one device's call (left out of the config: 2 GB on a CPU,
+    half the memory limit of ``device`` on an accelerator, see `memory_budget_gb`). G (lanes
+    per device per call) is run.lanes, or the platform's `DEFAULT_LANES` lowered to what fits
+    the budget; a class whose G lanes' data do not fit is streamed (every pass draws its data
+    again), and a budget that cannot hold even G streamed lanes is refused (`SweepPlanError`).
+    G depends on the config and the buffer only, never on the device count or the chunk size,
+    so neither changes any result. On a CPU the host devices share the machine's memory: a call
+    uses at most as many of them as fit in half of it. The compute block is `lane_block` of G
+    on a CPU."""
     cfg = problem.cfg
     run = cfg["run"]
     platform = platform or jax.default_backend()
     sizes = cfg["sizes"]["list"]
     B = choose_block(sizes, run["block_rows"], run["max_padding"])
-    budget = run["memory_gb"] * 2**30
+    memory_gb = memory_budget_gb(run, platform, device)
+    budget = memory_gb * 2**30
     starts = cfg["init"]["n_starts"] if cfg["init"]["mode"] == "multistart" else 1
     auto = DEFAULT_LANES.get(platform, DEFAULT_LANES["gpu"])
     host = host_memory_bytes() // 2 if platform == "cpu" else 0
@@ -690,7 +724,8 @@ def plan(problem: Problem, n_devices: int, platform: str | None = None) -> Plan:
             G = run["lanes"] or min(auto, max(1, int(budget // stream)))
             if G * stream > budget:
                 raise SweepPlanError(
-                    f"run.memory_gb = {run['memory_gb']}: {G} streamed lane(s) need about "
+                    f"run.memory_gb = {_budget_text(run, memory_gb)}: {G} streamed lane(s) "
+                    f"need about "
                     f"{G * stream / 2**20:.1f} MiB ({B}-row blocks); raise the budget or lower "
                     "run.block_rows or run.lanes"
                 )
@@ -698,7 +733,13 @@ def plan(problem: Problem, n_devices: int, platform: str | None = None) -> Plan:
         D = n_devices if not host else max(1, min(n_devices, int(host // one)))
         block = lane_block(B, G) if platform == "cpu" else B
         out.append(ClassPlan(N, tuple(group), G, D, streamed, block))
-    return Plan(B, tuple(out))
+    return Plan(B, tuple(out), memory_gb)
+
+
+def _budget_text(run: dict[str, Any], memory_gb: float) -> str:
+    if run.get("memory_gb") is not None:
+        return f"{run['memory_gb']}"
+    return f"{memory_gb:.4g} (default: not set in the config)"
 
 
 def chunk_lanes(problem: Problem, cp: ClassPlan) -> int:
