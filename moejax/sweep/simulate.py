@@ -38,6 +38,7 @@ from moejax.estimation.bounds import Bounds, pack
 from moejax.estimation.estimators import FitData, best_start, fit_data
 from moejax.estimation.information import bound_mask, params_standard_errors, standard_errors
 from moejax.estimation.init import init_near_truth, random_inits, split_assignment
+from moejax.estimation.lanes import lane_chunk
 from moejax.estimation.objective import Blocks
 from moejax.estimation.solvers import STATUS_NAMES, ProjectedNewton
 from moejax.mix.density import class_probs_planes
@@ -535,6 +536,19 @@ def make_chunk_fn(
 
             return jax.vmap(one)(keys), None
         bufs = fill_buffers(spec, tp, keys.data, n, B, radius, bufs)
+        L = rs.shape[0]
+        if lane_chunk(L, cfg["run"]["lane_chunk"]) < L:
+            # Newton's loop gathers the lanes still iterating (moejax.estimation.lanes): each
+            # lane reads its blocks from the whole buffers by its index, so a chunk gathers
+            # lane indices, and each pass only the blocks it reads (gathering per-lane
+            # buffers would copy every lane's N rows on every trip).
+            def one_indexed(k: LaneKeys, lane):
+                src = lambda b: (bufs.X1[lane, b], (bufs.y[lane, b], bufs.lf0[lane, b]))
+                return fit_lane(
+                    problem, n, tp, k, lambda b: (*src(b), block_weights(n, b, B)), blocks
+                )
+
+            return jax.vmap(one_indexed)(keys, jnp.arange(L, dtype=jnp.int32)), bufs
 
         def one(k: LaneKeys, X1, y, lf0):
             return fit_lane(problem, n, tp, k, held_source(n, B, X1, y, lf0), blocks)
