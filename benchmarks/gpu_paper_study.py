@@ -43,6 +43,12 @@ figure:
   every pass), charged EIGH_FLOPS_P3 x P^3 flops (a standard Jacobi / QR figure: XLA's cost
   analysis counts the LAPACK / cuSOLVER custom call as zero flops) at peak; benchmarks/eigh.py
   measures batched eigh against Cholesky and a pass.
+- chunk gather: the compaction (`moejax.estimation.lanes`) gathers every batched operand of the
+  loop body for each chunk of each trip, and a lane's held data are operands: each executed
+  lane-trip reads and writes the lane's whole buffer (N rows of X1, y and lf0; the GPU plan of
+  the grid has one buffer class of 100 352 rows, so an n = 1000 fit copies 100x its rows).
+  Memory-bound, same low and high. --estimate-only checks it on this CPU (`_GATHER`: n = 1000
+  in its own buffer and in the grid's); gathering lane indices instead of data removes it.
 - loops and launches: the engine's loops (trips, chunks of a trip, blocks of a pass) run as
   device-side while loops; each block step launches its kernels. Low: one kernel per block
   step (everything fused) at LAUNCH_S; high: the fusions XLA's CPU back end makes of one block
@@ -61,8 +67,11 @@ figure:
 On a GPU the study is run and every piece is measured; the estimate is computed from the run's
 own passes and ratio. Without a GPU (--estimate-only), a calibration sweep on this machine
 (n = 1000, 2048 replicates, G = 2048 lanes per call, one device: the GPU's default lanes)
-gives the ratio, backtracks, compile, host and writers, and `moejax.simulate` of a few
-replicates per size gives the passes per fit at every n.
+gives the ratio, backtracks, compile, host and writers (under load these host timings vary by
+~1.5x from run to run, and the estimate multiplies them by ~400), the chunk-gather check
+measures the gather, and `moejax.simulate` of a few replicates per size gives the passes per
+fit at every n. --smoke runs the CPU study path (a 2 x 8-fit sweep, cold only) and prints the
+same tables without writing.
 """
 
 from __future__ import annotations
@@ -538,6 +547,11 @@ def main() -> None:
                 f"`moejax.simulate` of {p['sample']} replicates per size on this machine "
                 f"({time.perf_counter() - t0:.0f} s)"
             )
+            # the calibration's n: its 2048 fits (the sample misses the tail of the passes)
+            for n, v in calib["per_size"].items():
+                if n in per_size:
+                    per_size[n] = v
+                    source += f", at n = {n} the calibration sweep's {calib['fits']} fits"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ratio = calib["manifest"]["passes"]["ratio"] or 1.0
@@ -670,7 +684,11 @@ def report(args, info, dev, sizes, R, runs, calib, calib_src, meas, pc, ests, so
             "**NO GPU: THE GPU RUN HAS NEVER BEEN MADE.** No GPU was available to this project, "
             "so the 800 000-fit command has not been timed anywhere. What follows are the "
             "pieces verified on this CPU and the corrected estimate for an H100 / H200 built "
-            f"from them; run `{FULL_COMMAND}` on a GPU machine to measure it.",
+            f"from them; run `{FULL_COMMAND}` on a GPU machine to measure it. Only that run "
+            "can settle the wide pieces: the kernels per block step and whether XLA's command "
+            "buffers take the device-side loops (loops and launches), the traffic of a fused "
+            "pass (low: the held data once; high: every intermediate XLA's CPU back end "
+            "counts), and the GPU compile time (the CPU's stands in).",
         ]
     lines += [
         "",
