@@ -312,7 +312,7 @@ def estimate(pc: dict, per_size: dict, R: int, ratio: float, measured: dict, pea
         t,
         t,
         f"{trips:.3g} lane-trips x the lane's buffer ({', '.join(map(str, Ns))} rows) x "
-        f"{Bb:.0f} B, read + written (per-size buffers: {2 * Bb * g_own / bs:.3g} s)",
+        f"{Bb:.0f} B, read + written (per-size buffers: {2 * Bb * g_own / bs:.3g} s at {peak[0]})",
     )
     iters = chunk_trips + block_steps
     parts["loops and launches"] = (
