@@ -35,20 +35,20 @@ figure:
 
 - passes: rows x the fits' own passes (fits.csv ``passes``, backtracks included; not n_iter +
   1), max(arithmetic, memory); executed beyond useful: the same x (ratio - 1), rows padded to
-  whole blocks included. Memory low: the held data read once per pass, plus the chunk gather
-  (read and write of the lane's data) for executed passes (a GPU fuses the row function:
+  whole blocks included. Memory low: the held data read once per pass (a GPU fuses the row function:
   intermediates stay in registers); high: the bytes XLA's CPU cost analysis counts (every
   unfused intermediate, the old estimate's basis).
 - eigh: one P x P eigendecomposition per executed trip per lane (Newton computes its step on
   every pass), charged EIGH_FLOPS_P3 x P^3 flops (a standard Jacobi / QR figure: XLA's cost
   analysis counts the LAPACK / cuSOLVER custom call as zero flops) at peak; benchmarks/eigh.py
   measures batched eigh against Cholesky and a pass.
-- chunk gather: the compaction (`moejax.estimation.lanes`) gathers every batched operand of the
-  loop body for each chunk of each trip, and a lane's held data are operands: each executed
-  lane-trip reads and writes the lane's whole buffer (N rows of X1, y and lf0; the GPU plan of
-  the grid has one buffer class of 100 352 rows, so an n = 1000 fit copies 100x its rows).
-  Memory-bound, same low and high. --estimate-only checks it on this CPU (`_GATHER`: n = 1000
-  in its own buffer and in the grid's); gathering lane indices instead of data removes it.
+- chunk gather: the compaction (`moejax.estimation.lanes`) gathers the solver state of each
+  chunk's lanes on every trip and scatters it back (~P^2 + 5P float64 per lane-trip, read and
+  written). Held data are not gathered: a compacted lane reads its blocks from the whole
+  buffers by its index inside the pass (an earlier version gathered every lane's whole buffer,
+  N rows, per trip: 29 s on an H100 for the grid's 100 352-row buffer). --estimate-only checks
+  it on this CPU (`_GATHER`: n = 1000 in its own buffer and in the grid's: the times should
+  agree).
 - loops and launches: the engine's loops (trips, chunks of a trip, blocks of a pass) run as
   device-side while loops; each block step launches its kernels. Low: one kernel per block
   step (everything fused) at LAUNCH_S; high: the fusions XLA's CPU back end makes of one block
@@ -298,21 +298,17 @@ def estimate(pc: dict, per_size: dict, R: int, ratio: float, measured: dict, pea
         f"{trips:.3g} lane-trips x {EIGH_FLOPS_P3:.0f} P^3 (P = {P}) at peak (at 1% of peak: "
         f"{100 * e:.2g} s)",
     )
-    # the compaction's chunk gather: each chunk trip copies its lanes' whole buffers (N rows of
-    # X1, y, lf0: read and written), whatever n (lanes.py gathers every batched operand)
-    Bb = pc["buffer_row_bytes"]
-    if Cc < pc["lanes"]:
-        g = sum(R * v["passes"] * ratio * pc["buffer_of"][n] for n, v in per_size.items())
-        g_own = sum(R * v["passes"] * ratio * math.ceil(n / B) * B for n, v in per_size.items())
-    else:
-        g = g_own = 0.0
-    t = 2 * Bb * g / bs
-    Ns = sorted(set(pc["buffer_of"].values()))
+    # the compaction's chunk gather: each chunk trip gathers its lanes' solver state (x, g,
+    # H, step, candidate: ~P^2 + 5P float64) and scatters it back; the held data are read by
+    # lane index block by block inside the pass (counted with the passes), never copied
+    state = 8.0 * (P * P + 5 * P + 8)
+    g = trips if Cc < pc["lanes"] else 0.0
+    t = 2 * state * g / bs
     parts["chunk gather"] = (
         t,
         t,
-        f"{trips:.3g} lane-trips x the lane's buffer ({', '.join(map(str, Ns))} rows) x "
-        f"{Bb:.0f} B, read + written (per-size buffers: {2 * Bb * g_own / bs:.3g} s at {peak[0]})",
+        f"{g:.3g} lane-trips x the solver state ({state:.0f} B), read + written (the data are "
+        "read by lane index inside the pass)",
     )
     iters = chunk_trips + block_steps
     parts["loops and launches"] = (
@@ -423,9 +419,14 @@ def facts(out: Path, man: dict) -> dict:
         t0 = time.perf_counter()
         store.write_fits_csv(Path(d), lanes, STATUS_NAMES)
         t_csv = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        store.write_estimates(Path(d), lanes, store.KEPT_GROUPS)
-        t_npz = time.perf_counter() - t0
+        # timed as the full study writes it (800 000 fits: stored plain, not compressed)
+        below, store.COMPRESS_BELOW = store.COMPRESS_BELOW, 0
+        try:
+            t0 = time.perf_counter()
+            store.write_estimates(Path(d), lanes, store.KEPT_GROUPS)
+            t_npz = time.perf_counter() - t0
+        finally:
+            store.COMPRESS_BELOW = below
     F = len(lanes["n"])
     passes, n_iter = lanes["passes"], lanes["n_iter"]
     lock = 0.0
@@ -641,7 +642,7 @@ def report(args, info, dev, sizes, R, runs, calib, calib_src, meas, pc, ests, so
             f"vectorised writer's target ({CSV_TARGET_S:.0f} s per {CSV_TARGET_ROWS} rows): "
             f"{e['low'] - e['parts']['host: fits.csv writer'][0] + csv:.0f} - "
             f"{e['high'] - e['parts']['host: fits.csv writer'][0] + csv:.0f} s; and without the "
-            f"chunk gather (gathering indices, not data): "
+            f"solver-state gather: "
             f"{e['low'] - e['parts']['host: fits.csv writer'][0] + csv - e['gather']:.0f} - "
             f"{e['high'] - e['parts']['host: fits.csv writer'][0] + csv - e['gather']:.0f} s."
         )
