@@ -21,7 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from moejax.estimation.objective import RowFns
+from moejax.mix.rowfns import RowFns
 from moejax.mix.rows import _categorical, _gate, _regression
 from moejax.mix.spec import MixSpec
 
