@@ -6,11 +6,11 @@ predictors, one element per row) and contracts them with the planes of covariate
 (x_c x_c') over the rows: M = (w F) Q^T. Under XLA that contraction is a float64 dot, which the
 GPU backend does not fuse: both operands are written to memory (at G = 2048 lanes and B = 1024
 rows, d = 8: ~170 MB of F and ~750 MB of Q per block step). Here one Pallas kernel (Triton
-backend; float64 exp, log, log1p, tanh and dot lower for CUDA) does, per lane and block, in
-registers: load the covariate planes, form the predictors, evaluate the row function, weight
-and mask its planes, form the covariate products and accumulate M with an f64 dot, row chunk
-after row chunk. Only the lane's block of data is read and only M ((1 + W + W (W + 1) / 2) x
-pairs, a few kB) is written.
+backend; float64 exp, log, log1p, tanh and dot lower for CUDA) does, per lane and block, on chip
+(registers, and shared memory for the dot's operands): load the covariate planes, form the
+predictors, evaluate the row function, weight and mask its planes, form the covariate products
+and accumulate M with an f64 dot, row chunk after row chunk. Only the lane's block of data is
+read and only M ((1 + W + W (W + 1) / 2) x pairs, a few kB) is written.
 
 The row function is the same `RowFns` as the XLA pass (e.g. `moejax.mix.rows`): its jaxpr,
 traced on planes of ``chunk`` rows, is re-evaluated *plane by plane* (`planify`): every value
@@ -25,6 +25,10 @@ Order of summation: per lane, the kernel walks the block's row chunks in order a
 chunk's dot to one accumulator; the blocks are added in order by the objective's loop. No
 atomics: a lane's result depends on its data and the static (B, chunk) only, never on the
 number of lanes in the program or on which lanes share it.
+
+Tested on a CPU only (`tests/test_fused.py`: interpret mode against the XLA pass, and the
+lowering for CUDA); compiled for sm_90a without a GPU by `benchmarks/fused_ptx_check.py`;
+never run on a GPU.
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ from jax.extend import core as jex_core
 CHUNK = 128
 #: Triton warps per program.
 NUM_WARPS = 4
+#: Triton software-pipelining stages. 1: compiled for sm_90a (PTX by the CUDA plugin's Triton,
+#: then ptxas; no GPU), d = 8 and W = 6 take 98 kB of shared memory a program with 1 stage and
+#: 121 kB with 3 (two programs an SM against one), the same 168 registers, no spills. Chosen
+#: on that count alone: never timed on a GPU.
+NUM_STAGES = 1
 
 
 class FusedUnsupported(Exception):
@@ -405,7 +414,7 @@ def make_fused_contrib(
         if not interpret:
             from jax.experimental.pallas import triton as plgpu
 
-            kw["compiler_params"] = plgpu.CompilerParams(num_warps=NUM_WARPS)
+            kw["compiler_params"] = plgpu.CompilerParams(num_warps=NUM_WARPS, num_stages=NUM_STAGES)
         call = pl.pallas_call(kernel, out_shape=out_shape, name="moejax_fused_pass", **kw)
         rowF = np.argsort(np.where(np.asarray(orderF) < 0, 1 << 30, orderF))[:nF]
         colQ = np.argsort(np.where(np.asarray(orderQ) < 0, 1 << 30, orderQ))[:nq]
