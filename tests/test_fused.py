@@ -9,6 +9,7 @@ dominates; the arithmetic is the same IEEE float64)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 
@@ -18,10 +19,12 @@ import numpy as np
 import pytest
 
 import moejax as mj  # noqa: F401  (float64)
+from moejax.estimation.bounds import layout, n_gate_params
 from moejax.estimation.estimators import FitData, objective
 from moejax.estimation.fused import FusedUnsupported, planify
-from moejax.estimation.objective import Blocks
+from moejax.estimation.objective import Blocks, linear_predictor_objective
 from moejax.mix import MixSpec
+from moejax.mix.emrows import em_row_fns
 
 GATES = ("softmax", "input_free", "sigmoid")
 LIKS = ("categorical", "gaussian", "laplace")
@@ -124,6 +127,38 @@ def test_interpret_kernel_over_lanes_streamed_value_and_grad() -> None:
     for a, b in zip(xla, kern, strict=True):
         a, b = np.asarray(a), np.asarray(b)
         assert a.shape[0] == 3 and np.all(np.isfinite(a))
+        np.testing.assert_allclose(b, a, rtol=TOL, atol=TOL * np.abs(a).max())
+
+
+@pytest.mark.parametrize("lik", ["categorical", "gaussian"])
+def test_interpret_kernel_em_m_step_objectives(lik: str) -> None:
+    """EM's M-step objectives (gate rows with posteriors r (m + 1, n) as aux, expert rows with
+    (y, r)), as `_fit_em` builds them: the kernel in interpret mode equals the XLA pass."""
+    spec = _spec("sigmoid", lik, 2)
+    data, theta = _data(spec, seed=6)
+    r = np.random.default_rng(7).dirichlet(np.ones(spec.m + 1), size=N).T
+    widths, starts = layout(spec)
+    gate_rows, expert_rows = em_row_fns(spec)
+    ng, m = n_gate_params(spec), spec.m
+
+    def both(data, r, theta):
+        blocks = Blocks(B, jnp.int32(COUNT))
+        out = []
+        for f in ("off", "interpret"):
+            lpo = functools.partial(linear_predictor_objective, blocks=blocks, fused=f)
+            gate = lpo(gate_rows, data.X1, r, data.w, data.total, widths[:m], starts=starts[:m])
+            expert = lpo(
+                expert_rows, data.X1, (data.y, r), data.w, data.total, widths[m:],
+                starts=starts[m:],
+            )  # fmt: skip
+            out.append((gate.value_grad_hess(theta[:ng]), expert.value_grad_hess(theta[ng:])))
+        return out
+
+    r = jnp.asarray(r)
+    xla, kern = _compiled(both, data, r, theta)(data, r, theta)
+    for a, b in zip(jax.tree_util.tree_leaves(xla), jax.tree_util.tree_leaves(kern), strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        assert np.all(np.isfinite(a))
         np.testing.assert_allclose(b, a, rtol=TOL, atol=TOL * np.abs(a).max())
 
 
