@@ -3,9 +3,9 @@ mode against the XLA pass, for every gate x likelihood x m in {1, 2}, and the en
 lowered for CUDA (no GPU needed to lower): the Triton kernel is there, the XLA contraction is
 not. Nothing here runs the kernel on a GPU.
 
-Sizes are tiny (d = 2, 256 active rows in two blocks of 128, padding rows of weight 0), and each
-case compiles one program holding both passes, at a low XLA optimisation level (compile time
-dominates; the arithmetic is the same IEEE float64)."""
+Sizes are tiny (d = 2, 512 active rows in two blocks of 256, each two kernel chunks of 128;
+padding rows of weight 0), and each case compiles one program holding both passes, at a low XLA
+optimisation level (compile time dominates; the arithmetic is the same IEEE float64)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from moejax.mix.emrows import em_row_fns
 
 GATES = ("softmax", "input_free", "sigmoid")
 LIKS = ("categorical", "gaussian", "laplace")
-B, COUNT, N = 128, 2, 384  # blocks of B rows, COUNT active (rows past COUNT * B never read)
+B, COUNT, N = 256, 2, 640  # blocks of B rows (2 kernel chunks), COUNT active, rows past never read
 FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 TOL = 1e-12
 
@@ -192,6 +192,24 @@ def test_planify_evaluates_plane_by_plane_and_refuses_the_rest() -> None:
         planify(lambda U: jnp.asarray(np.ones((2, 3))) @ U, ch, spec)
     with pytest.raises(FusedUnsupported, match="erf"):
         planify(lambda U: jax.lax.erf(U), ch, spec)
+
+
+def test_a_row_function_the_kernel_refuses_keeps_the_xla_pass_on_cuda() -> None:
+    """An autodiff row function (refused by planify) under fused="auto": lowered for CUDA, no
+    kernel and the XLA contraction; "on" refuses it by name."""
+    phi = lambda u, a: jnp.log1p(jnp.exp(u[0] - a)) + 0.5 * u[1] ** 2
+    X1 = jnp.ones((3, B))
+    args = (X1, jnp.zeros(B), jnp.ones(B), jnp.asarray(float(B)), (3, 2))
+
+    def vgh(theta, fused):
+        obj = linear_predictor_objective(phi, *args, starts=(0, 1), fused=fused)
+        return obj.value_grad_hess(theta)
+
+    theta = jnp.zeros(5)
+    text = jax.jit(lambda t: vgh(t, "auto")).trace(theta).lower(lowering_platforms=("cuda",))
+    assert "triton" not in text.as_text() and "stablehlo.dot_general" in text.as_text()
+    with pytest.raises(FusedUnsupported):
+        jax.jit(lambda t: vgh(t, "on")).trace(theta)
 
 
 # --------------------------------------------------------------------------- CUDA lowering

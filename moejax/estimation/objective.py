@@ -15,6 +15,7 @@ reduction whatever the model.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -277,18 +278,21 @@ def linear_predictor_objective(
             return kernel(order)(Xb, auxb, wb, x, total)
         from moejax.estimation.fused import FusedUnsupported
 
-        try:
+        try:  # the CUDA branch is traced on every platform: anything it refuses keeps XLA
             kernel(order).check(Xb, auxb)
+            return jax.lax.platform_dependent(
+                Xb,
+                auxb,
+                wb,
+                x,
+                cuda=lambda *a: kernel(order)(*a, total),
+                default=lambda *a: contrib(*a, order),
+            )
         except FusedUnsupported:
             return contrib(Xb, auxb, wb, x, order)
-        return jax.lax.platform_dependent(
-            Xb,
-            auxb,
-            wb,
-            x,
-            cuda=lambda *a: kernel(order)(*a, total),
-            default=lambda *a: contrib(*a, order),
-        )
+        except Exception as e:  # a bug of the kernel's path must not cost the XLA pass
+            warnings.warn(f"fused pass unavailable, XLA pass used: {e!r}", stacklevel=2)
+            return contrib(Xb, auxb, wb, x, order)
 
     def total_of(x, order):
         if blocks is None:
