@@ -146,12 +146,18 @@ def prepare_data(
 
 
 def objective(
-    spec: MixSpec, data: FitData, blocks: Blocks | None = None, source: Any = None
+    spec: MixSpec,
+    data: FitData,
+    blocks: Blocks | None = None,
+    source: Any = None,
+    fused: str = "auto",
 ) -> Objective:
     """Mean negative log-likelihood of the flat parameter vector (closed-form row
     derivatives, one pass over the data for value, gradient and Hessian). With ``source``
     (``source(b) -> (X1_b, (y_b, lf0_b), w_b)``, block b drawn from its key), the data are
-    streamed: only ``data.total`` and ``data.ok`` are read from ``data``."""
+    streamed: only ``data.total`` and ``data.ok`` are read from ``data``. ``fused``: which
+    pass sums the gradient and Hessian (`linear_predictor_objective`; "auto": the fused
+    kernel on CUDA, the XLA pass elsewhere)."""
     widths, starts = layout(spec)
     return linear_predictor_objective(
         mixture_row_fns(spec),
@@ -163,6 +169,7 @@ def objective(
         blocks,
         starts,
         source,
+        fused,
     )
 
 

@@ -15,6 +15,7 @@ reduction whatever the model.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -48,6 +49,10 @@ def generic_objective(fun: Callable[[jax.Array], jax.Array]) -> Objective:
 
 def as_objective(fun: Objective | Callable[[jax.Array], jax.Array]) -> Objective:
     return fun if isinstance(fun, Objective) else generic_objective(fun)
+
+
+#: The passes `linear_predictor_objective` can use for its gradient and Hessian sums.
+FUSED_MODES = ("auto", "off", "on", "interpret")
 
 
 class Blocks(NamedTuple):
@@ -110,6 +115,7 @@ def linear_predictor_objective(
     blocks: Blocks | None = None,
     starts: tuple[int, ...] | None = None,
     source: Callable[[jax.Array], tuple[jax.Array, Any, jax.Array]] | None = None,
+    fused: str = "auto",
 ) -> Objective:
     """f(x) = sum_i w_i phi(u_i, aux_i) / total, with u_ij = X1[s_j : s_j + widths[j], i] . x_j,
     and its gradient and Hessian in one fused pass over the rows.
@@ -138,9 +144,17 @@ def linear_predictor_objective(
       source: optional ``source(b) -> (X1_b (d+1, size), aux_b, w_b (size,))``, block b's rows,
         used instead of slicing X1, aux and w (which may then be None): data streamed from
         keys, never held. Needs ``blocks``.
+      fused: which pass computes the gradient and Hessian sums (`FUSED_MODES`): "auto" (the
+        fused Pallas-Triton kernel of `moejax.estimation.fused` when lowered for CUDA, this
+        XLA pass everywhere else, chosen by `jax.lax.platform_dependent`; the XLA pass alone
+        when the row function cannot run in the kernel), "off" (the XLA pass), "on" (the
+        kernel, CUDA only) or "interpret" (the kernel in Pallas interpret mode, any platform:
+        the CPU tests). The value alone is always the XLA pass (no covariate products).
     """
     if source is not None and blocks is None:
         raise ValueError("source: a streamed objective needs blocks")
+    if fused not in FUSED_MODES:
+        raise ValueError(f"fused: expected one of {FUSED_MODES}, got {fused!r}")
     if not isinstance(rows, RowFns):
         rows = autodiff_rows(rows)
     m = len(widths)
@@ -185,9 +199,53 @@ def linear_predictor_objective(
         F = jnp.stack([jnp.where(wmask, ww * f, 0.0) for f in planes])
         return jnp.einsum("fb,qb->fq", F, _product_planes(Xb, plans[order].pairs, ones))
 
+    kernels: dict[int, Callable] = {}
+
+    def kernel(order):
+        if order not in kernels:
+            from moejax.estimation.fused import make_fused_contrib
+
+            kernels[order] = make_fused_contrib(
+                rows.value_grad if order == 1 else rows.value_grad_hess,
+                order,
+                m=m,
+                C=C,
+                ones=ones,
+                rows_of=rows_of,
+                cols_of=cols_of,
+                flat_of=flat_of,
+                pairs=plans[order].pairs,
+                interpret=fused == "interpret",
+            )
+        return kernels[order]
+
+    def block_sums(Xb, auxb, wb, x, order):
+        """`contrib`, or the fused kernel's same sums (order >= 1, by ``fused``)."""
+        if order == 0 or fused == "off":
+            return contrib(Xb, auxb, wb, x, order)
+        if fused in ("on", "interpret"):
+            return kernel(order)(Xb, auxb, wb, x, total)
+        from moejax.estimation.fused import FusedUnsupported
+
+        try:  # the CUDA branch is traced on every platform: anything it refuses keeps XLA
+            kernel(order).check(Xb, auxb)
+            return jax.lax.platform_dependent(
+                Xb,
+                auxb,
+                wb,
+                x,
+                cuda=lambda *a: kernel(order)(*a, total),
+                default=lambda *a: contrib(*a, order),
+            )
+        except FusedUnsupported:
+            return contrib(Xb, auxb, wb, x, order)
+        except Exception as e:  # a bug of the kernel's path must not cost the XLA pass
+            warnings.warn(f"fused pass unavailable, XLA pass used: {e!r}", stacklevel=2)
+            return contrib(Xb, auxb, wb, x, order)
+
     def total_of(x, order):
         if blocks is None:
-            return contrib(X1, aux, w, x, order)
+            return block_sums(X1, aux, w, x, order)
         size = blocks.size
         if order == 0:
             zero = jnp.zeros((), jnp.float64)
@@ -197,9 +255,9 @@ def linear_predictor_objective(
 
         def body(b, acc):
             if source is not None:
-                return acc + contrib(*source(b), x, order)
+                return acc + block_sums(*source(b), x, order)
             sl = lambda a: jax.lax.dynamic_slice_in_dim(a, b * size, size, axis=a.ndim - 1)
-            return acc + contrib(sl(X1), jax.tree_util.tree_map(sl, aux), sl(w), x, order)
+            return acc + block_sums(sl(X1), jax.tree_util.tree_map(sl, aux), sl(w), x, order)
 
         return jax.lax.fori_loop(0, blocks.count, body, zero)
 
