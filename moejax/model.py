@@ -199,8 +199,9 @@ def log_class_probs(spec: MixSpec, params: Params, X: jax.Array) -> jax.Array:
 
 
 def class_probs(spec: MixSpec, params: Params, X: jax.Array) -> jax.Array:
-    """p_G(y = k | x_i), shape (n, K); rows sum to 1."""
-    return jnp.exp(log_class_probs(spec, params, X))
+    """p_G(y = k | x_i), shape (n, K); rows sum to 1. (A log-probability that rounds above 0,
+    by an ulp of the log-sum-exp, is taken as 0: every entry lies in [0, 1].)"""
+    return jnp.exp(jnp.minimum(log_class_probs(spec, params, X), 0.0))
 
 
 def log_density(spec: MixSpec, params: Params, X: jax.Array, y: jax.Array) -> jax.Array:
