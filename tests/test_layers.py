@@ -225,3 +225,36 @@ def test_no_import_cycle_between_packages() -> None:
 
     cycles = sorted(f"{a} <-> {b}" for a in edges for b in reach(a) if a < b and a in reach(b))
     assert cycles == []
+
+
+def test_every_option_list_is_written_once() -> None:
+    """The option lists (gates, likelihoods, methods, EM variants, solvers, init rules, status
+    names) are tuple literals in the module that defines the options and nowhere else: config
+    validation, the store and the report import them (a second copy drifts)."""
+    from moejax.estimation.estimators import EM_ACCELS, METHODS
+    from moejax.estimation.init import INIT_MODES
+    from moejax.estimation.solvers import SOLVERS, STATUS_NAMES
+    from moejax.mix.spec import GATES, LIKELIHOODS
+
+    lists = {
+        "GATES": GATES,
+        "LIKELIHOODS": LIKELIHOODS,
+        "METHODS": METHODS,
+        "EM_ACCELS": EM_ACCELS,
+        "SOLVERS": tuple(SOLVERS),
+        "INIT_MODES": INIT_MODES,
+        "STATUS_NAMES": STATUS_NAMES,
+    }
+    copies: dict[str, list[str]] = {name: [] for name in lists}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Tuple | ast.List | ast.Dict):
+                continue
+            elts = node.keys if isinstance(node, ast.Dict) else node.elts
+            words = [e.value for e in elts if isinstance(e, ast.Constant)]
+            if len(words) != len(elts) or not all(isinstance(w, str) for w in words):
+                continue
+            for name, values in lists.items():
+                if sorted(words) == sorted(values):
+                    copies[name].append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert {name: len(where) for name, where in copies.items()} == dict.fromkeys(lists, 1), copies

@@ -988,7 +988,8 @@ def simulate(
       {column: (len(sizes), replicates) array} for every column of fits.csv (``n``,
       ``replicate``, ``err_beta``, ``err_exp_tau``, ``err_eta``, ``err_density``, ``err_nu``,
       ``err_voronoi``, ``loglik``, ``n_iter``, ``inner_steps``, ``converged``, ``at_bound``,
-      ``n_empty_cells``, ``n_shared_cells``, ``status`` (names), ``grad_norm``, ``start``), plus
+      ``n_empty_cells``, ``n_shared_cells``, ``status`` (names), ``grad_norm``, ``start``,
+      ``passes``), plus
       ``status_code``; row i is sizes[i] in increasing order. Beside them, every fit's
       evidence as `moejax.mix.MixParams` whose leaves have leading axes (sizes, replicates):
       ``estimate`` (the fitted adapters), ``se`` (standard errors from the observed
