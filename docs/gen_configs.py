@@ -24,6 +24,7 @@ if str(ROOT) not in sys.path:  # run as a script or as a hook from any directory
 from moejax.experts import BUILTIN_ACTIVATIONS  # noqa: E402
 from moejax.sweep import config as C  # noqa: E402
 from moejax.sweep import grid as G  # noqa: E402
+from moejax.sweep import schema as S  # noqa: E402
 
 OUT = ROOT / "docs" / "configs.md"
 
@@ -291,6 +292,20 @@ def render() -> str:
         "The manifest records the config's hash (`moejax.sweep.config_hash`); a run directory "
         "that holds another config is refused unless `--force`. The hash leaves out the name and "
         f"the fields that change how a run executes, not what it computes: {run_only}.\n"
+    )
+    out.append(
+        "## What a run writes: fits.csv\n\n"
+        "One row per (n, replicate), sorted, with these columns in this order "
+        "(`moejax.sweep.schema.COLUMNS`; a column marked *later* reads as missing from older "
+        "files). The evidence of every fit (estimate, standard errors, bound flags, truth) is "
+        "in estimates.npz beside it.\n\n| column | kind | meaning |\n|---|---|---|"
+    )
+    out.append(
+        "\n".join(
+            f"| `{c.name}` | {c.kind} | {c.meaning}{' (*later*)' if c.later else ''} |"
+            for c in S.COLUMNS
+        )
+        + "\n"
     )
     return "\n".join(out)
 

@@ -55,8 +55,9 @@ from moejax.sweep import (
     run_sweep,
 )
 from moejax.sweep.config import SCHEMA
+from moejax.sweep.schema import KEPT_GROUPS, LANE_COLUMNS
 from moejax.sweep.simulate import buffer_classes, build_problem, lane_keys
-from moejax.sweep.store import FLOAT_COLUMNS
+from moejax.sweep.store import FLOAT_COLUMNS, load_parts
 from moejax.voronoi import voronoi_errors
 
 BASE_TOML = """\
@@ -294,6 +295,11 @@ def test_fits_csv_layout(base_run) -> None:
         assert math.isfinite(float(r["loglik"])) and float(r["loglik"]) < 0
     assert sum(r["converged"] == "0" for r in rows) == man["counts"]["n_failed"]
     assert n_parts(out) == len(rows) // 2  # chunk 2
+    # one schema: every lane result is a column of it (or kept evidence), and every column
+    # but the engine's (n, replicate) and the status name comes from the lanes
+    lanes, _ = load_parts(out)
+    kept = {k for k in lanes if k.split(".")[0] in KEPT_GROUPS}
+    assert set(lanes) - kept == set(LANE_COLUMNS) | {"n", "replicate"}
     assert not list(out.glob("slopes.*")) and not list(out.glob("rates.*"))  # report: the CLI's
 
 

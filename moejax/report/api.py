@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from moejax.sweep.store import KEPT_GROUPS
+from moejax.sweep.schema import KEPT_GROUPS
 
 from .coverage import flat_evidence
 from .report import run_evidence

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from moejax.atomic import write_text_atomic
-from moejax.sweep.store import FLOAT_COLUMNS, INT_COLUMNS, LATER_INT_COLUMNS, STR_COLUMNS
+from moejax.sweep.schema import FLOAT_COLUMNS, INT_COLUMNS, LATER_INT_COLUMNS, STR_COLUMNS
 
 #: ``n`` and ``replicate`` are required; a missing or unparseable value in an optional integer
 #: column is stored as ``MISSING_INT`` (so ``converged == 1`` is then false). Empty float cells

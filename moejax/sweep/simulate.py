@@ -52,7 +52,7 @@ from moejax.mix.sampling import (
 from moejax.mix.spec import MixParams, MixSpec
 from moejax.mix.truth import MixTruth, drifting_truth
 from moejax.sweep import config as config_mod
-from moejax.sweep.store import KEPT_GROUPS
+from moejax.sweep.schema import KEPT_GROUPS
 from moejax.voronoi import voronoi_errors
 
 #: Lanes per device per compiled call when run.lanes = 0 (automatic), by platform, lowered

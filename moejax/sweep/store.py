@@ -19,56 +19,13 @@ import numpy as np
 
 from moejax.atomic import write_bytes_atomic, write_text_atomic
 
-#: The fits.csv schema: its columns in file order. The report's reader
-#: (`moejax.report.table.read_fits_csv`) parses them by the three type lists below.
-FIT_COLUMNS: tuple[str, ...] = (
-    "n",
-    "replicate",
-    "err_beta",
-    "err_exp_tau",
-    "err_eta",
-    "err_density",
-    "err_nu",
-    "err_voronoi",
-    "loglik",
-    "n_iter",
-    "inner_steps",
-    "converged",
-    "at_bound",
-    "n_empty_cells",
-    "n_shared_cells",
-    "status",
-    "grad_norm",
-    "start",
-    "passes",
-)
-#: Integer columns (written as ints; the flags ``converged`` and ``at_bound`` are 0/1).
-INT_COLUMNS: tuple[str, ...] = (
-    "n",
-    "replicate",
-    "n_iter",
-    "inner_steps",
-    "converged",
-    "at_bound",
-    "n_empty_cells",
-    "n_shared_cells",
-    "start",
-    "passes",
-)
-#: Integer columns added after fits.csv files were first written without them (over-fitted
-#: adapters): the reader gives ``MISSING_INT`` in every row of an older file.
-LATER_INT_COLUMNS: tuple[str, ...] = ("n_shared_cells", "start", "passes")
-#: The groups of kept arrays beside fits.csv's columns (``<group>.<leaf>`` keys of a lane's
-#: results, of the parts and of estimates.npz, one per MixParams leaf; ``moejax.simulate``
-#: returns each group as one MixParams): the estimate, its standard errors, its coordinates
-#: on a box bound (int8), the truth G*(n).
-KEPT_GROUPS: tuple[str, ...] = ("estimate", "se", "on_bound", "truth")
-#: Text columns.
-STR_COLUMNS: tuple[str, ...] = ("status",)
-#: Float columns (written with repr: ``nan``/``inf`` as such): every other column.
-FLOAT_COLUMNS: tuple[str, ...] = tuple(
-    c for c in FIT_COLUMNS if c not in INT_COLUMNS and c not in STR_COLUMNS
-)
+# The fits.csv schema lives in moejax.sweep.schema (one list of columns); re-exported here.
+from moejax.sweep.schema import FIT_COLUMNS as FIT_COLUMNS
+from moejax.sweep.schema import FLOAT_COLUMNS as FLOAT_COLUMNS
+from moejax.sweep.schema import INT_COLUMNS as INT_COLUMNS
+from moejax.sweep.schema import KEPT_GROUPS as KEPT_GROUPS
+from moejax.sweep.schema import LATER_INT_COLUMNS as LATER_INT_COLUMNS
+from moejax.sweep.schema import STR_COLUMNS as STR_COLUMNS
 
 
 class StoreError(RuntimeError):
