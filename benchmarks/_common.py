@@ -354,7 +354,7 @@ def describe_config(cfg: dict) -> str:
 def call_plan(
     cfg: dict, n_devices: int = 1, platform: str = "cpu"
 ) -> list[tuple[list[tuple[int, int]], int, int]]:
-    """The compiled calls a sweep of ``cfg`` makes, mirroring `moejax.sweep.engine.run_sweep`
+    """The compiled calls a sweep of ``cfg`` makes, mirroring `moejax.sweep.driver.run_sweep`
     and `Engine.run`: a list of (real lanes [(n, r)], lanes per call, rows per lane). The
     plan (`moejax.sweep.simulate.plan`) gives every buffer class G lanes per device and the
     devices a call uses; chunks (parts on disk, `chunk_lanes`) never mix sizes and each runs

@@ -6,7 +6,7 @@ paper-sized GPU study, `sweeps/gpu/paper-d8.toml` at 40 000 replicates x 20 size
     python benchmarks/host.py --no-old        # skip the per-cell writer (~15 s at 800 000)
     python benchmarks/host.py --write         # also replace RESULTS.md's "host.py" section
 
-The lanes are synthetic but shaped and valued like a sweep's (`moejax.sweep.engine` hands the
+The lanes are synthetic but shaped and valued like a sweep's (`moejax.sweep.driver` hands the
 store the same dict): the fits.csv columns (errors and gradient norms with 16-17 significant
 digits, log-likelihoods around -n, two all-NaN columns as for a categorical one-adapter model,
 small integer counts, statuses) and the kept arrays of estimates.npz (estimate, se, on_bound,

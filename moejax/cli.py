@@ -322,7 +322,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if err:
             return _die(err, 2)
     _setup_jax_cache()
-    from moejax.sweep.engine import SweepPlanError, run_sweep
+    from moejax.sweep.driver import SweepPlanError, run_sweep
     from moejax.sweep.store import StoreError
 
     complete = True

@@ -645,7 +645,7 @@ def test_a_grid_over_scale_alone_warns_that_the_frozen_expert_moves() -> None:
 
 
 def test_sweep_prints_the_frozen_scale_warning_in_one_line(tmp_path, capsys, monkeypatch) -> None:
-    import moejax.sweep.engine as engine
+    import moejax.sweep.driver as engine
 
     monkeypatch.setattr(engine, "run_sweep", lambda *a, **k: {})  # nothing is computed
     text = (

@@ -251,7 +251,7 @@ def test_input_free_run_has_no_beta_and_its_weight(runs):
 
 def test_adapter_weight_of_softmax_gate_matches_a_numpy_estimate():
     cfg = resolve(_with(INPUT_FREE, model={"gate": "softmax"}))
-    from moejax.sweep.engine import adapter_weight
+    from moejax.sweep.problem import adapter_weight
     from moejax.sweep.simulate import build_problem
 
     w = adapter_weight(build_problem(cfg))

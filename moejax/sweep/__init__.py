@@ -10,7 +10,7 @@ from moejax.sweep.config import (
     resolve,
     shipped_configs,
 )
-from moejax.sweep.engine import run_sweep
+from moejax.sweep.driver import run_sweep
 from moejax.sweep.simulate import (
     Engine,
     Problem,

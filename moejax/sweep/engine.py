@@ -1,275 +1,185 @@
-"""The sweep driver: a config -> chunks of lanes on disk, resumable, with progress.
-
-The arithmetic is `moejax.sweep.simulate`'s `Engine` (compiled, vmapped, sharded lanes whose
-results depend on (seed, n, replicate) alone, bitwise, whatever the chunk size or the device
-count); this module adds the run directory: every finished chunk is persisted atomically to
-``parts/`` so that an interrupted sweep resumes where it stopped, then fits.csv and the
-manifest are written. Several processes (``--distributed``) split the chunks.
-"""
+"""The compiled engine: one program per buffer class, sharded over the devices, run on any
+lanes (`Engine.submit` / `collect` / `run`). A lane's result depends on (seed, n, replicate)
+alone, bitwise, whatever the chunk size or the device count."""
 
 from __future__ import annotations
 
-import platform
-import sys
 import time
-from importlib import metadata
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from moejax.estimation.solvers import STATUS_NAMES
-from moejax.mix.density import gate_log_weights, predictors
-from moejax.mix.sampling import sample_covariates
-from moejax.sweep import store
-from moejax.sweep.config import config_hash
-from moejax.sweep.simulate import (
-    Engine,
-    Problem,
-    SweepPlanError,
-    build_problem,
-    chunk_lanes,
-    init_rule,
-    progress_bar,
-)
+from moejax.sweep.lane import EXECUTED, Buffers, empty_buffers, make_chunk_fn
+from moejax.sweep.plan import ClassPlan, plan
+from moejax.sweep.problem import Problem
 
-__all__ = ["RunDirError", "SweepPlanError", "adapter_weight", "run_sweep"]
+#: XLA options of the engine's programs on a CPU: LLVM optimisation level 1 (measured: ~60% of
+#: the default level's compile time, no slower to run). Passed with each compilation, so that
+#: `simulate` in your Python and `moejax sweep` compile the same program (same results).
+CPU_COMPILE_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
-def versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for pkg in ("moejax", "jax", "jaxlib", "jaxopt", "optax", "numpy", "matplotlib"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+def compile_options(device: Any) -> dict[str, Any] | None:
+    return dict(CPU_COMPILE_OPTIONS) if device.platform == "cpu" else None
 
 
-class RunDirError(store.StoreError):
-    """The results directory holds another config."""
+class Engine:
+    """The compiled programs of one problem, and ``run(n, replicates)`` on any lanes.
 
-
-def _prepare_dir(out: Path, cfg: dict, digest: str, force: bool) -> None:
-    store.check_writable(out)
-    man = out / "manifest.json"
-    if man.exists():
-        try:
-            old = store.read_json(man).get("config_hash")
-        except (OSError, ValueError):
-            old = None
-        if old != digest:
-            if not force:
-                raise RunDirError(
-                    f"{out} holds results of a different config (hash {old} != {digest}); "
-                    "use --force to overwrite it or choose another --out"
-                )
-            store.clear_run(out)
-    elif any((out / "parts").glob("part-*.npz")):
-        if not force:
-            raise RunDirError(
-                f"{out} holds result parts but no manifest; use --force to "
-                "overwrite it or choose another --out"
-            )
-        store.clear_run(out)
-
-
-def adapter_weight(problem: Problem, points: int = 200_000) -> float:
-    """E_X[total gate weight of the adapters] at the truth, by Monte Carlo (gates do not
-    drift with n)."""
-    spec, radius = problem.spec, problem.cfg["model"]["radius"]
-
-    @jax.jit  # one small program (op by op, its ~30 operations cost ~1 s of compilation)
-    def weight(truth):
-        X = sample_covariates(jax.random.key(20260101), spec.d, points, radius)
-        g = predictors(spec, truth.at(1.0), X)[:, : spec.m]
-        return jnp.mean(1.0 - jnp.exp(gate_log_weights(spec.gate, g)[:, 0]))
-
-    return float(weight(problem.truth))
-
-
-def _manifest(cfg, digest, status, extra) -> dict[str, Any]:
-    return {
-        "name": cfg["name"],
-        "regime": cfg["truth"]["regime"],
-        "gamma": cfg["truth"]["gamma"] if cfg["truth"]["regime"] == "homogeneous" else None,
-        "status": status,
-        "config_hash": digest,
-        "config": cfg,
-        "versions": versions(),
-        "devices": [str(d) for d in jax.devices()],
-        "process_count": jax.process_count(),
-        **extra,
-    }
-
-
-def run_sweep(
-    cfg: dict[str, Any],
-    out: str | Path,
-    *,
-    force: bool = False,
-    progress: bool = True,
-    study: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Run (or resume) a resolved sweep config into directory ``out``.
-
-    ``study`` (a grid point's :meth:`moejax.sweep.grid.Study.manifest_entry`) is recorded in the
-    manifest as ``"study"``; it is not part of the config hash.
-
-    Writes the parts, ``fits.csv`` and ``manifest.json`` only; the slope report is the caller's
-    (``moejax.report.make_report(out)``, as ``moejax sweep`` does). Returns the final manifest
-    (``{}`` on a process other than 0 of a multi-process run). Raises `store.StoreError` if
-    ``out`` is unusable and `SweepPlanError` (before anything is written) if the sweep cannot
-    run within run.memory_gb.
+    Every call runs exactly ``lanes x devices`` lanes of one sample size (the last call of a
+    request is padded with copies of its last lane), sharded over the class's devices along
+    the lane axis (`jax.sharding.NamedSharding`); programs are compiled on first use (one per
+    buffer class) and kept. ``compile_s`` and ``compute_s`` accumulate the wall time of each.
     """
-    out = Path(out)
-    digest = config_hash(cfg)
-    problem = build_problem(cfg)
-    sizes, R = cfg["sizes"]["list"], cfg["replicates"]
-    engine = Engine(problem)  # plans every buffer class's memory before anything is written
-    _prepare_dir(out, cfg, digest, force)
-    # Chunks (one part each) never mix sample sizes; each runs whole calls of G lanes/device.
-    chunks = []
-    for cp in engine.plan.classes:
-        C = chunk_lanes(problem, cp)
-        chunks += [(n, list(range(R))[i : i + C]) for n in cp.sizes for i in range(0, R, C)]
-    executed = 0
-    for n, rs in chunks:
-        cp = engine.plan.class_of(n)
-        executed += -(-len(rs) // cp.per_call) * cp.per_call * -(-n // cp.block) * cp.block
-    layout = {
-        **({"study": study} if study is not None else {}),
-        "adapter_weight": adapter_weight(problem),
-        "init_rule": init_rule(problem),
-        "buffer_rows": max(cp.N for cp in engine.plan.classes),
-        "block_rows": max(cp.block for cp in engine.plan.classes),
-        "chunk": max(chunk_lanes(problem, cp) for cp in engine.plan.classes),
-        "lanes_per_device": max(cp.lanes for cp in engine.plan.classes),
-        "memory_gb": engine.plan.memory_gb,
-        "padding_ratio": executed / (R * sum(sizes)),
-        "buckets": [
-            {
-                "padded_size": cp.N,
-                "sizes": list(cp.sizes),
-                "chunk": chunk_lanes(problem, cp),
-                "lanes_per_device": cp.lanes,
-                "block_rows": cp.block,
-                "devices": cp.devices,
-                "streamed": cp.streamed,
-            }
-            for cp in engine.plan.classes
-        ],
-    }
-    t_start = time.time()
-    store.write_json(
-        out / "manifest.json",
-        _manifest(
-            cfg, digest, "running", {**layout, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        ),
-    )
 
-    done, next_part = store.load_parts(out)
-    pid, nproc = jax.process_index(), jax.process_count()
-    if nproc > 1:
-        # Every process must have listed the parts (so agree on next_part and on the lanes
-        # done) before any process writes one; else a part index can be taken twice.
-        from jax.experimental import multihost_utils
+    def __init__(self, problem: Problem, devices: list[Any] | None = None) -> None:
+        self.problem = problem
+        self.devices = list(devices if devices is not None else jax.local_devices())
+        self.plan = plan(problem, len(self.devices), self.devices[0].platform)
+        self.compile_s = 0.0
+        self.compute_s = 0.0
+        self.passes_executed: float | None = 0.0
+        self.passes_useful: int | None = 0
+        self._programs: dict[int, Any] = {}
+        self._bufs: dict[int, Any] = {}
+        self._seed_host = np.uint32(problem.cfg["seed"])
 
-        multihost_utils.sync_global_devices("moejax-sweep-start")
-    done_set = set(zip(done.get("n", []), done.get("replicate", []), strict=True))
-    total = len(sizes) * R
-    todo = [(n, [r for r in rs if (n, r) not in done_set]) for n, rs in chunks]
-    todo = [(i, n, rs) for i, (n, rs) in enumerate(todo) if rs and i % nproc == pid]
+    def _mesh(self, cp: ClassPlan):
+        mesh = jax.sharding.Mesh(np.array(self.devices[: cp.devices]), ("lanes",))
+        lanes = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("lanes"))
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        return mesh, lanes, replicated
 
-    bar = progress_bar(total, len(done_set), progress, "moejax sweep")
+    def program(self, cp: ClassPlan):
+        """(compiled call, lane sharding, replicated sharding, (seed, truth)) of a class; its
+        held buffers (donated to every call and handed back) live in ``self._bufs``."""
+        if cp.N not in self._programs:
+            mesh, lanes, rep = self._mesh(cp)
+            spec, B = self.problem.spec, cp.block
+            bufs_sh = None if cp.streamed else Buffers(lanes, lanes, lanes)
+            # Each device runs the single-device program on its own G lanes (shard_map): no
+            # collective, no loop that waits for another device's slowest lane. (Sharded by
+            # the SPMD partitioner instead, the vmapped while-loop's "any lane left" test is an
+            # all-reduce over the devices: every device then iterates as long as the slowest
+            # lane of the whole call, and on host devices the all-reduce can deadlock.)
+            P, lane_p = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec("lanes")
+            bufs_p = None if cp.streamed else Buffers(lane_p, lane_p, lane_p)
+            local = jax.shard_map(
+                make_chunk_fn(self.problem, cp.N, cp.streamed, cp.block),
+                mesh=mesh,
+                in_specs=(P, lane_p, P, P, bufs_p),
+                out_specs=(lane_p, bufs_p),
+                check_vma=False,
+            )
+            fn = jax.jit(
+                local,
+                in_shardings=(rep, lanes, rep, rep, bufs_sh),
+                out_shardings=(lanes, bufs_sh),
+                donate_argnums=() if cp.streamed else (4,),
+            )
+            spec_of = lambda a, sh: jax.ShapeDtypeStruct(
+                np.shape(a), jnp.asarray(a).dtype, sharding=sh
+            )
+            truth = jax.tree_util.tree_map(lambda a: spec_of(a, rep), self.problem.truth)
+            args = [
+                jax.ShapeDtypeStruct((), jnp.int32, sharding=rep),
+                jax.ShapeDtypeStruct((cp.per_call,), jnp.int32, sharding=lanes),
+                jax.ShapeDtypeStruct((), jnp.uint32, sharding=rep),
+                truth,
+            ]
+            if cp.streamed:
+                args.append(None)
+                bufs = None
+            else:
+                bufs = jax.device_put(empty_buffers(spec, cp.per_call, cp.N, B), lanes)
+                args.append(jax.tree_util.tree_map(lambda a: spec_of(a, lanes), bufs))
+            t0 = time.perf_counter()
+            compiled = fn.lower(*args).compile(compiler_options=compile_options(self.devices[0]))
+            self.compile_s += time.perf_counter() - t0
+            consts = (jax.device_put(self._seed_host, rep), jax.device_put(self.problem.truth, rep))
+            self._programs[cp.N] = (compiled, lanes, rep, consts)
+            self._bufs[cp.N] = bufs
+        return self._programs[cp.N]
 
-    def finish(i: int, pending: Any) -> None:
-        store.save_part(out, next_part + i, engine.collect(pending))
-        if bar is not None:
-            bar.update(len(pending.replicates))
+    def _count_passes(self, cp: ClassPlan, got: list[dict[str, Any]], k: int) -> None:
+        """Add a request's passes to ``passes_executed`` and ``passes_useful``: each device's
+        G lanes of a call executed G x the largest share of a lane (the shares of a lane's
+        batch are equal when its loop compacts, and lockstep trips when not); the useful
+        passes are the real lanes' own (padding copies excluded). A fit that does not count
+        its passes (``passes`` -1) makes both counts None for the rest of the engine's life."""
+        if self.passes_useful is None:
+            return
+        passes = np.concatenate([np.asarray(o["passes"]) for o in got])[:k]
+        if np.any(passes < 0):
+            self.passes_executed = self.passes_useful = None
+            return
+        G = cp.lanes
+        for o in got:
+            share = np.asarray(o[EXECUTED], np.float64).reshape(-1, G)  # (devices, G)
+            self.passes_executed += float(np.sum(G * share.max(axis=1)))
+        self.passes_useful += int(passes.sum())
 
-    try:
-        # One request in flight ahead: the next chunk's calls are dispatched before this
-        # chunk's results are fetched and written, so the device never waits for the host.
-        ahead = None
-        for i, n, rs in todo:
-            pending = engine.submit(n, rs)
-            if ahead is not None:
-                finish(*ahead)
-            ahead = (i, pending)
-        if ahead is not None:
-            finish(*ahead)
-    finally:
-        if bar is not None:
-            bar.close()
+    def pass_counts(self) -> dict[str, Any]:
+        """{"executed", "useful", "ratio"} of the passes over the data run so far (None where
+        the estimator does not count them: EM, solvers other than Newton)."""
+        ex, us = self.passes_executed, self.passes_useful
+        ratio = ex / us if ex is not None and us else None
+        return {"executed": ex, "useful": us, "ratio": ratio}
 
-    if nproc > 1:
-        multihost_utils.sync_global_devices("moejax-sweep-done")
-    lanes, _ = store.load_parts(out)
-    if pid != 0:
-        return {}
-    if nproc > 1:
-        lanes = _other_processes_parts(out, lanes, total)
-    store.write_fits_csv(out, lanes, STATUS_NAMES)
-    store.write_estimates(out, lanes, store.KEPT_GROUPS)
-    codes = lanes["status_code"]
-    counts = {
-        "n_fits": len(codes),
-        "n_converged": int(np.sum(lanes["converged"])),
-        "n_failed": int(np.sum(lanes["converged"] == 0)),
-        "n_at_bound": int(np.sum(lanes["at_bound"])),
-        "status_counts": {
-            name: int(np.sum(codes == i))
-            for i, name in enumerate(STATUS_NAMES)
-            if np.any(codes == i)
-        },
-    }
-    manifest = _manifest(
-        cfg,
-        digest,
-        "complete",
-        {
-            **layout,
-            "timings": {
-                "wall_s": time.time() - t_start,
-                "compile_s": engine.compile_s,
-                "compute_s": engine.compute_s,
-                "lanes_this_run": total - len(done_set),
-            },
-            "counts": counts,
-            # Passes over the data of the fits this process ran in this run (a resumed run:
-            # the lanes it ran; several processes: process 0's): executed by the compiled
-            # calls (lanes that wait for the slowest of their batch included) over the fits'
-            # own (`Engine.pass_counts`; None for estimators that do not count them).
-            "passes": engine.pass_counts(),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        },
-    )
-    store.write_json(out / "manifest.json", manifest)
-    return manifest
+    def compile_all(self) -> None:
+        for cp in self.plan.classes:
+            self.program(cp)
+
+    def submit(self, n: int, replicates: list[int] | np.ndarray) -> Pending:
+        """Dispatch the calls that fit lanes (n, r) for r in ``replicates`` and return at once
+        (JAX dispatches asynchronously): `collect` fetches the results. Submitting the next
+        request before collecting this one keeps the device busy while the host writes."""
+        rs = [int(r) for r in replicates]
+        if not rs:
+            raise ValueError("replicates: expected at least one replicate")
+        cp = self.plan.class_of(int(n))
+        compiled, lanes, rep, (seed, truth) = self.program(cp)
+        C = cp.per_call
+        padded = rs + [rs[-1]] * (-len(rs) % C)
+        n_dev = jax.device_put(np.int32(n), rep)
+        t0 = time.perf_counter()
+        outs = []
+        for i in range(0, len(padded), C):
+            r_dev = jax.device_put(np.array(padded[i : i + C], np.int32), lanes)
+            cols, self._bufs[cp.N] = compiled(n_dev, r_dev, seed, truth, self._bufs[cp.N])
+            outs.append(cols)
+        self.compute_s += time.perf_counter() - t0
+        return Pending(int(n), rs, cp, outs)
+
+    def collect(self, pending: Pending) -> dict[str, np.ndarray]:
+        """The results of a `submit`: {column: (len(replicates),)} (the columns of `fit_lane`
+        plus n and replicate). ``compute_s`` gains the time spent waiting for them."""
+        t0 = time.perf_counter()
+        got = jax.device_get(pending.outs)
+        self.compute_s += time.perf_counter() - t0
+        k = len(pending.replicates)
+        self._count_passes(pending.plan, got, k)
+        res = {
+            key: np.concatenate([np.asarray(o[key]) for o in got])[:k]
+            for key in got[0]
+            if key != EXECUTED
+        }
+        res["n"] = np.full(k, pending.n, np.int64)
+        res["replicate"] = np.array(pending.replicates, np.int64)
+        return res
+
+    def run(self, n: int, replicates: list[int] | np.ndarray) -> dict[str, np.ndarray]:
+        """Fit lanes (n, r) for r in ``replicates``: `collect` of `submit`."""
+        return self.collect(self.submit(n, replicates))
 
 
-#: How long process 0 waits, after the final barrier, for other hosts' parts to be listed.
-PARTS_VISIBLE_S = 120.0
+class Pending(NamedTuple):
+    """A request `Engine.submit` dispatched: its n, replicates, class plan and the calls'
+    device results (not yet fetched)."""
 
-
-def _other_processes_parts(out: Path, lanes: dict, total: int) -> dict:
-    """All ``total`` lanes, on process 0 of a multi-process run, once every part is listed.
-
-    Every process wrote its parts before the final barrier, but a shared filesystem (NFS) may
-    list another host's newest files only after its directory cache expires (up to a minute):
-    re-list until all lanes are there, and never write an incomplete fits.csv."""
-    deadline = time.monotonic() + PARTS_VISIBLE_S
-    while len(lanes.get("n", ())) < total and time.monotonic() < deadline:
-        time.sleep(1.0)
-        lanes, _ = store.load_parts(out)
-    missing = total - len(lanes.get("n", ()))
-    if missing > 0:
-        raise store.StoreError(
-            f"{out / 'parts'}: {missing} of {total} fits missing {PARTS_VISIBLE_S:.0f} s after "
-            "every process finished (is the directory shared by all hosts?); run again to "
-            "compute them"
-        )
-    return lanes
+    n: int
+    replicates: list[int]
+    plan: ClassPlan
+    outs: list[dict[str, jax.Array]]
