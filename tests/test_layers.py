@@ -258,3 +258,23 @@ def test_every_option_list_is_written_once() -> None:
                 if sorted(words) == sorted(values):
                     copies[name].append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
     assert {name: len(where) for name, where in copies.items()} == dict.fromkeys(lists, 1), copies
+
+
+def test_no_config_dict_inside_the_traced_lane_program() -> None:
+    """The lane's fit (`fit_lane`) and the compiled chunk read typed options
+    (`moejax.sweep.problem.LaneOptions`), never the config dict."""
+    tree = ast.parse((PACKAGE / "sweep" / "lane.py").read_text())
+    traced = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef) and node.name in ("fit_lane", "chunk")
+    ]
+    assert {f.name for f in traced} == {"fit_lane", "chunk"}
+    reads = [
+        f"{f.name}:{n.lineno}"
+        for f in traced
+        for n in ast.walk(f)
+        if (isinstance(n, ast.Attribute) and n.attr == "cfg")
+        or (isinstance(n, ast.Name) and n.id == "cfg")
+    ]
+    assert reads == []

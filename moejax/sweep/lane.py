@@ -169,27 +169,25 @@ def fit_lane(
 ) -> dict[str, jax.Array]:
     """One lane's fit and errors, its data read block by block from ``source`` (held or
     streamed): {column: ()} of fits.csv (pure; the engine vmaps it over the lanes)."""
-    cfg = problem.cfg
+    o = problem.options
     spec, fspec, bounds = problem.spec, problem.fit_spec, problem.bounds  # truth's, fitted
-    e, ini, run = cfg["estimator"], cfg["init"], cfg["run"]
-    radius = cfg["model"]["radius"]
-    solver = e["solver"]
+    solver = o.solver
     if solver == "newton":  # the loop's lane chunk (moejax.estimation.lanes)
-        cap = e["max_iter"] if e["method"] == "direct" else e["inner_max_iter"]
-        solver = ProjectedNewton(max_iter=cap, lane_chunk=run["lane_chunk"])
+        cap = o.max_iter if o.method == "direct" else o.inner_max_iter
+        solver = ProjectedNewton(max_iter=cap, lane_chunk=o.lane_chunk)
     fit_kw = dict(
-        method=e["method"],
+        method=o.method,
         solver=solver,
         bounds=bounds,
-        max_iter=e["max_iter"],
-        tol=e["tol"],
-        inner_max_iter=e["inner_max_iter"],
-        em_accel=e["em_accel"],
-        switch_tol=e["switch_tol"],
+        max_iter=o.max_iter,
+        tol=o.tol,
+        inner_max_iter=o.inner_max_iter,
+        em_accel=o.em_accel,
+        switch_tol=o.switch_tol,
     )
     data = FitData(None, None, None, jnp.asarray(n, jnp.float64), None)
-    if ini["mode"] == "multistart":
-        starts = random_inits(keys.init, fspec, ini["n_starts"], bounds, ini["start_scale"])
+    if o.init_mode == "multistart":
+        starts = random_inits(keys.init, fspec, o.n_starts, bounds, o.start_scale)
         one = lambda p: fit_data(fspec, data, p, blocks=blocks, source=source, **fit_kw)
         every = jax.vmap(one)(starts)
         start = best_start(every)
@@ -199,18 +197,15 @@ def fit_lane(
     else:
         init = (
             tp
-            if ini["mode"] == "truth"
-            else init_near_truth(
-                keys.init, fspec, tp, n, ini["c_gate"], ini["c_expert"], ini["rho"]
-            )
+            if o.init_mode == "truth"
+            else init_near_truth(keys.init, fspec, tp, n, o.c_gate, o.c_expert, o.rho)
         )
         res = fit_data(fspec, data, init, blocks=blocks, source=source, **fit_kw)
         start = 0
     est = res.params
     err = voronoi_errors(est.beta, est.tau, est.eta, est.nu, tp.beta, tp.tau, tp.eta, tp.nu)
-    m_dens = run["density_points"]
-    if m_dens > 0 and not spec.regression:
-        Xh = sample_covariates(keys.dens, spec.d, m_dens, radius)
+    if o.density_points > 0 and not spec.regression:
+        Xh = sample_covariates(keys.dens, spec.d, o.density_points, o.radius)
         dens = density_error(fspec, est, tp, Xh, true_spec=spec)
     else:
         dens = jnp.nan  # off, or regression: no closed-form Hellinger distance
@@ -289,9 +284,9 @@ def make_chunk_fn(
     data loops over the ceil(n / B) active blocks only, so one program serves every sample
     size of the class with work proportional to n; seed and truth are arguments, so the
     program (and JAX's persistent cache) is shared by configs that differ only in them."""
-    cfg = problem.cfg
-    spec = problem.spec
-    radius = cfg["model"]["radius"]
+    cfg = problem.cfg  # read here, outside the traced program: the block size only
+    spec, o = problem.spec, problem.options
+    radius = o.radius
     if B is None:
         B = choose_block(cfg["sizes"]["list"], cfg["run"]["block_rows"], cfg["run"]["max_padding"])
     if N % B:
@@ -310,7 +305,7 @@ def make_chunk_fn(
             return jax.vmap(one)(keys), None
         bufs = fill_buffers(spec, tp, keys.data, n, B, radius, bufs)
         L = rs.shape[0]
-        if lane_chunk(L, cfg["run"]["lane_chunk"]) < L:
+        if lane_chunk(L, o.lane_chunk) < L:
             # Newton's loop gathers the lanes still iterating (moejax.estimation.lanes): each
             # lane reads its blocks from the whole buffers by its index, so a chunk gathers
             # lane indices, and each pass only the blocks it reads (gathering per-lane

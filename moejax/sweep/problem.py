@@ -26,6 +26,54 @@ from moejax.sweep import config as config_mod
 
 
 @dataclass(frozen=True)
+class LaneOptions:
+    """The options a lane's compiled program reads, typed and hashable (a static argument):
+    the estimator (``method``, ``solver``, caps and tolerances, EM variant), the start rule
+    (``init_mode`` and its constants), what a lane computes beside its fit
+    (``density_points``), Newton's lane chunk, and the covariate radius. Built once from the
+    resolved config (`from_config`), so that no config dict reaches traced code."""
+
+    method: str
+    solver: str
+    max_iter: int
+    tol: float
+    inner_max_iter: int
+    em_accel: str
+    switch_tol: float
+    init_mode: str
+    c_gate: float
+    c_expert: float
+    rho: float
+    n_starts: int
+    start_scale: float
+    density_points: int
+    lane_chunk: int
+    radius: float | None
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> LaneOptions:
+        e, i, r = cfg["estimator"], cfg["init"], cfg["run"]
+        return cls(
+            method=e["method"],
+            solver=e["solver"],
+            max_iter=int(e["max_iter"]),
+            tol=float(e["tol"]),
+            inner_max_iter=int(e["inner_max_iter"]),
+            em_accel=e["em_accel"],
+            switch_tol=float(e["switch_tol"]),
+            init_mode=i["mode"],
+            c_gate=float(i["c_gate"]),
+            c_expert=float(i["c_expert"]),
+            rho=float(i["rho"]),
+            n_starts=int(i["n_starts"]),
+            start_scale=float(i["start_scale"]),
+            density_points=int(r["density_points"]),
+            lane_chunk=int(r["lane_chunk"]),
+            radius=cfg["model"]["radius"],
+        )
+
+
+@dataclass(frozen=True)
 class Problem:
     """What a study needs: the model, its truth schedule, its box, and the resolved config
     sections the engine reads (``estimator``, ``init``, ``run``, ``sizes``, ``replicates``,
@@ -64,6 +112,11 @@ class Problem:
             "adapters": self.spec.m,
             "fitted_adapters": fit.m,
         }
+
+    @property
+    def options(self) -> LaneOptions:
+        """The typed options the lane program reads (`LaneOptions`)."""
+        return LaneOptions.from_config(self.cfg)
 
     def __post_init__(self) -> None:
         if self.fit_spec is None:
