@@ -14,6 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from moejax.mix.gates import get_gate
 from moejax.mix.spec import MixParams, MixSpec
 
 
@@ -73,7 +74,7 @@ def layout(spec: MixSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 def n_gate_params(spec: MixSpec) -> int:
     """Length of the gate part of the flat vector (its first coordinates)."""
-    return spec.m * (spec.d + 1 if spec.has_beta else 1)
+    return spec.m * get_gate(spec.gate).width(spec.d)
 
 
 def pack(spec: MixSpec, p: MixParams) -> jax.Array:

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from moejax.experts import Expert, resolve_activation
+from moejax.mix.gates import get_gate
 from moejax.mix.spec import MixParams, MixSpec
 from moejax.mix.validate import check_data, rows_ok
 
@@ -56,12 +57,14 @@ def categorical_logpmf(expert: Expert, z: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def gate_log_weights(gate: str, g: jax.Array) -> jax.Array:
-    """log w (..., m+1) from gate logits g (..., m): column 0 is the frozen expert."""
-    zero = jnp.zeros((*g.shape[:-1], 1), g.dtype)
-    if gate == "sigmoid":
-        lv = jnp.concatenate([zero + math.log(0.5), jax.nn.log_sigmoid(g)], axis=-1)
-        return lv - jax.nn.logsumexp(lv, axis=-1, keepdims=True)
-    return jax.nn.log_softmax(jnp.concatenate([zero, g], axis=-1), axis=-1)
+    """log w (..., m+1) from gate logits g (..., m): column 0 is the frozen expert (the gate
+    object's `moejax.mix.gates.Gate.log_weights`)."""
+    return get_gate(gate).log_weights(g)
+
+
+def _gate(gate: str, g: jax.Array):
+    """The gate object's row pieces (`moejax.mix.gates.Gate.pieces`)."""
+    return get_gate(gate).pieces(g)
 
 
 def split_predictors(spec: MixSpec, U: jax.Array):
@@ -173,51 +176,6 @@ def log_class_probs(spec: MixSpec, params: MixParams, X: jax.Array) -> jax.Array
         raise ValueError("log_class_probs: only for categorical experts")
     _check(spec, params, X)
     return class_log_probs_planes(spec, params, jnp.asarray(X, jnp.float64).T).T
-
-
-def _sum0(a: jax.Array) -> jax.Array:
-    """Sum over the (small, static) leading axis as explicit additions of planes."""
-    return reduce(jnp.add, [a[i] for i in range(a.shape[0])])
-
-
-def _max0(a: jax.Array) -> jax.Array:
-    return reduce(jnp.maximum, [a[i] for i in range(a.shape[0])])
-
-
-def _logaddexp(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(log(e^a + e^b), e^a / (e^a + e^b), e^b / (e^a + e^b)) from one exp and one log1p."""
-    D = b - a
-    E = jnp.exp(-jnp.abs(D))
-    inv = 1.0 / (1.0 + E)
-    pos = D >= 0
-    return (
-        jnp.maximum(a, b) + jnp.log1p(E),
-        jnp.where(pos, E * inv, inv),
-        jnp.where(pos, inv, E * inv),
-    )
-
-
-def _gate(gate: str, g: jax.Array):
-    """Gate pieces from logits g (m, *S): log w_0 (*S), log w_1..m (m, *S), w_1..m (m, *S),
-    and q = sigmoid(-g) (m, *S) for the sigmoid gate (None otherwise)."""
-    if gate == "sigmoid":
-        E = jnp.exp(-jnp.abs(g))
-        inv = 1.0 / (1.0 + E)
-        pos = g >= 0
-        sg = jnp.where(pos, inv, E * inv)  # sigmoid(g)
-        q = jnp.where(pos, E * inv, inv)  # sigmoid(-g)
-        lv = -(jnp.maximum(-g, 0.0) + jnp.log1p(E))  # log sigmoid(g)
-        S = 0.5 + _sum0(sg)  # in [1/2, m + 1/2]: no overflow or underflow
-        logS = jnp.log(S)
-        return math.log(0.5) - logS, lv - logS, sg / S, q
-    if g.shape[0] == 1:  # softmax over (0, g): log w_1 = log sigmoid(g)
-        lse, _, w1 = _logaddexp(jnp.zeros_like(g[0]), g[0])
-        return -lse, g - lse, w1[None], None
-    M = jnp.maximum(_max0(g), 0.0)  # softmax over (0, g_1, .., g_m)
-    eg = jnp.exp(g - M)
-    S = jnp.exp(-M) + _sum0(eg)
-    lS = M + jnp.log(S)
-    return -lS, g - lS, eg / S, None
 
 
 def linear_planes(W: jax.Array, X: jax.Array) -> list[jax.Array]:

@@ -55,7 +55,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from moejax.experts import activation_derivs, resolve_activation
-from moejax.mix.density import _LOG_2PI, _gate, _logaddexp, _max0, _sum0
+from moejax.mix.density import _LOG_2PI, _gate
+from moejax.mix.gates import _logaddexp, _max0, _sum0
 from moejax.mix.rowfns import RowFns, packed_index
 from moejax.mix.spec import MixSpec
 

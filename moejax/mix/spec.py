@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from moejax.experts import Expert, resolve_activation
+from moejax.mix.gates import GATES, get_gate
 
-GATES = ("softmax", "input_free", "sigmoid")
 LIKELIHOODS = ("categorical", "gaussian", "laplace")
 REGRESSION = ("gaussian", "laplace")
 
@@ -211,13 +211,13 @@ class MixSpec:
 
     @property
     def has_beta(self) -> bool:
-        return self.gate != "input_free"
+        return get_gate(self.gate).has_beta
 
     @property
     def n_params(self) -> int:
         """Number of estimated scalars: per adapter, the gate (d + 1, or 1 without beta), the
         expert's R d weights and, for regression, its variance."""
-        gate = self.d + 1 if self.has_beta else 1
+        gate = get_gate(self.gate).width(self.d)
         return self.m * (gate + self.R * self.d + (1 if self.regression else 0))
 
     @property

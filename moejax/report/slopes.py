@@ -210,12 +210,16 @@ def _rng_for(seed: int, parameter: str) -> np.random.Generator:
 def model_has_beta(model: Mapping[str, Any] | None) -> bool | None:
     """Whether the model config (``manifest["config"]["model"]``) has a gate slope beta.
 
-    Returns ``False`` for ``gate = "input_free"``, ``True`` for any other gate (a config without
-    a ``gate`` key is the original softmax gate), ``None`` when there is no model config.
+    Asks the gate object (`moejax.mix.gates.get_gate`): ``False`` for ``gate = "input_free"``,
+    ``True`` for the other gates (a config without a ``gate`` key is the original softmax
+    gate), ``None`` when there is no model config.
     """
     if not isinstance(model, Mapping):
         return None
-    return model.get("gate", "softmax") != "input_free"
+    from moejax.mix.gates import GATES, get_gate  # the report reads tables; jax only here
+
+    name = model.get("gate", "softmax")
+    return get_gate(name).has_beta if name in GATES else True
 
 
 def _has_finite(fits: Mapping[str, np.ndarray], parameter: str) -> bool:

@@ -32,7 +32,8 @@ from moejax.experts import (
     is_import_path,
     resolve_activation,
 )
-from moejax.mix.spec import GATES, LIKELIHOODS
+from moejax.mix.gates import GATES, get_gate
+from moejax.mix.spec import LIKELIHOODS
 
 
 class ConfigError(ValueError):
@@ -272,7 +273,7 @@ def free_parameters(model: dict[str, Any]) -> int:
     d, m = model["d"], model.get("fitted_adapters") or model["adapters"]
     regression = model["likelihood"] != "categorical"
     R = 1 if regression else model["K"] - 1
-    gate = 1 if model["gate"] == "input_free" else d + 1
+    gate = get_gate(model["gate"]).width(d)
     return m * (gate + R * d + (1 if regression else 0))
 
 
@@ -426,7 +427,7 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     smallest = min(sizes)
     drift = smallest ** (-t["gamma"])
     truth_blocks = {
-        "beta": np.ravel(t["beta"]).tolist() if m["gate"] != "input_free" else [],
+        "beta": np.ravel(t["beta"]).tolist() if get_gate(m["gate"]).has_beta else [],
         "tau": np.ravel(t["tau"]).tolist(),
         "eta": (np.ravel(t["eta"]) + np.ravel(t["delta"]) * drift).tolist(),
         "nu": (np.ravel(t["nu"]) + np.ravel(t["nu_delta"]) * drift).tolist()

@@ -1,0 +1,45 @@
+"""The gate objects (`moejax.mix.gates`): one registry, and each gate's row pieces agree with
+its log weights (the rows and the EM M-step are written in the pieces)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from moejax.mix import MixSpec
+from moejax.mix.gates import GATES, get_gate
+
+jax.config.update("jax_enable_x64", True)
+
+
+def test_every_gate_is_registered_once_and_unknown_names_are_refused() -> None:
+    assert GATES == ("softmax", "input_free", "sigmoid")
+    assert [get_gate(g).name for g in GATES] == list(GATES)
+    with pytest.raises(ValueError, match="gate: unknown gate 'cosine'; choose one of"):
+        get_gate("cosine")
+    with pytest.raises(ValueError, match="gate: unknown gate"):
+        MixSpec(d=2, K=3, frozen="linear", adapter="tanh", eta0=np.eye(2), gate="cosine")
+
+
+@pytest.mark.parametrize("name", GATES)
+@pytest.mark.parametrize("m", [1, 3])
+def test_pieces_agree_with_the_log_weights(name: str, m: int) -> None:
+    """log w_0, log w_1..m and w_1..m of `pieces` (rows last) are the columns of
+    `log_weights` (rows first) to rounding, the weights sum to 1, and q is the derivative of
+    the unnormalised log weight (sigmoid: sigmoid(-g); softmax: none)."""
+    gate = get_gate(name)
+    g = jnp.asarray(np.random.default_rng(m).normal(scale=6.0, size=(50, m)))
+    lw = np.asarray(gate.log_weights(g))
+    lw0, lwa, w, q = gate.pieces(g.T)
+    np.testing.assert_allclose(np.exp(lw).sum(axis=1), 1.0, rtol=1e-14)
+    np.testing.assert_allclose(np.asarray(lw0), lw[:, 0], rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(np.asarray(lwa).T, lw[:, 1:], rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(np.asarray(w).T, np.exp(lw[:, 1:]), rtol=1e-13, atol=1e-300)
+    if name == "sigmoid":
+        np.testing.assert_allclose(np.asarray(q).T, 1.0 / (1.0 + np.exp(g)), rtol=1e-13)
+    else:
+        assert q is None
+    assert gate.width(4) == (5 if gate.has_beta else 1)
+    assert gate.has_beta == (name != "input_free")
