@@ -12,7 +12,6 @@ both use it. All arithmetic is in log space (log-softmax, log-sigmoid, logsumexp
 
 from __future__ import annotations
 
-import math
 from functools import reduce
 from typing import Any
 
@@ -21,10 +20,9 @@ import jax.numpy as jnp
 
 from moejax.experts import Expert, resolve_activation
 from moejax.mix.gates import get_gate
+from moejax.mix.likelihoods import get_likelihood
 from moejax.mix.spec import MixParams, MixSpec
 from moejax.mix.validate import check_data, rows_ok
-
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def n_predictors(spec: MixSpec) -> int:
@@ -39,13 +37,9 @@ def expert_mean(expert: Expert, z: jax.Array) -> jax.Array:
 
 
 def regression_logpdf(lik: str, y: jax.Array, mean: jax.Array, log_nu: jax.Array) -> jax.Array:
-    """log N(y; mean, nu) or log Laplace(y; mean, variance nu), elementwise."""
-    r = y - mean
-    if lik == "gaussian":
-        return -0.5 * (_LOG_2PI + log_nu + r * r * jnp.exp(-log_nu))
-    # Laplace with variance nu: scale b = sqrt(nu / 2); log f = -log(2 b) - |r| / b.
-    log_b = 0.5 * (log_nu - math.log(2.0))
-    return -(math.log(2.0) + log_b) - jnp.abs(r) * jnp.exp(-log_b)
+    """log N(y; mean, nu) or log Laplace(y; mean, variance nu), elementwise (the likelihood
+    object's `moejax.mix.likelihoods.Regression.logpdf`)."""
+    return get_likelihood(lik).logpdf(y, mean, log_nu)
 
 
 def categorical_logpmf(expert: Expert, z: jax.Array, y: jax.Array) -> jax.Array:

@@ -55,14 +55,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from moejax.experts import activation_derivs, resolve_activation
-from moejax.mix.density import _LOG_2PI, _gate
+from moejax.mix.density import _gate
 from moejax.mix.gates import _logaddexp, _max0, _sum0
+from moejax.mix.likelihoods import get_likelihood
 from moejax.mix.rowfns import RowFns, packed_index
 from moejax.mix.spec import MixSpec
 
 _LOG_HALF = math.log(0.5)
-_LOG_2 = math.log(2.0)
-_SQRT_2 = math.sqrt(2.0)
 
 
 def unpack_symmetric(packed: jax.Array, W: int) -> jax.Array:
@@ -122,30 +121,12 @@ def _regression(spec: MixSpec, Z: jax.Array, rho: jax.Array, y: jax.Array, need:
     s = ex_.scale
     mean = s * a if ex_.bias is None else s * a + ex_.bias[0]
     e = y - mean
-    if spec.likelihood == "gaussian":
-        k = jnp.exp(-rho)
-        e2k = e * e * k
-        lf = -0.5 * (_LOG_2PI + rho + e2k)
-        if need == 0:
-            return lf, None, None
-        sz = k * e * s * a1
-        score = jnp.stack([sz, 0.5 * (e2k - 1.0)], axis=1)
-        if need == 1:
-            return lf, score, None
-        hzz = k * s * (e * a2 - s * a1 * a1)
-        hzr, hrr = -sz, -0.5 * e2k
-    else:
-        c = _SQRT_2 * jnp.exp(-0.5 * rho)  # 1 / Laplace scale
-        ac = jnp.abs(e) * c
-        lf = -0.5 * (_LOG_2 + rho) - ac
-        if need == 0:
-            return lf, None, None
-        csg = jnp.where(e >= 0, c, -c) * s
-        sz = csg * a1
-        score = jnp.stack([sz, 0.5 * (ac - 1.0)], axis=1)
-        if need == 1:
-            return lf, score, None
-        hzz, hzr, hrr = csg * a2, -0.5 * sz, -0.25 * ac
+    lf, score, hp = get_likelihood(spec.likelihood).rows(
+        e, rho, s, None if need == 0 else a1, None if need == 0 else a2, need
+    )
+    if hp is None:
+        return lf, score, None
+    hzz, hzr, hrr = hp
     H = jnp.stack([jnp.stack([hzz, hzr], 1), jnp.stack([hzr, hrr], 1)], 1)
     return lf, score, H
 

@@ -23,6 +23,7 @@ from moejax.mix.density import (
     predictors,
     split_predictors,
 )
+from moejax.mix.likelihoods import get_likelihood
 from moejax.mix.spec import MixParams, MixSpec
 
 DATA_BLOCK = 64  # rows per independently keyed block of a blocked dataset
@@ -77,10 +78,8 @@ def labels_from_uniforms(probs: Any, u: jax.Array) -> jax.Array:
 
 
 def _noise(key: jax.Array, lik: str, shape: tuple[int, ...]) -> jax.Array:
-    """Unit-variance noise of the likelihood's family."""
-    if lik == "gaussian":
-        return jax.random.normal(key, shape, jnp.float64)
-    return jax.random.laplace(key, shape, jnp.float64) / jnp.sqrt(2.0)
+    """Unit-variance noise of the likelihood's family (its object's ``noise``)."""
+    return get_likelihood(lik).noise(key, shape)
 
 
 def sample_responses(key: jax.Array, spec: MixSpec, params: MixParams, X: jax.Array) -> jax.Array:

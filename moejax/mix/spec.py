@@ -33,9 +33,7 @@ import numpy as np
 
 from moejax.experts import Expert, resolve_activation
 from moejax.mix.gates import GATES, get_gate
-
-LIKELIHOODS = ("categorical", "gaussian", "laplace")
-REGRESSION = ("gaussian", "laplace")
+from moejax.mix.likelihoods import LIKELIHOODS, get_likelihood
 
 
 class MixParams(NamedTuple):
@@ -156,12 +154,12 @@ class MixSpec:
         for name, v in (("likelihood", lik), ("frozen_likelihood", flik)):
             if v not in LIKELIHOODS:
                 raise ValueError(f"{name}: unknown {v!r}; choose one of {', '.join(LIKELIHOODS)}")
-        if (lik == "categorical") != (flik == "categorical"):
+        if get_likelihood(lik).regression != get_likelihood(flik).regression:
             raise ValueError(
                 f"likelihood: adapter ({lik}) and frozen expert ({flik}) must both be "
                 "categorical or both be regression likelihoods"
             )
-        R = K - 1 if lik == "categorical" else 1
+        R = get_likelihood(lik).predictors(K)
         nu0 = check_finite_scalar("nu0", self.nu0)
         if nu0 <= 0:
             raise ValueError(f"nu0: must be > 0, got {nu0}")
@@ -203,11 +201,11 @@ class MixSpec:
     @property
     def R(self) -> int:
         """Linear predictors per expert: K - 1 (categorical) or 1 (regression)."""
-        return self.K - 1 if self.likelihood == "categorical" else 1
+        return get_likelihood(self.likelihood).predictors(self.K)
 
     @property
     def regression(self) -> bool:
-        return self.likelihood in REGRESSION
+        return get_likelihood(self.likelihood).regression
 
     @property
     def has_beta(self) -> bool:

@@ -33,7 +33,7 @@ from moejax.experts import (
     resolve_activation,
 )
 from moejax.mix.gates import GATES, get_gate
-from moejax.mix.spec import LIKELIHOODS
+from moejax.mix.likelihoods import LIKELIHOODS, get_likelihood
 
 
 class ConfigError(ValueError):
@@ -271,7 +271,7 @@ def free_parameters(model: dict[str, Any]) -> int:
     per fitted adapter (``fitted_adapters``, default ``adapters``) the gate (d + 1, or 1 under
     the input-free gate), R d expert weights and, for regression experts, a variance."""
     d, m = model["d"], model.get("fitted_adapters") or model["adapters"]
-    regression = model["likelihood"] != "categorical"
+    regression = get_likelihood(model["likelihood"]).regression
     R = 1 if regression else model["K"] - 1
     gate = get_gate(model["gate"]).width(d)
     return m * (gate + R * d + (1 if regression else 0))
@@ -291,7 +291,7 @@ def _resolve_truth(m: dict[str, Any], t: dict[str, Any], R: int, M: int) -> None
     """Shapes of the truth: beta (d,), tau, eta (R, d) for one adapter; (M, d), (M,),
     (M, R, d) for M adapters; nu per adapter (regression)."""
     d = m["d"]
-    categorical = m["likelihood"] == "categorical"
+    categorical = not get_likelihood(m["likelihood"]).regression
     _check_choice("truth.regime", t["regime"], REGIMES)
     if t["gamma"] < 0:
         raise _err("truth.gamma", t["gamma"], "must be >= 0")
@@ -392,8 +392,8 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     if m["frozen_likelihood"] is None:
         m["frozen_likelihood"] = m["likelihood"]
     _check_choice("model.frozen_likelihood", m["frozen_likelihood"], LIKELIHOODS)
-    categorical = m["likelihood"] == "categorical"
-    if categorical != (m["frozen_likelihood"] == "categorical"):
+    categorical = not get_likelihood(m["likelihood"]).regression
+    if categorical == get_likelihood(m["frozen_likelihood"]).regression:
         raise _err(
             "model.frozen_likelihood",
             m["frozen_likelihood"],
