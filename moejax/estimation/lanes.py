@@ -63,6 +63,11 @@ def _closure_convert(fun: Callable[[Any], Any], example: Any) -> tuple[Callable,
     return converted, list(closed.consts)
 
 
+def _all_batched(tree: Any) -> Any:
+    """Batched flags of a pytree whose every leaf has the lane axis."""
+    return jax.tree_util.tree_map(lambda _: True, tree)
+
+
 def _axes(flags: Any) -> Any:
     """vmap in_axes of a pytree from its batched flags (0 or None per leaf)."""
     return jax.tree_util.tree_map(lambda f: 0 if f else None, flags)
@@ -102,10 +107,7 @@ def lane_while_loop(
             s, k = jax.vmap(loop.fun, in_axes=(_axes(s_b), _axes(cc_b), _axes(bc_b)))(
                 state, cconsts, bconsts
             )
-            return (s, jnp.full((G,), jnp.max(k))), (
-                jax.tree_util.tree_map(lambda _: True, s),
-                True,
-            )
+            return (s, jnp.full((G,), jnp.max(k))), (_all_batched(s), True)
         bcast = lambda a, isb: a if isb else jnp.broadcast_to(a, (G, *jnp.shape(a)))
         state = jax.tree_util.tree_map(bcast, state, s_b)
         active_of = jax.vmap(lambda s, cc: cond_c(s, *cc), in_axes=(0, _axes(cc_b)))
@@ -129,7 +131,7 @@ def lane_while_loop(
                 pos = c * C + jnp.arange(C, dtype=jnp.int32)
                 idx = jax.lax.dynamic_slice(order, (c * C,), (C,))
                 idx = jnp.where(pos < n_act, idx, G)  # padding slots: dropped on the way back
-                sc = take(s, jax.tree_util.tree_map(lambda _: True, s), idx)
+                sc = take(s, _all_batched(s), idx)
                 new = run(sc, take(bconsts, bc_b, idx))
                 return jax.tree_util.tree_map(lambda a, v: a.at[idx].set(v, mode="drop"), s, new)
 
@@ -141,7 +143,6 @@ def lane_while_loop(
 
         s, executed = jax.lax.while_loop(more, trip, (state, jnp.int32(0)))
         share = jnp.full((G,), executed.astype(jnp.float64) / G)
-        out_b = jax.tree_util.tree_map(lambda _: True, s)
-        return (s, share), (out_b, True)
+        return (s, share), (_all_batched(s), True)
 
     return loop(init_val, cond_consts, body_consts)

@@ -103,22 +103,21 @@ class Engine:
             self._bufs[cp.N] = bufs
         return self._programs[cp.N]
 
-    def _count_passes(self, cp: ClassPlan, got: list[dict[str, Any]], k: int) -> None:
-        """Add a request's passes to ``passes_executed`` and ``passes_useful``: each device's
-        G lanes of a call executed G x the largest share of a lane (the shares of a lane's
-        batch are equal when its loop compacts, and lockstep trips when not); the useful
-        passes are the real lanes' own (padding copies excluded). A fit that does not count
-        its passes (``passes`` -1) makes both counts None for the rest of the engine's life."""
+    def _count_passes(self, cp: ClassPlan, share: np.ndarray, passes: np.ndarray) -> None:
+        """Add a request's passes to ``passes_executed`` and ``passes_useful``, from every
+        lane's ``share`` of its call (padding copies included, calls in order) and the real
+        lanes' own ``passes``: each device's G lanes of a call executed G x the largest share
+        of a lane (the shares of a lane's batch are equal when its loop compacts, and lockstep
+        trips when not). A fit that does not count its passes (``passes`` -1) makes both
+        counts None for the rest of the engine's life."""
         if self.passes_useful is None:
             return
-        passes = np.concatenate([np.asarray(o["passes"]) for o in got])[:k]
         if np.any(passes < 0):
             self.passes_executed = self.passes_useful = None
             return
         G = cp.lanes
-        for o in got:
-            share = np.asarray(o[EXECUTED], np.float64).reshape(-1, G)  # (devices, G)
-            self.passes_executed += float(np.sum(G * share.max(axis=1)))
+        per_device = np.asarray(share, np.float64).reshape(-1, G)  # (calls x devices, G)
+        self.passes_executed += float(np.sum(G * per_device.max(axis=1)))
         self.passes_useful += int(passes.sum())
 
     def pass_counts(self) -> dict[str, Any]:
@@ -160,12 +159,9 @@ class Engine:
         got = jax.device_get(pending.outs)
         self.compute_s += time.perf_counter() - t0
         k = len(pending.replicates)
-        self._count_passes(pending.plan, got, k)
-        res = {
-            key: np.concatenate([np.asarray(o[key]) for o in got])[:k]
-            for key in got[0]
-            if key != EXECUTED
-        }
+        full = {key: np.concatenate([np.asarray(o[key]) for o in got]) for key in got[0]}
+        self._count_passes(pending.plan, full.pop(EXECUTED), full["passes"][:k])
+        res = {key: v[:k] for key, v in full.items()}
         res["n"] = np.full(k, pending.n, np.int64)
         res["replicate"] = np.array(pending.replicates, np.int64)
         return res

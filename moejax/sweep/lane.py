@@ -154,9 +154,15 @@ def fill_buffers(
     return jax.lax.fori_loop(0, count, body, bufs)
 
 
-def held_source(n: jax.Array, B: int, X1: jax.Array, y: jax.Array, lf0: jax.Array):
-    """``source(b)`` of one lane's held blocks (X1 (N / B, d+1, B), y and lf0 (N / B, B))."""
-    return lambda b: (X1[b], (y[b], lf0[b]), block_weights(n, b, B))
+def held_source(
+    n: jax.Array, B: int, X1: jax.Array, y: jax.Array, lf0: jax.Array, lane: Any = None
+):
+    """``source(b)`` of one lane's held blocks (X1 (N / B, d+1, B), y and lf0 (N / B, B)), or,
+    with ``lane``, of lane ``lane`` of the whole buffers (a leading lane axis): each block is
+    then read by index where it is used, never the lane's whole buffer at once."""
+    if lane is None:
+        return lambda b: (X1[b], (y[b], lf0[b]), block_weights(n, b, B))
+    return lambda b: (X1[lane, b], (y[lane, b], lf0[lane, b]), block_weights(n, b, B))
 
 
 def fit_lane(
@@ -311,10 +317,7 @@ def make_chunk_fn(
             # lane indices, and each pass only the blocks it reads (gathering per-lane
             # buffers would copy every lane's N rows on every trip).
             def one_indexed(k: LaneKeys, lane):
-                src = lambda b: (bufs.X1[lane, b], (bufs.y[lane, b], bufs.lf0[lane, b]))
-                return fit_lane(
-                    problem, n, tp, k, lambda b: (*src(b), block_weights(n, b, B)), blocks
-                )
+                return fit_lane(problem, n, tp, k, held_source(n, B, *bufs, lane), blocks)
 
             return jax.vmap(one_indexed)(keys, jnp.arange(L, dtype=jnp.int32)), bufs
 
