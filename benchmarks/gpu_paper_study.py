@@ -207,9 +207,8 @@ def pieces(cfg: dict, n_rows: int = 4096) -> dict:
     from moejax.estimation.estimators import objective, prepare_data
     from moejax.estimation.objective import Blocks
     from moejax.mix import sample
-    from moejax.mix.sampling import sample_covariates
+    from moejax.mix.sampling import DATA_BLOCK, sample_covariates
     from moejax.sweep.simulate import (
-        DATA_BLOCK,
         build_problem,
         choose_block,
         density_error,
@@ -420,13 +419,9 @@ def facts(out: Path, man: dict) -> dict:
         store.write_fits_csv(Path(d), lanes, STATUS_NAMES)
         t_csv = time.perf_counter() - t0
         # timed as the full study writes it (800 000 fits: stored plain, not compressed)
-        below, store.COMPRESS_BELOW = store.COMPRESS_BELOW, 0
-        try:
-            t0 = time.perf_counter()
-            store.write_estimates(Path(d), lanes, store.KEPT_GROUPS)
-            t_npz = time.perf_counter() - t0
-        finally:
-            store.COMPRESS_BELOW = below
+        t0 = time.perf_counter()
+        store.write_estimates(Path(d), lanes, store.KEPT_GROUPS, compress=False)
+        t_npz = time.perf_counter() - t0
     F = len(lanes["n"])
     passes, n_iter = lanes["passes"], lanes["n_iter"]
     lock = 0.0

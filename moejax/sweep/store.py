@@ -402,20 +402,23 @@ COMPRESS_BELOW = 100_000
 
 
 def write_estimates(
-    out: Path, lanes: dict[str, np.ndarray], groups: tuple[str, ...]
+    out: Path, lanes: dict[str, np.ndarray], groups: tuple[str, ...], compress: bool | None = None
 ) -> Path | None:
     """Write estimates.npz (atomically): ``n`` and ``replicate`` (F,) and every
     ``<group>.<leaf>`` array of ``lanes`` (F, ...) for ``group`` in ``groups``, rows in fits.csv's
     order (sorted by n, replicate). Compressed below `COMPRESS_BELOW` fits (small files to keep
     in a repository); stored plain from there (zlib gains ~40% on random float64 estimates at
-    ~30 s for 800 000 fits, the host's largest cost: benchmarks/host.py). ``np.load`` reads
-    both. None (nothing written) when the lanes hold no such array."""
+    ~30 s for 800 000 fits, the host's largest cost: benchmarks/host.py); ``compress`` True or
+    False overrides the choice. ``np.load`` reads both. None (nothing written) when the lanes
+    hold no such array."""
     keys = [k for k in lanes if k.split(".")[0] in groups]
     if not keys:
         return None
     order = np.lexsort((lanes["replicate"], lanes["n"]))
     buf = io.BytesIO()
-    save = np.savez_compressed if len(order) < COMPRESS_BELOW else np.savez
+    if compress is None:
+        compress = len(order) < COMPRESS_BELOW
+    save = np.savez_compressed if compress else np.savez
     save(
         buf,
         n=lanes["n"][order],
