@@ -30,13 +30,13 @@ PAIRS = (  # (adapter likelihood, frozen likelihood, K)
 N = 16
 
 
-def _spec(gate, lik, flik, K, m, adapter="tanh"):
+def _spec(gate, lik, flik, K, m, adapter="tanh", frozen="linear"):
     R = K - 1 if lik == "categorical" else 1
     eta0 = np.random.default_rng(0).standard_normal((R, 2))
     bias = [0.3, -0.2][:R]
     return MixSpec(
         d=2,
-        frozen="linear",
+        frozen=frozen,
         adapter=adapter,
         eta0=eta0,
         K=K,
@@ -52,14 +52,14 @@ def _spec(gate, lik, flik, K, m, adapter="tanh"):
 def _data(spec, seed, gscale=2.0, big=30.0):
     """Random U, y, lf0; the last rows carry large gate logits (+-big) and residuals."""
     rng = np.random.default_rng(seed)
-    W, m = n_predictors(spec), spec.m
+    W, m, M = n_predictors(spec), spec.n_gates, spec.m
     U = rng.standard_normal((N, W))
     U[:, :m] *= gscale
     U[-4:, :m] = big * rng.choice([-1.0, 1.0], size=(4, m))
     U[-2, :m] = big  # every adapter far on one side
     U[-1, :m] = -big
     if spec.regression:
-        U[:, -m:] = 0.5 * rng.standard_normal((N, m))  # log-variances
+        U[:, -M:] = 0.5 * rng.standard_normal((N, M))  # log-variances
         y = 2.0 * rng.standard_normal(N)
         y[-3:] *= 20.0
         lf0 = -0.5 * (np.log(2 * np.pi) + (y - 0.4) ** 2)
@@ -125,7 +125,7 @@ def _close(got, want, rtol=1e-10):
 def _check(spec, got, want):
     (v0, (v1, g1), (v2, g2, h2), r), (v, g, h, r_ref) = got, want
     W = n_predictors(spec)
-    assert g2.shape == (N, W) and h2.shape == (N, W, W) and r.shape == (N, spec.m + 1)
+    assert g2.shape == (N, W) and h2.shape == (N, W, W) and r.shape == (N, spec.components)
     for a in (v0, v1, v2):
         _close(a, v)
     for a in (g1, g2):
@@ -141,6 +141,18 @@ def test_row_fns_match_autodiff(gate):
     specs = [_spec(gate, lik, flik, K, m) for (lik, flik, K), m in cases]
     datas = [_data(s, seed=10 * s.m + s.K) for s in specs]
     for spec, (got, want) in zip(specs, _run(specs, datas), strict=True):
+        _check(spec, got, want)
+
+
+@pytest.mark.parametrize("gate", GATES)
+def test_plain_row_fns_match_autodiff(gate):
+    """The plain MoE (no frozen expert, expert 0 the gate's reference, every expert's
+    predictors estimated): every likelihood, m = 2, 3 experts, rows with |g| = 30."""
+    cases = itertools.product((("categorical", 3), ("gaussian", 2), ("laplace", 2)), (2, 3))
+    specs = [_spec(gate, lik, lik, K, m, frozen=None) for (lik, K), m in cases]
+    datas = [_data(s, seed=10 * s.m + s.K + 1) for s in specs]
+    for spec, (got, want) in zip(specs, _run(specs, datas), strict=True):
+        assert spec.plain and n_predictors(spec) == spec.m - 1 + spec.m * (spec.R + spec.regression)
         _check(spec, got, want)
 
 

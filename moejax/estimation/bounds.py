@@ -1,7 +1,8 @@
 """The compact parameter set and the flat parameter vector of every model of the family.
 
-The flat vector follows the predictor layout of `moejax.mix.density`: the m gate predictors
-([beta_j, tau_j], or [tau_j] under the input-free gate), then the m R expert predictors
+The flat vector follows the predictor layout of `moejax.mix.density`: the gate predictors
+([beta_j, tau_j], or [tau_j] under the input-free gate; one per adapter, or per expert 1..m-1 in
+the plain MoE, whose expert 0 is the reference), then the m R expert predictors
 eta_{j,r} (adapter-major, row-major), then (regression only) the m log-variances log nu_j. For
 the paper's model (m = 1, softmax, categorical) that is [beta (d), tau, eta ((K-1) d)].
 """
@@ -14,6 +15,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from moejax.mix.density import gate_params
 from moejax.mix.gates import get_gate
 from moejax.mix.spec import MixParams, MixSpec
 
@@ -57,7 +59,7 @@ class Bounds(NamedTuple):
         b = self.validate()
         d, m, R = spec.d, spec.m, spec.R
         gate = [b.beta] * d + [b.tau] if spec.has_beta else [b.tau]
-        per = gate * m + [b.eta] * (m * R * d)
+        per = gate * spec.n_gates + [b.eta] * (m * R * d)
         if spec.regression:
             per += [(math.log(b.nu[0]), math.log(b.nu[1]))] * m
         return jnp.asarray([lo for lo, _ in per]), jnp.asarray([hi for _, hi in per])
@@ -68,13 +70,13 @@ def layout(spec: MixSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
     the coefficient slice of each predictor in the flat vector, in the order of `pack`."""
     d, m, R = spec.d, spec.m, spec.R
     gate = (d + 1, 0) if spec.has_beta else (1, d)
-    preds = [gate] * m + [(d, 0)] * (m * R) + ([(1, d)] * m if spec.regression else [])
+    preds = [gate] * spec.n_gates + [(d, 0)] * (m * R) + ([(1, d)] * m if spec.regression else [])
     return tuple(w for w, _ in preds), tuple(s for _, s in preds)
 
 
 def n_gate_params(spec: MixSpec) -> int:
     """Length of the gate part of the flat vector (its first coordinates)."""
-    return spec.m * get_gate(spec.gate).width(spec.d)
+    return spec.n_gates * get_gate(spec.gate).width(spec.d)
 
 
 def pack(spec: MixSpec, p: MixParams) -> jax.Array:
@@ -85,7 +87,8 @@ def pack(spec: MixSpec, p: MixParams) -> jax.Array:
     estimate (nu of categorical experts, beta under the input-free gate) are left out, so, e.g.,
     ``jax.hessian(lambda t: log_likelihood(spec, unpack(spec, t), X, y))(pack(spec, p))`` is the
     (P, P) matrix in the coordinates of `FitResult.info`. Inverse: `unpack`."""
-    gates = jnp.concatenate([p.beta, p.tau[:, None]], axis=1) if spec.has_beta else p.tau[:, None]
+    beta, tau = gate_params(spec, p)
+    gates = jnp.concatenate([beta, tau[:, None]], axis=1) if spec.has_beta else tau[:, None]
     parts = [gates.reshape(-1), p.eta.reshape(-1)]
     if spec.regression:
         parts.append(jnp.log(p.nu).reshape(spec.m))
@@ -95,12 +98,15 @@ def pack(spec: MixSpec, p: MixParams) -> jax.Array:
 def unpack(spec: MixSpec, theta: jax.Array) -> MixParams:
     """The flat vector of `pack`, (P,) -> MixParams (entries a model does not estimate are
     0)."""
-    d, m, R = spec.d, spec.m, spec.R
+    d, m, R, ng = spec.d, spec.m, spec.R, spec.n_gates
     gw = d + 1 if spec.has_beta else 1
-    gates = theta[: m * gw].reshape(m, gw)
-    beta = gates[:, :d] if spec.has_beta else jnp.zeros((m, d), theta.dtype)
+    gates = theta[: ng * gw].reshape(ng, gw)
+    beta = gates[:, :d] if spec.has_beta else jnp.zeros((ng, d), theta.dtype)
     tau = gates[:, -1]
-    o = m * gw
+    if spec.plain:  # expert 0, the reference: gate logit 0
+        beta = jnp.concatenate([jnp.zeros((1, d), theta.dtype), beta])
+        tau = jnp.concatenate([jnp.zeros((1,), theta.dtype), tau])
+    o = ng * gw
     eta = theta[o : o + m * R * d].reshape(m, R, d)
     nu = jnp.exp(theta[o + m * R * d :]) if spec.regression else jnp.zeros((m,), theta.dtype)
     return MixParams(beta, tau, eta, nu)

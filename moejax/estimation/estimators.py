@@ -259,7 +259,7 @@ def _fit_em(
       the fit's, and its iterations are added to inner_steps.
 
     n_iter counts EM maps (E-step + M-step); inner_steps the solvers' iterations."""
-    d, m = spec.d, spec.m
+    d, m, C = spec.d, spec.n_gates, spec.components  # gate logits, components
     full = objective(spec, data, blocks, source)
     widths, starts = layout(spec)
     ng = n_gate_params(spec)
@@ -274,7 +274,7 @@ def _fit_em(
         lpo = linear_predictor_objective
         if source is None:
             rows = lambda X1, y, lf0: post_rows(p, X1, y, lf0)
-            r = map_rows(rows, (data.X1, data.y, data.lf0), blocks, (m + 1,))
+            r = map_rows(rows, (data.X1, data.y, data.lf0), blocks, (C,))
             gate = lpo(gate_rows, data.X1, r, data.w, data.total, widths[:m], blocks, starts[:m])
             expert = lpo(
                 expert_rows,

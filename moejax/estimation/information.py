@@ -61,16 +61,18 @@ def standard_errors(
 def unflatten(spec: MixSpec, flat: jax.Array, fill: float = jnp.nan) -> MixParams:
     """A flat (P,) per-coordinate quantity in the layout of `pack` as MixParams of ``spec``'s
     shapes (beta (m, d), tau (m,), eta (m, R, d), nu (m,)); entries the model does not estimate
-    (beta under the input-free gate, nu for categorical experts) are ``fill``. Unlike
+    (beta under the input-free gate, nu for categorical experts, the plain MoE's expert 0 gate)
+    are ``fill``. Unlike
     `moejax.estimation.bounds.unpack`, nothing is transformed (nu's slot holds the log-nu
     coordinate's value)."""
     d, m, R = spec.d, spec.m, spec.R
     ng = n_gate_params(spec)
-    gw = ng // m
-    gates = flat[:ng].reshape(m, gw)
-    full = jnp.full((m, d), fill, flat.dtype)
-    beta = gates[:, :d] if spec.has_beta else full
+    gates = flat[:ng].reshape(spec.n_gates, ng // spec.n_gates)
+    beta = gates[:, :d] if spec.has_beta else jnp.full((spec.n_gates, d), fill, flat.dtype)
     tau = gates[:, -1]
+    if spec.plain:  # expert 0's gate (the reference) is not estimated
+        beta = jnp.concatenate([jnp.full((1, d), fill, flat.dtype), beta])
+        tau = jnp.concatenate([jnp.full((1,), fill, flat.dtype), tau])
     eta = flat[ng : ng + m * R * d].reshape(m, R, d)
     nu = flat[ng + m * R * d :] if spec.regression else jnp.full((m,), fill, flat.dtype)
     return MixParams(beta, tau, eta, nu)

@@ -37,6 +37,8 @@ def init_near_truth(
     if spec.m == m:
         return perturb(key, truth, n, c_gate, c_expert, rho, spec.regression)
     centers = split_truth(truth, spec.m)
+    if spec.plain:  # the split reference expert 0 keeps gate logit 0 (the others shift)
+        centers = to_reference(centers)
     head = jax.tree_util.tree_map(lambda a: a[:m], centers)
     tail = jax.tree_util.tree_map(lambda a: a[m:], centers)
     noisy = (
@@ -99,6 +101,13 @@ def split_truth(truth: MixParams, m_hat: int) -> MixParams:
     )
 
 
+def to_reference(p: MixParams) -> MixParams:
+    """The plain MoE's gate in its reference form: expert 0's gate (beta[0], tau[0]) subtracted
+    from every expert's, so that expert 0's logit is 0. Under the softmax and input-free gates
+    the gate weights are unchanged (translation invariance); under the sigmoid gate they move."""
+    return p._replace(beta=p.beta - p.beta[:1], tau=p.tau - p.tau[:1])
+
+
 def random_inits(
     key: jax.Array,
     spec: MixSpec,
@@ -120,4 +129,5 @@ __all__ = [
     "random_inits",
     "split_assignment",
     "split_truth",
+    "to_reference",
 ]

@@ -26,8 +26,9 @@ from moejax.mix.validate import check_data, rows_ok
 
 
 def n_predictors(spec: MixSpec) -> int:
-    """Width of U: m gate logits + m R expert predictors (+ m log-variances for regression)."""
-    return spec.m * (1 + spec.R + (1 if spec.regression else 0))
+    """Width of U: the gate logits (m, or m - 1 in the plain MoE) + m R expert predictors
+    (+ m log-variances for regression)."""
+    return spec.n_gates + spec.m * (spec.R + (1 if spec.regression else 0))
 
 
 def expert_mean(expert: Expert, z: jax.Array) -> jax.Array:
@@ -62,11 +63,12 @@ def _gate(gate: str, g: jax.Array):
 
 
 def split_predictors(spec: MixSpec, U: jax.Array):
-    """U (..., W) -> (g (..., m), Z (..., m, R), log_nu (..., m) or None)."""
-    m, R = spec.m, spec.R
-    g = U[..., :m]
-    Z = U[..., m : m + m * R].reshape(*U.shape[:-1], m, R)
-    log_nu = U[..., m + m * R :] if spec.regression else None
+    """U (..., W) -> (g (..., m_g), Z (..., m, R), log_nu (..., m) or None); m_g =
+    ``spec.n_gates`` (m, or m - 1 in the plain MoE)."""
+    m, R, ng = spec.m, spec.R, spec.n_gates
+    g = U[..., :ng]
+    Z = U[..., ng : ng + m * R].reshape(*U.shape[:-1], m, R)
+    log_nu = U[..., ng + m * R :] if spec.regression else None
     return g, Z, log_nu
 
 
@@ -81,8 +83,11 @@ def adapter_logpdfs(spec: MixSpec, U: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def component_logjoint(spec: MixSpec, U: jax.Array, y: jax.Array, lf0: jax.Array) -> jax.Array:
-    """log w_j(x) + log f_j(y | x) for the frozen expert (column 0) and each adapter, (..., m+1)."""
+    """log w_j(x) + log f_j(y | x) for the frozen expert (column 0) and each adapter, (..., m+1);
+    the plain MoE's m experts (..., m) (``lf0`` unused)."""
     g, _, _ = split_predictors(spec, U)
+    if spec.plain:
+        return gate_log_weights(spec.gate, g) + adapter_logpdfs(spec, U, y)
     lf = jnp.concatenate([lf0[..., None], adapter_logpdfs(spec, U, y)], axis=-1)
     return gate_log_weights(spec.gate, g) + lf
 
@@ -95,13 +100,22 @@ def row_loglik(spec: MixSpec, U: jax.Array, y: jax.Array, lf0: jax.Array) -> jax
 def predictors(spec: MixSpec, params: MixParams, X: jax.Array) -> jax.Array:
     """U (n, W) for covariates X (n, d)."""
     X = jnp.asarray(X, jnp.float64)
-    beta = params.beta if spec.has_beta else jnp.zeros_like(params.beta)
-    g = X @ beta.T + params.tau
+    beta, tau = gate_params(spec, params)
+    g = X @ beta.T + tau
     Z = jnp.einsum("nd,mrd->nmr", X, params.eta).reshape(X.shape[0], -1)
     parts = [g, Z]
     if spec.regression:
         parts.append(jnp.broadcast_to(jnp.log(params.nu), (X.shape[0], spec.m)))
     return jnp.concatenate(parts, axis=-1)
+
+
+def gate_params(spec: MixSpec, params: MixParams) -> tuple[jax.Array, jax.Array]:
+    """(beta (m_g, d), tau (m_g,)) of the gate logits: the adapters', or experts 1..m-1's in
+    the plain MoE (expert 0 is the reference); beta is 0 under a gate without slopes."""
+    beta = params.beta if spec.has_beta else jnp.zeros_like(params.beta)
+    if spec.plain:
+        return beta[1:], params.tau[1:]
+    return beta, params.tau
 
 
 def frozen_logpdf(spec: MixSpec, X: jax.Array, y: jax.Array) -> jax.Array:
@@ -110,7 +124,10 @@ def frozen_logpdf(spec: MixSpec, X: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def frozen_logpdf_planes(spec: MixSpec, X: jax.Array, y: jax.Array) -> jax.Array:
-    """`frozen_logpdf` from covariate planes X (d, n) (rows last), (n,)."""
+    """`frozen_logpdf` from covariate planes X (d, n) (rows last), (n,); zeros in the plain MoE
+    (no frozen expert: the row functions ignore it)."""
+    if spec.plain:
+        return jnp.zeros(jnp.shape(y), jnp.float64)
     if spec.regression:
         mean = expert_mean(spec.frozen, linear_planes(spec.eta0_array(), X)[0])
         return regression_logpdf(spec.frozen_likelihood, y, mean, jnp.log(spec.nu0))
@@ -219,29 +236,36 @@ def frozen_log_probs_planes(spec: MixSpec, X: jax.Array) -> list[jax.Array]:
     return _log_softmax_planes(_logits_planes(spec.frozen, linear_planes(spec.eta0_array(), X)))
 
 
+def _gate_log_weight_planes(spec: MixSpec, params: MixParams, X: jax.Array):
+    """(log w, w) of every component, ``spec.components`` planes (n,) each, from covariate
+    planes X (d, n): the frozen expert (or the plain MoE's reference expert 0) first."""
+    beta, tau = gate_params(spec, params)
+    g = jnp.stack([gj + tj for gj, tj in zip(linear_planes(beta, X), tau, strict=True)])
+    lw0, lwa, w, _ = _gate(spec.gate, g)
+    ng = spec.n_gates
+    return [lw0] + [lwa[j] for j in range(ng)], [jnp.exp(lw0)] + [w[j] for j in range(ng)]
+
+
 def class_log_probs_and_frozen(
     spec: MixSpec, params: MixParams, X: jax.Array
 ) -> tuple[list[jax.Array], list[jax.Array]]:
     """(log p_G(y = k | x), the frozen expert's log softmax), K planes (n,) each, from
     covariate planes X (d, n): the sampler needs both (labels, and the frozen expert's
-    log-density of them), computed once."""
+    log-density of them), computed once. The plain MoE has no frozen expert: zero planes."""
     m = spec.m
-    beta = params.beta if spec.has_beta else jnp.zeros_like(params.beta)
-    g = jnp.stack([gj + tj for gj, tj in zip(linear_planes(beta, X), params.tau, strict=True)])
-    lw0, lwa, _, _ = _gate(spec.gate, g)
-    lw = [lw0] + [lwa[j] for j in range(m)]  # log w_j, j = 0 (frozen) .. m
-    lp0 = frozen_log_probs_planes(spec, X)
-    lps = [lp0]
+    lw, _ = _gate_log_weight_planes(spec, params, X)
+    lps = [] if spec.plain else [frozen_log_probs_planes(spec, X)]
     for j in range(m):
         lps.append(
             _log_softmax_planes(_logits_planes(spec.adapter, linear_planes(params.eta[j], X)))
         )
-    K = len(lp0)
-    if m == 1:
+    K = len(lps[0])
+    lp0 = [jnp.zeros_like(lps[0][0])] * K if spec.plain else lps[0]
+    if len(lps) == 2:
         return [jnp.logaddexp(lw[0] + lps[0][k], lw[1] + lps[1][k]) for k in range(K)], lp0
     out = []
     for k in range(K):
-        terms = [lw[j] + lps[j][k] for j in range(m + 1)]
+        terms = [lwj + lp[k] for lwj, lp in zip(lw, lps, strict=True)]
         M = reduce(jnp.maximum, terms)
         S = reduce(jnp.add, [jnp.exp(t - M) for t in terms])
         out.append(M + jnp.log(S))
@@ -261,15 +285,14 @@ def class_probs_planes(spec: MixSpec, params: MixParams, X: jax.Array) -> list[j
     """p_G(y = k | x), K planes (n,), from covariate planes X (d, n), in probability space:
     sum_j w_j(x) softmax(h_j(x))_k (the sampler's inverse CDF needs probabilities only, to
     absolute accuracy; a third of the transcendentals of `class_log_probs_planes`)."""
-    m = spec.m
-    beta = params.beta if spec.has_beta else jnp.zeros_like(params.beta)
-    g = jnp.stack([gj + tj for gj, tj in zip(linear_planes(beta, X), params.tau, strict=True)])
-    lw0, _, w, _ = _gate(spec.gate, g)
-    pis = [_softmax_planes(_logits_planes(spec.frozen, linear_planes(spec.eta0_array(), X)))]
-    for j in range(m):
+    _, weights = _gate_log_weight_planes(spec, params, X)
+    pis = []
+    if not spec.plain:
+        frozen_z = linear_planes(spec.eta0_array(), X)
+        pis.append(_softmax_planes(_logits_planes(spec.frozen, frozen_z)))
+    for j in range(spec.m):
         z = linear_planes(params.eta[j], X)
         pis.append(_softmax_planes(_logits_planes(spec.adapter, z)))
-    weights = [jnp.exp(lw0)] + [w[j] for j in range(m)]
     return [
         reduce(jnp.add, [wj * pi[k] for wj, pi in zip(weights, pis, strict=True)])
         for k in range(len(pis[0]))
@@ -286,7 +309,8 @@ def pick_class(lp: Any, y: jax.Array) -> jax.Array:
 
 
 def responsibilities(spec: MixSpec, params: MixParams, X: jax.Array, y: jax.Array) -> jax.Array:
-    """Posterior probability of each component given (x_i, y_i), (n, m+1); column 0 frozen.
+    """Posterior probability of each component given (x_i, y_i), (n, m+1); column 0 frozen
+    (the plain MoE: (n, m), its experts).
     Data are checked as in `log_density` (a bad row traced through a user's `jit`: NaN)."""
     _check(spec, params, X, y)
     ok = rows_ok(spec, X, y)

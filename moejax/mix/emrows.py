@@ -1,6 +1,7 @@
 """Closed-form rows of the EM M-step objectives (the Q-function's two parts), for every gate,
 likelihood and m, in the rows-last layout of `moejax.mix.rows`, with posteriors r (m + 1, *S)
-held fixed (row 0 the frozen expert):
+held fixed (row 0 the frozen expert; in the plain MoE r (m, *S) are its experts', row 0 the
+gate's reference expert, whose log-density enters the experts' part like any other):
 
     gate:    phi(g; r)        = -sum_{j=0..m} r_j log w_j(g)           on g (m, *S)
     experts: phi(z, rho; y, r) = -sum_{j=1..m} r_j log f_j(y | z_j, rho_j) on [z (m R) | rho (m)]
@@ -28,7 +29,7 @@ from moejax.mix.spec import MixSpec
 
 def _gate_core(spec: MixSpec, g: jax.Array, r: jax.Array, need: int):
     lw0, lw, w, q = _gate(spec.gate, g)
-    m = spec.m
+    m = spec.n_gates
     value = -(r[0] * lw0)
     for j in range(m):
         value = value - r[1 + j] * lw[j]
@@ -56,7 +57,7 @@ def _expert_core(spec: MixSpec, U: jax.Array, aux, need: int):
     y, r = aux
     m, R = spec.m, spec.R
     Z = U[: m * R].reshape((m, R, *U.shape[1:]))
-    rk = r[1:]
+    rk = r if spec.plain else r[1:]  # the experts' posteriors
     if spec.regression:
         lf, score, Hl = _regression(spec, Z, U[m * R :], y, need)
     else:
@@ -90,7 +91,7 @@ def _fns(core, spec: MixSpec) -> RowFns:
 
 
 def em_row_fns(spec: MixSpec) -> tuple[RowFns, RowFns]:
-    """(gate rows on g (m, *S) with aux r (m + 1, *S), expert rows on [z (m R) | rho (m)] (W, *S)
+    """(gate rows on g (m_g, *S) with aux r (components, *S), expert rows on [z (m R) | rho (m)] (W, *S)
     with aux (y (*S), r (m + 1, *S))): value (*S), gradient (W, *S), packed Hessian
     (W (W + 1) / 2, *S)."""
     return _fns(_gate_core, spec), _fns(_expert_core, spec)

@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from moejax.experts import activation_derivs, resolve_activation
-from moejax.mix.density import _gate
+from moejax.mix.density import _gate, gate_params
 from moejax.mix.gates import _logaddexp, _max0, _sum0
 from moejax.mix.likelihoods import get_likelihood
 from moejax.mix.rowfns import RowFns, packed_index
@@ -132,18 +132,19 @@ def _regression(spec: MixSpec, Z: jax.Array, rho: jax.Array, y: jax.Array, need:
 
 
 def split_rows(spec: MixSpec, U: jax.Array):
-    """U (W, *S) -> (g (m, *S), Z (m, R, *S), log_nu (m, *S) or None)."""
-    m, R = spec.m, spec.R
-    g = U[:m]
-    Z = U[m : m + m * R].reshape((m, R, *U.shape[1:]))
-    rho = U[m + m * R :] if spec.regression else None
+    """U (W, *S) -> (g (m_g, *S), Z (m, R, *S), log_nu (m, *S) or None); m_g =
+    ``spec.n_gates`` (m, or m - 1 in the plain MoE)."""
+    m, R, ng = spec.m, spec.R, spec.n_gates
+    g = U[:ng]
+    Z = U[ng : ng + m * R].reshape((m, R, *U.shape[1:]))
+    rho = U[ng + m * R :] if spec.regression else None
     return g, Z, rho
 
 
 def predictor_planes(spec: MixSpec, params, X: jax.Array) -> jax.Array:
     """U (W, n) for covariate planes X (d, n): `moejax.mix.density.predictors`, rows last."""
-    beta = params.beta if spec.has_beta else jnp.zeros_like(params.beta)
-    g = beta @ X + params.tau[:, None]
+    beta, tau = gate_params(spec, params)
+    g = beta @ X + tau[:, None]
     Z = jnp.einsum("mrd,dn->mrn", params.eta, X).reshape(spec.m * spec.R, X.shape[-1])
     parts = [g, Z]
     if spec.regression:
@@ -161,26 +162,37 @@ def adapter_logpdfs_rows(spec: MixSpec, U: jax.Array, y: jax.Array, need: int):
 
 
 def _coords(spec: MixSpec) -> list[tuple[int, int]]:
-    """For each coordinate of U: (adapter j, local index l) in L_j = [gate, score_1 .. score_Q]."""
-    m, R = spec.m, spec.R
-    out = [(j, 0) for j in range(m)]
-    out += [(j, 1 + r) for j in range(m) for r in range(R)]
+    """For each coordinate of U: (component c, local index l) in L_c = [gate, score_1 ..
+    score_Q]. Components: c = 0 the gate's reference (the frozen expert, which has no
+    coordinates, or the plain MoE's expert 0, which has no gate coordinate), c >= 1 the gated
+    ones; the gate logit of c is g_{c-1}, its expert `_expert(spec, c)`."""
+    m, R, ng = spec.m, spec.R, spec.n_gates
+    first = 0 if spec.plain else 1  # the component of expert 0
+    out = [(k + 1, 0) for k in range(ng)]
+    out += [(e + first, 1 + r) for e in range(m) for r in range(R)]
     if spec.regression:
-        out += [(j, 1 + R) for j in range(m)]
+        out += [(e + first, 1 + R) for e in range(m)]
     return out
+
+
+def _expert(spec: MixSpec, c: int) -> int:
+    """The expert (row of the parameters) of component c."""
+    return c if spec.plain else c - 1
 
 
 def _core(spec: MixSpec, U: jax.Array, aux, need: int):
     """(value, gradient, packed Hessian, posteriors) of phi, up to order ``need`` (gradient and
     Hessian None above it); need = -1: only the posteriors (m + 1, *S)."""
     y, lf0 = aux
-    m = spec.m
-    g = U[:m]
+    ng = spec.n_gates
+    g = U[:ng]
     lw0, lw, w, q = _gate(spec.gate, g)
     lf, score, Hl = adapter_logpdfs_rows(spec, U, y, max(need, 0))
-    lj0 = lw0 + lf0
-    lj = lw + lf  # (m, *S)
-    if m == 1:
+    if spec.plain:  # expert 0 is the reference component
+        lj0, lj = lw0 + lf[0], lw + lf[1:]
+    else:
+        lj0, lj = lw0 + lf0, lw + lf  # (m, *S)
+    if ng == 1:
         lse, r0, r1 = _logaddexp(lj0, lj[0])
         value, r = -lse, r1[None]
     else:
@@ -188,7 +200,7 @@ def _core(spec: MixSpec, U: jax.Array, aux, need: int):
         el = jnp.exp(lj - M)
         e0 = jnp.exp(lj0 - M)
         S = e0 + _sum0(el)
-        value, r = -(M + jnp.log(S)), el / S  # r: the adapters' posteriors
+        value, r = -(M + jnp.log(S)), el / S  # r: the gated components' posteriors
         r0 = e0 / S
     if need == 0:
         return value, None, None, None
@@ -196,13 +208,15 @@ def _core(spec: MixSpec, U: jax.Array, aux, need: int):
         return None, None, None, jnp.concatenate([r0[None], r], axis=0)
     t = jnp.ones_like(g) if q is None else q
     tr, tw = t * r, t * w
-    rs = r[:, None] * score  # (m, Q, *S): r_j score_j
+    rx = jnp.concatenate([r0[None], r], axis=0) if spec.plain else r  # the experts' posteriors
+    rs = rx[:, None] * score  # (m, Q, *S): r_j score_j
     coords = _coords(spec)
+    ex = lambda c: _expert(spec, c)
 
-    def vbar(j, k):  # sum_j r_j v_j on coordinate (j, local index k)
-        return tr[j] if k == 0 else rs[j, k - 1]
+    def vbar(c, k):  # sum_c r_c v_c on coordinate (c, local index k)
+        return tr[c - 1] if k == 0 else rs[ex(c), k - 1]
 
-    grad = [tw[j] - tr[j] if k == 0 else -rs[j, k - 1] for j, k in coords]
+    grad = [tw[c - 1] - tr[c - 1] if k == 0 else -rs[ex(c), k - 1] for c, k in coords]
     if need == 1:
         return value, grad, None, None
     d = tr * t - t * tw
@@ -216,15 +230,16 @@ def _core(spec: MixSpec, U: jax.Array, aux, need: int):
             jb, lb = coords[b]
             h = -vbar(ja, la) * vbar(jb, lb)
             if la == 0 and lb == 0:
-                h = h + tw[ja] * tw[jb]
-            if ja == jb:  # adapter j's own block B_j
+                h = h + tw[ja - 1] * tw[jb - 1]
+            if ja == jb:  # component j's own block B_j
+                e = ex(ja)
                 if la == 0 and lb == 0:
-                    h = h + d[ja]
+                    h = h + d[ja - 1]
                 elif la == 0 or lb == 0:
-                    h = h + rs[ja, max(la, lb) - 1] * t[ja]
+                    h = h + rs[e, max(la, lb) - 1] * t[ja - 1]
                 else:
                     ia, ib = la - 1, lb - 1
-                    h = h + rs[ja, ia] * score[ja, ib] + r[ja] * Hl[ja, ia, ib]
+                    h = h + rs[e, ia] * score[e, ib] + rx[e] * Hl[e, ia, ib]
             H.append(-h)
     return value, grad, H, None
 
@@ -243,7 +258,7 @@ def mixture_row_fns(spec: MixSpec) -> RowFns:
 
 def posteriors(spec: MixSpec, U: jax.Array, y: jax.Array, lf0: jax.Array) -> jax.Array:
     """Component posteriors r_j = softmax_j(log w_j + log f_j), (m + 1, *S), row 0 the frozen
-    expert, from predictors U (W, *S) (max-shifted log space; the same as
+    expert (the plain MoE: (m, *S), its experts), from predictors U (W, *S) (max-shifted log space; the same as
     `moejax.mix.responsibilities`, transposed)."""
     return _core(spec, U, (y, lf0), -1)[3]
 

@@ -92,17 +92,17 @@ def sample_responses(key: jax.Array, spec: MixSpec, params: MixParams, X: jax.Ar
     U = predictors(spec, params, X)
     g, Z, log_nu = split_predictors(spec, U)
     comp = jax.random.categorical(kc, gate_log_weights(spec.gate, g), axis=-1)  # (n,)
-    z0 = X @ spec.eta0_array().T  # (n, R)
-    means = jnp.concatenate(
-        [expert_mean(spec.frozen, z0[:, :1]), expert_mean(spec.adapter, Z[..., 0])], axis=-1
-    )
-    sds = jnp.concatenate(
-        [jnp.full((X.shape[0], 1), jnp.sqrt(spec.nu0)), jnp.exp(0.5 * log_nu)], axis=-1
-    )
+    means = expert_mean(spec.adapter, Z[..., 0])  # (n, m)
+    sds = jnp.exp(0.5 * log_nu)
     k0, k1 = jax.random.split(ky)
-    e0 = _noise(k0, spec.frozen_likelihood, (X.shape[0],))
     e1 = _noise(k1, spec.likelihood, (X.shape[0],))
     pick = lambda a: jnp.take_along_axis(a, comp[:, None], axis=-1)[:, 0]
+    if spec.plain:  # components are the experts (the frozen expert's key k0 stays unused)
+        return pick(means) + pick(sds) * e1
+    z0 = X @ spec.eta0_array().T  # (n, R)
+    means = jnp.concatenate([expert_mean(spec.frozen, z0[:, :1]), means], axis=-1)
+    sds = jnp.concatenate([jnp.full((X.shape[0], 1), jnp.sqrt(spec.nu0)), sds], axis=-1)
+    e0 = _noise(k0, spec.frozen_likelihood, (X.shape[0],))
     return pick(means) + pick(sds) * jnp.where(comp == 0, e0, e1)
 
 

@@ -15,6 +15,13 @@ Likelihoods of an expert with linear predictors z_r = eta_r . x (r < R):
 The frozen expert has known (eta0, nu0) and may use another likelihood of the same kind
 (categorical with categorical, regression with regression).
 
+The plain MoE (``frozen=None``; "none" in a config): no frozen expert, m >= 2 trainable experts
+of the adapter's form. Expert 0 is the gate's reference (its logit is fixed at 0, so beta[0] and
+tau[0] are held at 0 and not estimated; the softmax's translation invariance removed), and the
+gate acts on the logits of experts 1..m-1 exactly as it acts on the adapters' logits above:
+
+    p_G(y | x) = sum_{j=0..m-1} w_j(x) f_j(y | x; eta_j, nu_j),  w = gate(g_1, ..., g_{m-1})
+
 `MixSpec` is static and hashable (no pytree leaves); `MixParams` is a NamedTuple of float64
 arrays with a leading adapter axis: beta (m, d), tau (m,), eta (m, R, d), nu (m,). Entries that a
 model does not estimate (beta under the input-free gate, nu for categorical experts) are held at
@@ -53,6 +60,15 @@ class MixParams(NamedTuple):
     tau: jax.Array
     eta: jax.Array
     nu: jax.Array
+
+
+def count_params(d: int, K: int, m: int, gate: str, likelihood: str, plain: bool = False) -> int:
+    """Estimated scalars of a model (`MixSpec.n_params`; the config's check of the sample sizes
+    asks it too): per gate logit (one per adapter, or m - 1 in the plain MoE) the gate's width
+    (d + 1, or 1 without beta), per expert its R d weights and, for regression, its variance."""
+    lik = get_likelihood(likelihood)
+    per_expert = lik.predictors(K) * d + (1 if lik.regression else 0)
+    return (m - 1 if plain else m) * get_gate(gate).width(d) + m * per_expert
 
 
 def check_int(name: str, v: Any, minimum: int) -> int:
@@ -116,13 +132,15 @@ class MixSpec:
 
     Args:
       d: covariate dimension. K: classes (categorical only; ignored for regression, R = 1).
+      frozen: None for the plain MoE (no frozen expert; ``eta0`` is ignored), else as adapter.
       frozen, adapter: activation names ("linear", "tanh", "sigmoid", "gelu", "relu",
         "softplus-W"), pure elementwise JAX functions a(z), or such a function's import path
         "package.module:function" (kept as the string, so equal strings give equal specs). A
         user function is checked here (`moejax.experts.check_activation`): one ValueError line
         naming the field if it does not trace, keep shapes, return float64 or act elementwise.
       eta0: frozen weights (R, d). nu0: frozen variance (regression only, > 0).
-      adapters: m >= 1. gate: one of GATES. likelihood: the adapters' likelihood (LIKELIHOODS);
+      adapters: m >= 1 (m >= 2 experts in the plain MoE). gate: one of GATES. likelihood: the
+        adapters' likelihood (LIKELIHOODS);
         frozen_likelihood: the frozen expert's (defaults to ``likelihood``).
       scale, frozen_scale, bias, frozen_bias: fixed output maps s a(z) + b (not estimated).
     """
@@ -130,7 +148,7 @@ class MixSpec:
     d: int
     frozen: Any
     adapter: Any
-    eta0: Any
+    eta0: Any = None
     K: int = 2
     adapters: int = 1
     gate: str = "softmax"
@@ -146,7 +164,8 @@ class MixSpec:
     def __post_init__(self) -> None:
         d = check_int("d", self.d, 1)
         K = check_int("K", self.K, 2)
-        m = check_int("adapters", self.adapters, 1)
+        plain = self.frozen is None
+        m = check_int("adapters", self.adapters, 2 if plain else 1)
         if self.gate not in GATES:
             raise ValueError(f"gate: unknown gate {self.gate!r}; choose one of {', '.join(GATES)}")
         lik = self.likelihood
@@ -166,15 +185,17 @@ class MixSpec:
         scale = check_finite_scalar("scale", self.scale)
         fscale = scale if self.frozen_scale is None else self.frozen_scale
         fscale = check_finite_scalar("frozen_scale", fscale)
+        # the plain MoE has no frozen expert: eta0 is unused (zeros unless given)
+        raw = np.zeros((R, d)) if plain and self.eta0 is None else self.eta0
         try:
-            eta0 = np.asarray(self.eta0, dtype=np.float64)
+            eta0 = np.asarray(raw, dtype=np.float64)
         except (TypeError, ValueError):
             raise ValueError(f"eta0: expected a numeric array, got {self.eta0!r}") from None
         if eta0.shape != (R, d):
             raise ValueError(f"eta0: expected shape (R, d) = ({R}, {d}), got {eta0.shape}")
         if not np.all(np.isfinite(eta0)):
             raise ValueError("eta0: must be finite")
-        frozen = _as_expert(self.frozen, "frozen", fscale, self.frozen_bias, R)
+        frozen = None if plain else _as_expert(self.frozen, "frozen", fscale, self.frozen_bias, R)
         adapter = _as_expert(self.adapter, "adapter", scale, self.bias, R)
         eta0_t = tuple(tuple(float(v) for v in row) for row in eta0)
         for name, value in (
@@ -186,7 +207,7 @@ class MixSpec:
             ("scale", scale),
             ("frozen_scale", fscale),
             ("bias", adapter.bias),
-            ("frozen_bias", frozen.bias),
+            ("frozen_bias", None if plain else frozen.bias),
             ("frozen", frozen),
             ("adapter", adapter),
             ("eta0", eta0_t),
@@ -197,6 +218,21 @@ class MixSpec:
     @property
     def m(self) -> int:
         return self.adapters
+
+    @property
+    def plain(self) -> bool:
+        """True for the plain MoE: no frozen expert, expert 0 the gate's reference."""
+        return self.frozen is None
+
+    @property
+    def n_gates(self) -> int:
+        """Gate logits: one per adapter, or m - 1 in the plain MoE (expert 0 has logit 0)."""
+        return self.m - 1 if self.plain else self.m
+
+    @property
+    def components(self) -> int:
+        """Mixture components: the frozen expert and m adapters, or the plain MoE's m."""
+        return self.m if self.plain else self.m + 1
 
     @property
     def R(self) -> int:
@@ -215,13 +251,14 @@ class MixSpec:
     def n_params(self) -> int:
         """Number of estimated scalars: per adapter, the gate (d + 1, or 1 without beta), the
         expert's R d weights and, for regression, its variance."""
-        gate = get_gate(self.gate).width(self.d)
-        return self.m * (gate + self.R * self.d + (1 if self.regression else 0))
+        return count_params(self.d, self.K, self.m, self.gate, self.likelihood, self.plain)
 
     @property
     def homogeneous(self) -> bool:
         """True when the adapters and the frozen expert share activation, output map and
         likelihood (the regime where the mixture can collapse)."""
+        if self.plain:
+            return False
         return self.frozen == self.adapter and self.frozen_likelihood == self.likelihood
 
     def check_data(self, X: Any, y: Any | None = None) -> None:
@@ -274,7 +311,21 @@ class MixSpec:
             out.append(jnp.asarray(a))
         if self.regression and np.any(np.asarray(out[3]) <= 0):
             raise ValueError("nu: variances must be > 0")
+        if self.plain:
+            check_reference(out[0], out[1])
         return MixParams(*out)
+
+
+def check_reference(beta: Any, tau: Any) -> None:
+    """The plain MoE's reference expert 0 has gate logit 0: ValueError unless beta[0] and tau[0]
+    are 0 (concrete values only)."""
+    b0, t0 = np.asarray(beta)[0], float(np.asarray(tau)[0])
+    if np.any(b0 != 0) or t0 != 0:
+        raise ValueError(
+            "beta, tau: in the plain MoE expert 0 is the gate's reference, its gate "
+            f"(beta[0], tau[0]) must be 0, got ({b0.tolist()}, {t0}); under the softmax gate "
+            "subtract it from every expert's gate (the same gate weights)"
+        )
 
 
 jax.tree_util.register_static(MixSpec)

@@ -34,6 +34,7 @@ from moejax.experts import (
 )
 from moejax.mix.gates import GATES, get_gate
 from moejax.mix.likelihoods import LIKELIHOODS, get_likelihood
+from moejax.mix.spec import count_params
 
 
 class ConfigError(ValueError):
@@ -122,6 +123,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
 }
 
 REGIMES = ("heterogeneous", "homogeneous")
+#: ``model.frozen`` of the plain MoE: no frozen expert (`moejax.mix.MixSpec` frozen=None).
+PLAIN = "none"
 # The option lists are those of the modules that define the options (one copy each; the
 # configs reference and config validation ask them).
 SOLVER_NAMES = tuple(SOLVERS)
@@ -270,11 +273,9 @@ def free_parameters(model: dict[str, Any]) -> int:
     """Estimated scalars of a resolved [model] table (the length of the flat parameter vector):
     per fitted adapter (``fitted_adapters``, default ``adapters``) the gate (d + 1, or 1 under
     the input-free gate), R d expert weights and, for regression experts, a variance."""
-    d, m = model["d"], model.get("fitted_adapters") or model["adapters"]
-    regression = get_likelihood(model["likelihood"]).regression
-    R = 1 if regression else model["K"] - 1
-    gate = get_gate(model["gate"]).width(d)
-    return m * (gate + R * d + (1 if regression else 0))
+    m = model.get("fitted_adapters") or model["adapters"]
+    plain = model.get("frozen") == PLAIN
+    return count_params(model["d"], model["K"], m, model["gate"], model["likelihood"], plain)
 
 
 def _per_adapter(field: str, v: Any, M: int, default: float) -> Any:
@@ -296,6 +297,7 @@ def _resolve_truth(m: dict[str, Any], t: dict[str, Any], R: int, M: int) -> None
     if t["gamma"] < 0:
         raise _err("truth.gamma", t["gamma"], "must be >= 0")
     one = [1.0 / math.sqrt(d)] * d
+    defaults = (t["beta"] == "default", t["eta"] == "basis")
     if isinstance(t["beta"], str):
         if t["beta"] != "default":
             raise _err("truth.beta", t["beta"], "expected a list of d numbers or 'default'")
@@ -325,6 +327,8 @@ def _resolve_truth(m: dict[str, Any], t: dict[str, Any], R: int, M: int) -> None
         t["nu_delta"] = _per_adapter("truth.nu_delta", t["nu_delta"], M, 0.0)
         if np.any(np.asarray(t["nu"]) <= 0):
             raise _err("truth.nu", t["nu"], "variances must be > 0")
+    if m["frozen"] == PLAIN:
+        _plain_truth(m, t, R, M, *defaults)
     if t["regime"] == "homogeneous":
         t["eta"] = named["eta0"]
         if not categorical:
@@ -349,6 +353,41 @@ def _resolve_truth(m: dict[str, Any], t: dict[str, Any], R: int, M: int) -> None
         t["gamma"] = 0.0
 
 
+def _plain_truth(
+    m: dict[str, Any], t: dict[str, Any], R: int, M: int, beta_default: bool, eta_default: bool
+) -> None:
+    """The plain MoE's truth: no homogeneous regime (no frozen expert to drift to); the
+    defaults give expert j the gate slope e_j / sqrt(d) direction (expert 0 none) and the
+    basis rows shifted by j R; the gate is put in its reference form (expert 0's gate
+    subtracted from every row: the softmax's and input-free gate's weights do not change;
+    under the sigmoid gate expert 0's gate must be 0 already)."""
+    d = m["d"]
+    if t["regime"] != "heterogeneous":
+        raise _err(
+            "truth.regime",
+            t["regime"],
+            "the plain MoE (model.frozen = 'none') has no frozen expert to drift toward; "
+            "use 'heterogeneous' (a fixed truth)",
+        )
+    if beta_default:
+        t["beta"] = [[0.0] * d] + [
+            [1.0 / math.sqrt(d) if c == (j - 1) % d else 0.0 for c in range(d)] for j in range(1, M)
+        ]
+    if eta_default:
+        t["eta"] = [_basis(R, d, start=j * R) for j in range(M)]
+    beta, tau = np.asarray(t["beta"], float), np.asarray(t["tau"], float)
+    if m["gate"] == "sigmoid":
+        if np.any(beta[0] != 0) or tau[0] != 0:
+            raise _err(
+                "truth.beta",
+                t["beta"],
+                "in the plain MoE expert 0 is the gate's reference: under the sigmoid gate "
+                "its gate (truth.beta[0], truth.tau[0]) must be 0",
+            )
+    t["beta"] = (beta - beta[0]).tolist()
+    t["tau"] = (tau - tau[0]).tolist()
+
+
 def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     """Validate a raw config dict and return the fully resolved config (plain JSON types)."""
     c = merge_defaults(raw)
@@ -361,7 +400,8 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     if m["K"] < 2:
         raise _err("model.K", m["K"], "must be >= 2")
     d, K = m["d"], m["K"]
-    for f in ("frozen", "adapter"):
+    plain = m["frozen"] == PLAIN
+    for f in ("adapter",) if plain else ("frozen", "adapter"):
         if isinstance(m[f], str) and is_import_path(m[f]):
             # A user JAX function "package.module:function": imported and checked here (the
             # config keeps the string; the spec holds it and resolves it the same way).
@@ -370,15 +410,20 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         elif not (isinstance(m[f], str) and is_activation_name(m[f])):
-            _check_choice(
-                f"model.{f}", m[f], (*BUILTIN_ACTIVATIONS, "softplus-W", "package.module:function")
-            )
+            choices = (*BUILTIN_ACTIVATIONS, "softplus-W", "package.module:function")
+            _check_choice(f"model.{f}", m[f], (*choices, PLAIN) if f == "frozen" else choices)
     if m["scale"] == 0:
         raise _err("model.scale", 0.0, "must be non-zero")
     if m["frozen_scale"] is None:
         m["frozen_scale"] = m["scale"]
     if m["adapters"] < 1:
         raise _err("model.adapters", m["adapters"], "must be a positive integer")
+    if plain and m["adapters"] < 2:
+        raise _err(
+            "model.adapters",
+            m["adapters"],
+            "the plain MoE (model.frozen = 'none') needs >= 2 experts",
+        )
     if m["fitted_adapters"] is None:
         m["fitted_adapters"] = m["adapters"]
     if m["fitted_adapters"] < max(1, m["adapters"]):

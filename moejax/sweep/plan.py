@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 import jax
 
+from moejax.mix.density import n_predictors
 from moejax.mix.sampling import (
     DATA_BLOCK,
 )
@@ -44,7 +45,7 @@ def streamed_lane_bytes(problem: Problem, B: int) -> int:
     and covariate products (B rows of about d + 6 + W + W^2 + (d + 2)^2 / 2 numbers, counted
     four times for temporaries)."""
     spec = problem.fit_spec  # the fit's predictors
-    W = spec.m * (1 + spec.R + (1 if spec.regression else 0))
+    W = n_predictors(spec)
     return 8 * 4 * B * (spec.d + 6 + W + W * W + (spec.d + 2) ** 2 // 2)
 
 

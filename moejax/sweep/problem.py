@@ -153,7 +153,7 @@ def build_problem(cfg: dict[str, Any]) -> Problem:
     spec = MixSpec(
         d=m["d"],
         K=m["K"],
-        frozen=m["frozen"],
+        frozen=None if m["frozen"] == config_mod.PLAIN else m["frozen"],
         adapter=m["adapter"],
         eta0=m["eta0"],
         adapters=m["adapters"],
@@ -261,13 +261,20 @@ def init_rule(problem: Problem) -> str:
     )
     if m_hat == m:
         return f"near_truth: {noise}"
+    ref = (
+        "; then expert 0's gate is subtracted from every expert's (the plain MoE's reference "
+        "keeps logit 0)"
+        if problem.spec.plain
+        else ""
+    )
     src = split_assignment(m, m_hat)
     return (
         f"near_truth, split ({m_hat} fitted adapters, {m} true): fitted adapter i < {m} starts "
         f"from true adapter i, each extra one i = {m}..{m_hat - 1} splits true adapter "
         f"(i - {m}) mod {m} (round robin; true adapter per fitted adapter: {list(src)}); the k "
         "copies of a true adapter s start at its atom (beta*, eta*, nu*) with tau*_s - log(k), "
-        f"so that their gate weights sum to the truth's, each perturbed independently: {noise}"
+        f"so that their gate weights sum to the truth's{ref}, each perturbed independently: "
+        f"{noise}"
     )
 
 
@@ -304,13 +311,13 @@ def resolve_problem(
 
 def adapter_weight(problem: Problem, points: int = 200_000) -> float:
     """E_X[total gate weight of the adapters] at the truth, by Monte Carlo (gates do not
-    drift with n)."""
+    drift with n); the plain MoE: of its experts 1..m-1 (all but the gate's reference)."""
     spec, radius = problem.spec, problem.cfg["model"]["radius"]
 
     @jax.jit  # one small program (op by op, its ~30 operations cost ~1 s of compilation)
     def weight(truth):
         X = sample_covariates(jax.random.key(20260101), spec.d, points, radius)
-        g = predictors(spec, truth.at(1.0), X)[:, : spec.m]
+        g = predictors(spec, truth.at(1.0), X)[:, : spec.n_gates]
         return jnp.mean(1.0 - jnp.exp(gate_log_weights(spec.gate, g)[:, 0]))
 
     return float(weight(problem.truth))
