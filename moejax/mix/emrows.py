@@ -91,7 +91,7 @@ def _fns(core, spec: MixSpec) -> RowFns:
 
 
 def em_row_fns(spec: MixSpec) -> tuple[RowFns, RowFns]:
-    """(gate rows on g (m_g, *S) with aux r (components, *S), expert rows on [z (m R) | rho (m)] (W, *S)
-    with aux (y (*S), r (m + 1, *S))): value (*S), gradient (W, *S), packed Hessian
-    (W (W + 1) / 2, *S)."""
+    """(gate rows on g (m_g, *S) with aux r (C, *S), expert rows on [z (m R) | rho (m)]
+    (W, *S) with aux (y (*S), r (C, *S))): value (*S), gradient (W, *S), packed Hessian
+    (W (W + 1) / 2, *S). C = ``spec.components`` (m + 1, or the plain MoE's m)."""
     return _fns(_gate_core, spec), _fns(_expert_core, spec)

@@ -258,8 +258,8 @@ def mixture_row_fns(spec: MixSpec) -> RowFns:
 
 def posteriors(spec: MixSpec, U: jax.Array, y: jax.Array, lf0: jax.Array) -> jax.Array:
     """Component posteriors r_j = softmax_j(log w_j + log f_j), (m + 1, *S), row 0 the frozen
-    expert (the plain MoE: (m, *S), its experts), from predictors U (W, *S) (max-shifted log space; the same as
-    `moejax.mix.responsibilities`, transposed)."""
+    expert (the plain MoE: (m, *S), its experts), from predictors U (W, *S) (max-shifted log
+    space; the same as `moejax.mix.responsibilities`, transposed)."""
     return _core(spec, U, (y, lf0), -1)[3]
 
 
