@@ -356,11 +356,12 @@ def _resolve_truth(m: dict[str, Any], t: dict[str, Any], R: int, M: int) -> None
 def _plain_truth(
     m: dict[str, Any], t: dict[str, Any], R: int, M: int, beta_default: bool, eta_default: bool
 ) -> None:
-    """The plain MoE's truth: no homogeneous regime (no frozen expert to drift to); the
-    defaults give expert j the gate slope e_j / sqrt(d) direction (expert 0 none) and the
-    basis rows shifted by j R; the gate is put in its reference form (expert 0's gate
-    subtracted from every row: the softmax's and input-free gate's weights do not change;
-    under the sigmoid gate expert 0's gate must be 0 already)."""
+    """The plain MoE's truth: no homogeneous regime (no frozen expert to drift to). The
+    defaults give expert j >= 1 the gate slope e_{(j-1) mod d} / sqrt(d) (expert 0 none) and
+    the basis rows shifted by j R, scaled by 1 + floor(j R / d) once they wrap (distinct).
+    The gate is put in its reference form: expert 0's gate is subtracted from every row (the
+    softmax's and the input-free gate's weights do not change); under the sigmoid gate expert
+    0's gate must be 0 already."""
     d = m["d"]
     if t["regime"] != "heterogeneous":
         raise _err(
@@ -374,7 +375,9 @@ def _plain_truth(
             [1.0 / math.sqrt(d) if c == (j - 1) % d else 0.0 for c in range(d)] for j in range(1, M)
         ]
     if eta_default:
-        t["eta"] = [_basis(R, d, start=j * R) for j in range(M)]
+        t["eta"] = [
+            (np.asarray(_basis(R, d, start=j * R)) * (1 + j * R // d)).tolist() for j in range(M)
+        ]
     beta, tau = np.asarray(t["beta"], float), np.asarray(t["tau"], float)
     if m["gate"] == "sigmoid":
         if np.any(beta[0] != 0) or tau[0] != 0:
