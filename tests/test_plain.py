@@ -19,7 +19,7 @@ import pytest
 from scipy import special, stats
 
 import moejax  # noqa: F401  (float64)
-from moejax.estimation.bounds import pack, unpack
+from moejax.estimation.bounds import Bounds, pack, unpack
 from moejax.estimation.init import init_near_truth, to_reference
 from moejax.mix import (
     MixSpec,
@@ -29,6 +29,7 @@ from moejax.mix import (
     responsibilities,
     sample,
 )
+from moejax.mix.design import Design
 from moejax.sweep.config import ConfigError, resolve
 
 ACT = {"linear": lambda z: z, "tanh": np.tanh}
@@ -63,8 +64,12 @@ def _np_log_joint(spec, act, p, X, y):
     else:
         lv = g
     lw = lv - special.logsumexp(lv, axis=1, keepdims=True)
-    z = np.einsum("nd,mrd->nmr", X, eta)
-    h = 1.3 * ACT[act](z) + 0.2
+    d = X.shape[1]
+    z = np.einsum("nd,mrd->nmr", X, eta[..., :d])
+    if eta.shape[-1] == d + 1:  # expert intercepts
+        z = z + eta[..., d]
+    ex = spec.adapter  # the fixed output map s a(z) + b
+    h = ex.scale * ACT[act](z) + (0.0 if ex.bias is None else np.asarray(ex.bias))
     if spec.likelihood == "categorical":
         logits = np.concatenate([h, np.zeros((*h.shape[:2], 1))], axis=2)
         lp = logits - special.logsumexp(logits, axis=2, keepdims=True)
@@ -176,17 +181,48 @@ def test_fit_is_a_stationary_point_of_the_numpy_likelihood(gaussian_data, method
     init = init_near_truth(jax.random.key(2), spec, truth, 6000.0)
     res = fit(spec, X, y, init, method=method, em_accel="newton")
     assert bool(res.converged), int(res.status)
+    theta, H = _check_stationary(spec, "linear", res, np.asarray(X), np.asarray(y))
+    se = np.sqrt(np.diag(np.linalg.inv(H)))
+    assert np.all(np.abs(theta - np.asarray(pack(spec, truth))) < 4 * se)
+
+
+def test_grid_design_with_expert_intercepts():
+    """The rate papers' design: x = linspace(0, 1, n) (d = 1) and experts a x + b with b
+    estimated. The grid rows are exactly NumPy's linspace (each n its own grid); a direct fit
+    is a stationary point of the NumPy likelihood, its information the finite-difference
+    Hessian."""
+    spec = MixSpec(d=1, frozen=None, adapter="linear", likelihood="gaussian", adapters=2,
+                   expert_intercept=True)  # fmt: skip
+    assert spec.de == 2 and spec.n_params == 2 + 2 * 3
+    truth = spec.params([[0.0], [25.0]], [0.0, -8.0], [[[20.0, -5.0]], [[-20.0, 15.0]]],
+                        [0.16, 0.09])  # fmt: skip
+    grid = Design("grid", 0.0, 1.0)
+    for n in (7, 130):
+        X, _ = sample(jax.random.key(0), spec, truth, n, grid)
+        np.testing.assert_array_equal(np.asarray(X)[:, 0], np.linspace(0.0, 1.0, n))
+    X, y = sample(jax.random.key(5), spec, truth, 3000, grid)
+    bounds = Bounds(beta=(-60.0, 60.0), tau=(-30.0, 30.0), eta=(-60.0, 60.0))
+    init = init_near_truth(jax.random.key(1), spec, truth, 3000.0)
+    res = fit(spec, X, y, init, bounds=bounds)
+    assert bool(res.converged), int(res.status)
+    _check_stationary(spec, "linear", res, np.asarray(X), np.asarray(y), h=1e-5)
+    with pytest.raises(ValueError, match="d = 1"):
+        sample(jax.random.key(0), _spec(), _params(_spec(), 0), 10, grid)
+    U, _ = sample(jax.random.key(0), _spec(), _params(_spec(), 0), 20000, Design("uniform", -1, 2))
+    U = np.asarray(U)
+    assert U.min() >= -1 and U.max() <= 2 and abs(U.mean() - 0.5) < 5 * 3 / math.sqrt(12 * 40000)
+
+
+def _check_stationary(spec, act, res, Xn, yn, h=1e-4):
     theta = np.asarray(pack(spec, res.params))
-    Xn, yn = np.asarray(X), np.asarray(y)
 
     def nll(t):
         p = unpack(spec, jnp.asarray(t))
-        return -np.sum(special.logsumexp(_np_log_joint(spec, "linear", p, Xn, yn), axis=1))
+        return -np.sum(special.logsumexp(_np_log_joint(spec, act, p, Xn, yn), axis=1))
 
-    P, h = theta.size, 1e-4
+    P = theta.size
     E = np.eye(P) * h
     grad = np.array([(nll(theta + E[i]) - nll(theta - E[i])) / (2 * h) for i in range(P)])
-    assert np.max(np.abs(grad)) < 1e-3  # |score| ~ 0 (a sum over 6000 rows)
     H = np.empty((P, P))
     for i in range(P):
         for j in range(i, P):
@@ -196,9 +232,9 @@ def test_fit_is_a_stationary_point_of_the_numpy_likelihood(gaussian_data, method
                 - nll(theta - E[i] + E[j])
                 + nll(theta - E[i] - E[j])
             ) / (4 * h * h)
+    assert np.max(np.abs(grad)) < 1e-3 * max(1.0, np.max(np.abs(H)) * h)  # |score| ~ 0
     np.testing.assert_allclose(np.asarray(res.info), H, rtol=1e-4, atol=1e-3 * np.max(np.abs(H)))
-    se = np.sqrt(np.diag(np.linalg.inv(H)))
-    assert np.all(np.abs(theta - np.asarray(pack(spec, truth))) < 4 * se)
+    return theta, H
 
 
 def test_config_plain_rules():

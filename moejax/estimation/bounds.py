@@ -59,7 +59,7 @@ class Bounds(NamedTuple):
         b = self.validate()
         d, m, R = spec.d, spec.m, spec.R
         gate = [b.beta] * d + [b.tau] if spec.has_beta else [b.tau]
-        per = gate * spec.n_gates + [b.eta] * (m * R * d)
+        per = gate * spec.n_gates + [b.eta] * (m * R * spec.de)
         if spec.regression:
             per += [(math.log(b.nu[0]), math.log(b.nu[1]))] * m
         return jnp.asarray([lo for lo, _ in per]), jnp.asarray([hi for _, hi in per])
@@ -70,7 +70,9 @@ def layout(spec: MixSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
     the coefficient slice of each predictor in the flat vector, in the order of `pack`."""
     d, m, R = spec.d, spec.m, spec.R
     gate = (d + 1, 0) if spec.has_beta else (1, d)
-    preds = [gate] * spec.n_gates + [(d, 0)] * (m * R) + ([(1, d)] * m if spec.regression else [])
+    preds = (
+        [gate] * spec.n_gates + [(spec.de, 0)] * (m * R) + ([(1, d)] * m if spec.regression else [])
+    )
     return tuple(w for w, _ in preds), tuple(s for _, s in preds)
 
 
@@ -107,8 +109,9 @@ def unpack(spec: MixSpec, theta: jax.Array) -> MixParams:
         beta = jnp.concatenate([jnp.zeros((1, d), theta.dtype), beta])
         tau = jnp.concatenate([jnp.zeros((1,), theta.dtype), tau])
     o = ng * gw
-    eta = theta[o : o + m * R * d].reshape(m, R, d)
-    nu = jnp.exp(theta[o + m * R * d :]) if spec.regression else jnp.zeros((m,), theta.dtype)
+    de = spec.de
+    eta = theta[o : o + m * R * de].reshape(m, R, de)
+    nu = jnp.exp(theta[o + m * R * de :]) if spec.regression else jnp.zeros((m,), theta.dtype)
     return MixParams(beta, tau, eta, nu)
 
 

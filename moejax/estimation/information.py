@@ -73,8 +73,9 @@ def unflatten(spec: MixSpec, flat: jax.Array, fill: float = jnp.nan) -> MixParam
     if spec.plain:  # expert 0's gate (the reference) is not estimated
         beta = jnp.concatenate([jnp.full((1, d), fill, flat.dtype), beta])
         tau = jnp.concatenate([jnp.full((1,), fill, flat.dtype), tau])
-    eta = flat[ng : ng + m * R * d].reshape(m, R, d)
-    nu = flat[ng + m * R * d :] if spec.regression else jnp.full((m,), fill, flat.dtype)
+    de = spec.de
+    eta = flat[ng : ng + m * R * de].reshape(m, R, de)
+    nu = flat[ng + m * R * de :] if spec.regression else jnp.full((m,), fill, flat.dtype)
     return MixParams(beta, tau, eta, nu)
 
 

@@ -102,7 +102,11 @@ def predictors(spec: MixSpec, params: MixParams, X: jax.Array) -> jax.Array:
     X = jnp.asarray(X, jnp.float64)
     beta, tau = gate_params(spec, params)
     g = X @ beta.T + tau
-    Z = jnp.einsum("nd,mrd->nmr", X, params.eta).reshape(X.shape[0], -1)
+    eta = params.eta
+    Z = jnp.einsum("nd,mrd->nmr", X, eta[..., : spec.d])
+    if spec.expert_intercept:
+        Z = Z + eta[..., spec.d]
+    Z = Z.reshape(X.shape[0], -1)
     parts = [g, Z]
     if spec.regression:
         parts.append(jnp.broadcast_to(jnp.log(params.nu), (X.shape[0], spec.m)))
@@ -204,6 +208,15 @@ def linear_planes(W: jax.Array, X: jax.Array) -> list[jax.Array]:
     return out
 
 
+def expert_planes(spec: MixSpec, eta_j: jax.Array, X: jax.Array) -> list[jax.Array]:
+    """An expert's predictor planes eta_{j,r} . x (R planes (n,)) from its weights (R, de) and
+    covariate planes X (d, n); with ``spec.expert_intercept`` the last column is added."""
+    z = linear_planes(eta_j[:, : spec.d], X)
+    if spec.expert_intercept:
+        z = [zr + eta_j[r, spec.d] for r, zr in enumerate(z)]
+    return z
+
+
 def _log_softmax_planes(h: list[jax.Array]) -> list[jax.Array]:
     """log softmax of the logits h (R planes) with a reference logit 0 appended: R + 1 planes,
     the last one the reference class. Explicit plane arithmetic (rows last)."""
@@ -257,7 +270,7 @@ def class_log_probs_and_frozen(
     lps = [] if spec.plain else [frozen_log_probs_planes(spec, X)]
     for j in range(m):
         lps.append(
-            _log_softmax_planes(_logits_planes(spec.adapter, linear_planes(params.eta[j], X)))
+            _log_softmax_planes(_logits_planes(spec.adapter, expert_planes(spec, params.eta[j], X)))
         )
     K = len(lps[0])
     lp0 = [jnp.zeros_like(lps[0][0])] * K if spec.plain else lps[0]
@@ -291,7 +304,7 @@ def class_probs_planes(spec: MixSpec, params: MixParams, X: jax.Array) -> list[j
         frozen_z = linear_planes(spec.eta0_array(), X)
         pis.append(_softmax_planes(_logits_planes(spec.frozen, frozen_z)))
     for j in range(spec.m):
-        z = linear_planes(params.eta[j], X)
+        z = expert_planes(spec, params.eta[j], X)
         pis.append(_softmax_planes(_logits_planes(spec.adapter, z)))
     return [
         reduce(jnp.add, [wj * pi[k] for wj, pi in zip(weights, pis, strict=True)])

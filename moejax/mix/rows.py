@@ -145,7 +145,10 @@ def predictor_planes(spec: MixSpec, params, X: jax.Array) -> jax.Array:
     """U (W, n) for covariate planes X (d, n): `moejax.mix.density.predictors`, rows last."""
     beta, tau = gate_params(spec, params)
     g = beta @ X + tau[:, None]
-    Z = jnp.einsum("mrd,dn->mrn", params.eta, X).reshape(spec.m * spec.R, X.shape[-1])
+    Z = jnp.einsum("mrd,dn->mrn", params.eta[..., : spec.d], X)
+    if spec.expert_intercept:
+        Z = Z + params.eta[..., spec.d, None]
+    Z = Z.reshape(spec.m * spec.R, X.shape[-1])
     parts = [g, Z]
     if spec.regression:
         parts.append(jnp.broadcast_to(jnp.log(params.nu)[:, None], (spec.m, X.shape[-1])))

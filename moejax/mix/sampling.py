@@ -23,6 +23,7 @@ from moejax.mix.density import (
     predictors,
     split_predictors,
 )
+from moejax.mix.design import Design, grid_rows
 from moejax.mix.likelihoods import get_likelihood
 from moejax.mix.spec import MixParams, MixSpec
 
@@ -44,8 +45,27 @@ def _truncated_chi(u: jax.Array, d: int, radius: float, iters: int = 60) -> jax.
     return 0.5 * (lo + hi)
 
 
-def sample_covariates(key: jax.Array, d: int, n: int, radius: float | None = None) -> jax.Array:
-    """X ~ N(0, I_d), shape (n, d); with ``radius``, N(0, I_d) conditioned on ||x|| <= radius."""
+def sample_covariates(
+    key: jax.Array,
+    d: int,
+    n: int,
+    radius: float | Design | None = None,
+    first: Any = 0,
+    total: Any = None,
+) -> jax.Array:
+    """X ~ N(0, I_d), shape (n, d); with ``radius``, N(0, I_d) conditioned on ||x|| <= radius.
+    ``radius`` may be a `moejax.mix.design.Design`: uniform on its box, or rows first ..
+    first + n - 1 of its grid of ``total`` rows (default n; the key is then unused)."""
+    if isinstance(radius, Design):
+        design = radius
+        design.check_dim(d)
+        if design.kind == "uniform":
+            lo, hi = float(design.low), float(design.high)
+            return jax.random.uniform(key, (n, d), jnp.float64, minval=lo, maxval=hi)
+        if design.kind == "grid":
+            tot = n if total is None else total
+            return grid_rows(first, n, tot, float(design.low), float(design.high))[:, None]
+        radius = design.radius
     z = jax.random.normal(key, (n, d), dtype=jnp.float64)
     if radius is None:
         return z
@@ -113,11 +133,18 @@ def _check_n(n: int) -> int:
 
 
 def sample_rows(
-    key: jax.Array, spec: MixSpec, params: MixParams, n: int, radius: float | None = None
+    key: jax.Array,
+    spec: MixSpec,
+    params: MixParams,
+    n: int,
+    radius: float | Design | None = None,
+    first: Any = 0,
+    total: Any = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """(X (n, d), y (n,)) from one key: X from the key's first half, y from its second."""
+    """(X (n, d), y (n,)) from one key: X from the key's first half, y from its second
+    (``first``, ``total``: the rows' place in a grid design, `sample_covariates`)."""
     kx, ky = jax.random.split(key)
-    X = sample_covariates(kx, spec.d, n, radius)
+    X = sample_covariates(kx, spec.d, n, radius, first, total)
     return X, sample_responses(ky, spec, params, X)
 
 
@@ -128,7 +155,8 @@ def sample_block_planes(
     params: MixParams,
     block: int,
     rows: int,
-    radius: float | None = None,
+    radius: float | Design | None = None,
+    total: Any = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Rows b rows .. (b + 1) rows - 1 of a blocked dataset as planes: X (d, rows), y (rows,)
     and the frozen expert's log-density of them, lf0 (rows,). They are the DATA_BLOCK-row
@@ -138,15 +166,21 @@ def sample_block_planes(
     if spec.regression:  # component first, then the response: the rows path
         nb = rows // block
         ids = jnp.arange(nb) + b * nb
-        X, y = jax.vmap(lambda j: sample_block(key, j, spec, params, block, radius))(ids)
+        X, y = jax.vmap(lambda j: sample_block(key, j, spec, params, block, radius, total))(ids)
         Xp, y = X.reshape(rows, spec.d).T, y.reshape(rows)
         return Xp, y, frozen_logpdf_planes(spec, Xp, y)
-    Xp, u = draw_planes(key, b, spec, block, rows, radius)
+    Xp, u = draw_planes(key, b, spec, block, rows, radius, total)
     return (Xp, *respond_planes(spec, params, Xp, u))
 
 
 def draw_planes(
-    key: jax.Array, b: jax.Array, spec: MixSpec, block: int, rows: int, radius: float | None
+    key: jax.Array,
+    b: jax.Array,
+    spec: MixSpec,
+    block: int,
+    rows: int,
+    radius: float | Design | None,
+    total: Any = None,
 ) -> tuple[jax.Array, jax.Array]:
     """The random draws of `sample_block_planes` for categorical experts: covariate planes
     X (d, rows) and the labels' uniforms u (rows,) (`sample_rows`' two keys per block)."""
@@ -156,7 +190,7 @@ def draw_planes(
     def draws(j):
         kx, ky = jax.random.split(jax.random.fold_in(key, j))
         u = jax.random.uniform(ky, (block,), dtype=jnp.float64)
-        return sample_covariates(kx, spec.d, block, radius), u
+        return sample_covariates(kx, spec.d, block, radius, j * block, total), u
 
     X, u = jax.vmap(draws)(ids)  # (nb, block, d), (nb, block)
     return X.reshape(rows, spec.d).T, u.reshape(rows)
@@ -177,13 +211,16 @@ def sample_block(
     spec: MixSpec,
     params: MixParams,
     block: int = DATA_BLOCK,
-    radius: float | None = None,
+    radius: float | Design | None = None,
+    total: Any = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Block ``b`` of a blocked dataset, drawn from fold_in(key, b): X (block, d), y (block,).
 
     A blocked dataset of n rows is the first n rows of blocks 0, 1, ..., so its rows do not
-    depend on how long a padded buffer holding it is, nor on the other blocks."""
-    return sample_rows(jax.random.fold_in(key, b), spec, params, block, radius)
+    depend on how long a padded buffer holding it is, nor on the other blocks (under a grid
+    design, ``total`` = n places the block's rows on the grid of n rows)."""
+    key = jax.random.fold_in(key, b)
+    return sample_rows(key, spec, params, block, radius, b * block, total)
 
 
 def sample(
@@ -191,7 +228,7 @@ def sample(
     spec: MixSpec,
     params: MixParams,
     n: int,
-    radius: float | None = None,
+    radius: float | Design | None = None,
     block: int = DATA_BLOCK,
 ) -> tuple[jax.Array, jax.Array]:
     """(X (n, d), y (n,)) block by block: exactly the data the sweep engine fits for a lane
@@ -199,5 +236,5 @@ def sample(
     n = _check_n(n)
     spec.check_params(params)
     nb = -(-n // block)
-    X, y = jax.vmap(lambda b: sample_block(key, b, spec, params, block, radius))(jnp.arange(nb))
+    X, y = jax.vmap(lambda b: sample_block(key, b, spec, params, block, radius, n))(jnp.arange(nb))
     return X.reshape(-1, spec.d)[:n], y.reshape(-1)[:n]

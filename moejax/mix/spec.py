@@ -62,12 +62,21 @@ class MixParams(NamedTuple):
     nu: jax.Array
 
 
-def count_params(d: int, K: int, m: int, gate: str, likelihood: str, plain: bool = False) -> int:
+def count_params(
+    d: int,
+    K: int,
+    m: int,
+    gate: str,
+    likelihood: str,
+    plain: bool = False,
+    intercept: bool = False,
+) -> int:
     """Estimated scalars of a model (`MixSpec.n_params`; the config's check of the sample sizes
     asks it too): per gate logit (one per adapter, or m - 1 in the plain MoE) the gate's width
-    (d + 1, or 1 without beta), per expert its R d weights and, for regression, its variance."""
+    (d + 1, or 1 without beta), per expert its R d weights (R (d + 1) with an intercept) and,
+    for regression, its variance."""
     lik = get_likelihood(likelihood)
-    per_expert = lik.predictors(K) * d + (1 if lik.regression else 0)
+    per_expert = lik.predictors(K) * (d + 1 if intercept else d) + (1 if lik.regression else 0)
     return (m - 1 if plain else m) * get_gate(gate).width(d) + m * per_expert
 
 
@@ -143,6 +152,9 @@ class MixSpec:
         adapters' likelihood (LIKELIHOODS);
         frozen_likelihood: the frozen expert's (defaults to ``likelihood``).
       scale, frozen_scale, bias, frozen_bias: fixed output maps s a(z) + b (not estimated).
+      expert_intercept: each trainable expert's predictors get an estimated intercept,
+        z_r = eta_r . (x, 1): eta (m, R, d + 1), its last column the intercept (the rate
+        papers' experts a . x + b); the frozen expert keeps eta0 (R, d).
     """
 
     d: int
@@ -159,6 +171,7 @@ class MixSpec:
     frozen_scale: float | None = None
     bias: Any = None
     frozen_bias: Any = None
+    expert_intercept: bool = False
     _eta0: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -212,6 +225,7 @@ class MixSpec:
             ("adapter", adapter),
             ("eta0", eta0_t),
             ("_eta0", eta0_t),
+            ("expert_intercept", bool(self.expert_intercept)),
         ):
             object.__setattr__(self, name, value)
 
@@ -251,7 +265,14 @@ class MixSpec:
     def n_params(self) -> int:
         """Number of estimated scalars: per adapter, the gate (d + 1, or 1 without beta), the
         expert's R d weights and, for regression, its variance."""
-        return count_params(self.d, self.K, self.m, self.gate, self.likelihood, self.plain)
+        return count_params(
+            self.d, self.K, self.m, self.gate, self.likelihood, self.plain, self.expert_intercept
+        )
+
+    @property
+    def de(self) -> int:
+        """Weights per expert predictor: d, or d + 1 with ``expert_intercept``."""
+        return self.d + 1 if self.expert_intercept else self.d
 
     @property
     def homogeneous(self) -> bool:
@@ -281,7 +302,7 @@ class MixSpec:
     def check_params(self, p: MixParams) -> None:
         """Raise ValueError if the shapes of ``p`` do not match this spec."""
         m, R, d = self.m, self.R, self.d
-        want = {"beta": (m, d), "tau": (m,), "eta": (m, R, d), "nu": (m,)}
+        want = {"beta": (m, d), "tau": (m,), "eta": (m, R, self.de), "nu": (m,)}
         for name, shape in want.items():
             got = jnp.shape(getattr(p, name))
             if got != shape:
@@ -300,7 +321,7 @@ class MixSpec:
         for name, v, shape in (
             ("beta", beta, (m, d)),
             ("tau", tau, (m,)),
-            ("eta", eta, (m, R, d)),
+            ("eta", eta, (m, R, self.de)),
             ("nu", nu, (m,)),
         ):
             a = np.asarray(v, dtype=np.float64)

@@ -32,6 +32,7 @@ from moejax.experts import (
     is_import_path,
     resolve_activation,
 )
+from moejax.mix.design import DESIGNS
 from moejax.mix.gates import GATES, get_gate
 from moejax.mix.likelihoods import LIKELIHOODS, get_likelihood
 from moejax.mix.spec import count_params
@@ -64,6 +65,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "bias": ("vector", None),
         "frozen_bias": ("vector", None),
         "radius": (float, None),
+        "covariates": (str, "normal"),
+        "box": ("vector", [0.0, 1.0]),
+        "expert_intercept": (bool, False),
         "adapters": (int, 1),
         "fitted_adapters": (int, None),
         "gate": (str, "softmax"),
@@ -170,6 +174,10 @@ def _coerce(field: str, kind: Any, v: Any) -> Any:
         if not isinstance(v, str):
             raise _err(field, v, "expected a string")
         return v
+    if kind is bool:
+        if not isinstance(v, bool):
+            raise _err(field, v, "expected true or false")
+        return v
     if kind == "array":
         if isinstance(v, str):
             return v
@@ -275,7 +283,10 @@ def free_parameters(model: dict[str, Any]) -> int:
     the input-free gate), R d expert weights and, for regression experts, a variance."""
     m = model.get("fitted_adapters") or model["adapters"]
     plain = model.get("frozen") == PLAIN
-    return count_params(model["d"], model["K"], m, model["gate"], model["likelihood"], plain)
+    intercept = bool(model.get("expert_intercept"))
+    return count_params(
+        model["d"], model["K"], m, model["gate"], model["likelihood"], plain, intercept
+    )
 
 
 def _per_adapter(field: str, v: Any, M: int, default: float) -> Any:
@@ -310,12 +321,14 @@ def _resolve_truth(m: dict[str, Any], t: dict[str, Any], R: int, M: int) -> None
     if isinstance(t["tau"], str):
         raise _err("truth.tau", t["tau"], "expected a number")
     t["tau"] = _per_adapter("truth.tau", t["tau"], M, 0.0)
-    eshape = (R, d) if M == 1 else (M, R, d)
+    de = d + 1 if m["expert_intercept"] else d  # expert weights per predictor
+    eshape = (R, de) if M == 1 else (M, R, de)
     stack = (lambda a: a) if M == 1 else (lambda a: [a] * M)
+    pad = lambda a: [list(row) + [0.0] * (de - d) for row in a]  # a zero intercept
     named = {
-        "basis": stack(_basis(R, d)),
-        "eta0": stack(m["eta0"]),
-        "basis_shifted": stack(_basis(R, d, start=R)),
+        "basis": stack(pad(_basis(R, d))),
+        "eta0": stack(pad(m["eta0"])),
+        "basis_shifted": stack(pad(_basis(R, d, start=R))),
     }
     what = "R rows of d numbers" + ("" if M == 1 else " per adapter")
     for f in ("eta", "delta"):
@@ -375,8 +388,12 @@ def _plain_truth(
             [1.0 / math.sqrt(d) if c == (j - 1) % d else 0.0 for c in range(d)] for j in range(1, M)
         ]
     if eta_default:
+        de = d + 1 if m["expert_intercept"] else d
         t["eta"] = [
-            (np.asarray(_basis(R, d, start=j * R)) * (1 + j * R // d)).tolist() for j in range(M)
+            np.pad(
+                np.asarray(_basis(R, d, start=j * R)) * (1 + j * R // d), ((0, 0), (0, de - d))
+            ).tolist()
+            for j in range(M)
         ]
     beta, tau = np.asarray(t["beta"], float), np.asarray(t["tau"], float)
     if m["gate"] == "sigmoid":
@@ -457,6 +474,13 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
             raise _err(f"model.{f}", m[f], f"expected {R} numbers ({what})")
     if m["radius"] is not None and m["radius"] <= 0:
         raise _err("model.radius", m["radius"], "must be > 0")
+    _check_choice("model.covariates", m["covariates"], DESIGNS)
+    if len(m["box"]) != 2 or not m["box"][0] < m["box"][1]:
+        raise _err("model.box", m["box"], "expected [lower, upper] with lower < upper")
+    if m["radius"] is not None and m["covariates"] != "normal":
+        raise _err("model.radius", m["radius"], "only with model.covariates = 'normal'")
+    if m["covariates"] == "grid" and d != 1:
+        raise _err("model.covariates", "grid", f"the grid design needs model.d = 1 (d = {d})")
     rows = "K-1 rows" if categorical else "1 row"
     m["eta0"] = _array(
         "model.eta0", m["eta0"], (R, d), f"{rows} of d numbers", {"basis": _basis(R, d)}
@@ -725,6 +749,10 @@ def config_hash(cfg: dict[str, Any]) -> str:
         est.pop("em_accel", None)
         est.pop("switch_tol", None)
     model = c.get("model", {})
+    if model.get("covariates", "normal") == "normal" and not model.get("expert_intercept"):
+        # the defaults (normal design, no intercepts): hashed as before the keys existed
+        for key in ("covariates", "box", "expert_intercept"):
+            model.pop(key, None)
     if model.get("fitted_adapters") == model.get("adapters"):
         # the default (exact fitting): hashed as before the key existed, so that run
         # directories written before it resume

@@ -94,13 +94,13 @@ def draw_block(
     streamed lanes use these very blocks, so their data agree bit for bit."""
     keep = (b * B + jnp.arange(B)) < n
     if spec.regression:
-        Xb, yb, lf0 = sample_block_planes(k_data, b, spec, tp, DATA_BLOCK, B, radius)
+        Xb, yb, lf0 = sample_block_planes(k_data, b, spec, tp, DATA_BLOCK, B, radius, n)
     else:
         # The draws come out of a cond (block b is active), so they are materialised once:
         # handed straight to their many consumers, XLA computes the normal sampler again in
         # each of them (measured: a streamed pass 9-21x a held one).
         zeros = lambda _: (jnp.zeros((spec.d, B)), jnp.zeros((B,)))
-        draw = lambda b: draw_planes(k_data, b, spec, DATA_BLOCK, B, radius)
+        draw = lambda b: draw_planes(k_data, b, spec, DATA_BLOCK, B, radius, n)
         Xb, u = jax.lax.cond(b < (n + B - 1) // B, draw, zeros, b)
         yb, lf0 = respond_planes(spec, tp, Xb, u)
     Xb = jnp.where(keep, Xb, 0.0)
@@ -211,7 +211,7 @@ def fit_lane(
     est = res.params
     err = voronoi_errors(est.beta, est.tau, est.eta, est.nu, tp.beta, tp.tau, tp.eta, tp.nu)
     if o.density_points > 0 and not spec.regression:
-        Xh = sample_covariates(keys.dens, spec.d, o.density_points, o.radius)
+        Xh = sample_covariates(keys.dens, spec.d, o.density_points, o.design.for_points)
         dens = density_error(fspec, est, tp, Xh, true_spec=spec)
     else:
         dens = jnp.nan  # off, or regression: no closed-form Hellinger distance
@@ -292,7 +292,7 @@ def make_chunk_fn(
     program (and JAX's persistent cache) is shared by configs that differ only in them."""
     cfg = problem.cfg  # read here, outside the traced program: the block size only
     spec, o = problem.spec, problem.options
-    radius = o.radius
+    radius = o.design  # the covariate design (`moejax.mix.design.Design`)
     if B is None:
         B = choose_block(cfg["sizes"]["list"], cfg["run"]["block_rows"], cfg["run"]["max_padding"])
     if N % B:

@@ -17,6 +17,7 @@ import numpy as np
 from moejax.estimation.bounds import Bounds
 from moejax.estimation.init import split_assignment
 from moejax.mix.density import gate_log_weights, predictors
+from moejax.mix.design import Design
 from moejax.mix.sampling import (
     sample_covariates,
 )
@@ -25,12 +26,19 @@ from moejax.mix.truth import MixTruth, drifting_truth
 from moejax.sweep import config as config_mod
 
 
+def design_of(model: dict[str, Any]) -> Design:
+    """The covariate design of a resolved [model] table (``covariates``, ``box``, ``radius``;
+    a table without them: the normal design)."""
+    low, high = model.get("box") or (0.0, 1.0)
+    return Design(model.get("covariates") or "normal", float(low), float(high), model["radius"])
+
+
 @dataclass(frozen=True)
 class LaneOptions:
     """The options a lane's compiled program reads, typed and hashable (a static argument):
     the estimator (``method``, ``solver``, caps and tolerances, EM variant), the start rule
     (``init_mode`` and its constants), what a lane computes beside its fit
-    (``density_points``), Newton's lane chunk, and the covariate radius. Built once from the
+    (``density_points``), Newton's lane chunk, and the covariate design. Built once from the
     resolved config (`from_config`), so that no config dict reaches traced code."""
 
     method: str
@@ -48,7 +56,7 @@ class LaneOptions:
     start_scale: float
     density_points: int
     lane_chunk: int
-    radius: float | None
+    design: Design
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> LaneOptions:
@@ -69,7 +77,7 @@ class LaneOptions:
             start_scale=float(i["start_scale"]),
             density_points=int(r["density_points"]),
             lane_chunk=int(r["lane_chunk"]),
-            radius=cfg["model"]["radius"],
+            design=design_of(cfg["model"]),
         )
 
 
@@ -165,6 +173,7 @@ def build_problem(cfg: dict[str, Any]) -> Problem:
         frozen_scale=m["frozen_scale"],
         bias=m["bias"],
         frozen_bias=m["frozen_bias"],
+        expert_intercept=m["expert_intercept"],
     )
     p = spec.params(t["beta"], t["tau"], t["eta"], t["nu"])
     nu_delta = t["nu_delta"] if spec.regression else np.zeros(spec.m)
@@ -312,11 +321,11 @@ def resolve_problem(
 def adapter_weight(problem: Problem, points: int = 200_000) -> float:
     """E_X[total gate weight of the adapters] at the truth, by Monte Carlo (gates do not
     drift with n); the plain MoE: of its experts 1..m-1 (all but the gate's reference)."""
-    spec, radius = problem.spec, problem.cfg["model"]["radius"]
+    spec, design = problem.spec, design_of(problem.cfg["model"]).for_points
 
     @jax.jit  # one small program (op by op, its ~30 operations cost ~1 s of compilation)
     def weight(truth):
-        X = sample_covariates(jax.random.key(20260101), spec.d, points, radius)
+        X = sample_covariates(jax.random.key(20260101), spec.d, points, design)
         g = predictors(spec, truth.at(1.0), X)[:, : spec.n_gates]
         return jnp.mean(1.0 - jnp.exp(gate_log_weights(spec.gate, g)[:, 0]))
 
