@@ -54,7 +54,7 @@ Everything is static-shape (one-hot (K, K*) assignment): jit- and vmap-able, flo
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -224,3 +224,24 @@ def sgmoe_d2(
         rbar=rbar,
         metric=metric,
     )
+
+
+def _from_plain(p: Any) -> tuple[jax.Array, ...]:
+    """(tau, beta, eta, b, nu) in the convention of D1/D2 from MixParams of moejax's plain
+    Gaussian MoE with expert intercepts (``MixSpec(frozen=None, expert_intercept=True)``,
+    R = 1: eta (K, 1, d + 1), the last column the intercept b): moejax's reference expert 0
+    (gate 0) becomes the last expert, whose gate D1/D2 take as 0."""
+    order = jnp.roll(jnp.arange(p.tau.shape[0]), -1)  # (1, 2, .., K - 1, 0)
+    w = p.eta[:, 0, :]
+    return (p.tau[order], p.beta[order], w[order, :-1], w[order, -1], p.nu[order])
+
+
+def plain_d1(est: Any, truth: Any) -> jax.Array:
+    """D1 of a moejax plain-MoE fit (MixParams, see `_from_plain`) against its truth; a user
+    loss for `moejax.slopes` (``losses={"D1": plain_d1}``). Returns ()."""
+    return sgmoe_d1(*_from_plain(est), *_from_plain(truth))
+
+
+def plain_d2(est: Any, truth: Any) -> jax.Array:
+    """D2 of a moejax plain-MoE fit against its truth (as `plain_d1`). Returns ()."""
+    return sgmoe_d2(*_from_plain(est), *_from_plain(truth))

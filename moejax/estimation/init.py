@@ -36,8 +36,8 @@ def init_near_truth(
     m = int(np.shape(truth.tau)[0])
     if spec.m == m:
         return perturb(key, truth, n, c_gate, c_expert, rho, spec.regression)
-    centers = split_truth(truth, spec.m)
-    if spec.plain:  # the split reference expert 0 keeps gate logit 0 (the others shift)
+    centers = split_truth(truth, spec.m, first=1 if spec.plain else 0)
+    if spec.plain:  # (a no-op: the reference expert 0 is never split, its logit stays 0)
         centers = to_reference(centers)
     head = jax.tree_util.tree_map(lambda a: a[:m], centers)
     tail = jax.tree_util.tree_map(lambda a: a[m:], centers)
@@ -71,16 +71,21 @@ def perturb(
     )
 
 
-def split_assignment(m: int, m_hat: int) -> tuple[int, ...]:
+def split_assignment(m: int, m_hat: int, first: int = 0) -> tuple[int, ...]:
     """The true adapter each of ``m_hat`` fitted adapters starts from (the split rule): fitted
     adapter i < m starts from true adapter i, and each extra one i = m, ..., m_hat - 1 splits
-    true adapter (i - m) mod m (round robin). Returns (m_hat,) indices in 0..m-1."""
-    if not 1 <= m <= m_hat:
-        raise ValueError(f"m_hat: expected m_hat >= m >= 1, got m = {m}, m_hat = {m_hat}")
-    return tuple(i if i < m else (i - m) % m for i in range(m_hat))
+    true adapter first + (i - m) mod (m - first) (round robin over first..m-1; the plain MoE
+    passes first = 1, so that its reference expert 0, whose gate is fixed, is never split).
+    Returns (m_hat,) indices in 0..m-1."""
+    if not 1 <= m <= m_hat or not 0 <= first < m:
+        raise ValueError(
+            f"m_hat: expected m_hat >= m >= 1 and first < m, got m = {m}, m_hat = {m_hat}, "
+            f"first = {first}"
+        )
+    return tuple(i if i < m else first + (i - m) % (m - first) for i in range(m_hat))
 
 
-def split_truth(truth: MixParams, m_hat: int) -> MixParams:
+def split_truth(truth: MixParams, m_hat: int, first: int = 0) -> MixParams:
     """The truth's m adapters (leaves with leading axis m) split into ``m_hat`` >= m by
     `split_assignment`: each fitted adapter copies its true atom (beta, eta, nu), and the k
     copies of true adapter s (the original and its extra copies) get tau*_s - log(k), so that
@@ -88,7 +93,7 @@ def split_truth(truth: MixParams, m_hat: int) -> MixParams:
     input-free gates; under the sigmoid gate only where sigmoid ~ exp, i.e. small weights).
     Returns MixParams with leading axis m_hat (m_hat = m: the truth itself)."""
     m = int(np.shape(truth.tau)[0])
-    src = np.asarray(split_assignment(m, m_hat))
+    src = np.asarray(split_assignment(m, m_hat, first))
     if m_hat == m:
         return truth
     k = np.bincount(src, minlength=m)[src]  # (m_hat,) copies of each one's true atom

@@ -271,19 +271,20 @@ def init_rule(problem: Problem) -> str:
     if m_hat == m:
         return f"near_truth: {noise}"
     ref = (
-        "; then expert 0's gate is subtracted from every expert's (the plain MoE's reference "
-        "keeps logit 0)"
+        " (the plain MoE: round robin over experts 1..m*-1; its reference expert 0, whose gate "
+        "logit is fixed at 0, is never split)"
         if problem.spec.plain
         else ""
     )
-    src = split_assignment(m, m_hat)
+    first = 1 if problem.spec.plain else 0
+    src = split_assignment(m, m_hat, first)
     return (
         f"near_truth, split ({m_hat} fitted adapters, {m} true): fitted adapter i < {m} starts "
         f"from true adapter i, each extra one i = {m}..{m_hat - 1} splits true adapter "
-        f"(i - {m}) mod {m} (round robin; true adapter per fitted adapter: {list(src)}); the k "
-        "copies of a true adapter s start at its atom (beta*, eta*, nu*) with tau*_s - log(k), "
-        f"so that their gate weights sum to the truth's{ref}, each perturbed independently: "
-        f"{noise}"
+        f"(i - {m}) mod {m}{ref} (round robin; true adapter per fitted adapter: {list(src)}); "
+        "the k copies of a true adapter s start at its atom (beta*, eta*, nu*) with "
+        "tau*_s - log(k), so that their gate weights sum to the truth's, each perturbed "
+        f"independently: {noise}"
     )
 
 
