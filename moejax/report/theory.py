@@ -28,6 +28,9 @@ section 5; :func:`theory_regime` picks it from a run's model config), both hypot
     exp_tau and density -1/2 (a cell's summed weight, the mixture); beta, eta, nu and voronoi
     -1/4 (the atoms of a cell shared by several fitted adapters, tanh-type experts). An
     over-fitted homogeneous run has no hypothesis (NaN).
+``overfitted-r4``, ``overfitted-r6`` (the same with linear Gaussian experts, whose largest
+shared cell holds c = 2 or 3 fitted experts, r = rbar(c)): exp_tau and density -1/2; beta, eta
+(its intercept b dominates) and voronoi -1/(2 r); nu -1/r (arXiv 2305.03288's D2 exponents).
 
 docs/theory.md must agree with this module.
 """
@@ -39,7 +42,15 @@ from collections.abc import Mapping
 from typing import Any
 
 PARAMETERS: tuple[str, ...] = ("beta", "exp_tau", "eta", "density", "nu", "voronoi")
-REGIMES: tuple[str, ...] = ("heterogeneous", "homogeneous", "overfitted")
+#: Over-fitted linear Gaussian experts (the Gaussian-MoE papers' case): "overfitted-r<r>" for a
+#: shared cell of c = 2 or 3 fitted experts, r = rbar(c) = 4 or 6 (docs/theory.md section 5).
+RBAR: dict[int, int] = {2: 4, 3: 6}
+REGIMES: tuple[str, ...] = (
+    "heterogeneous",
+    "homogeneous",
+    "overfitted",
+    *(f"overfitted-r{r}" for r in RBAR.values()),
+)
 _ALIASES = {"tau": "exp_tau", "exptau": "exp_tau"}
 
 
@@ -74,6 +85,10 @@ def theory_slope(parameter: str, regime: str, gamma: float | None) -> dict[str, 
     if regime == "overfitted":  # docs/theory.md section 5: a cell shared by fitted adapters
         a = -0.5 if name in ("exp_tau", "density") else -0.25
         return {"uniform": a, "pointwise": a}
+    if regime.startswith("overfitted-r"):  # linear Gaussian experts, a cell of rbar = r
+        r = float(regime[len("overfitted-r") :])
+        a = {"exp_tau": -0.5, "density": -0.5, "nu": -1.0 / r}.get(name, -0.5 / r)
+        return {"uniform": a, "pointwise": a}
     if regime == "heterogeneous" or name == "density":
         return {"uniform": -0.5, "pointwise": -0.5}
     if name == "voronoi":
@@ -100,8 +115,23 @@ def theory_regime(regime: str | None, model: Mapping[str, Any] | None) -> str | 
     fitted with ``model.fitted_adapters`` > ``model.adapters`` (docs/theory.md section 5), None
     (no hypothesis) for an over-fitted homogeneous one, else ``regime`` itself."""
     if is_overfitted(model):
-        return "overfitted" if regime == "heterogeneous" else None
+        if regime != "heterogeneous":
+            return None
+        if model.get("adapter") == "linear" and model.get("likelihood") == "gaussian":
+            r = RBAR.get(largest_shared_cell(model))
+            return None if r is None else f"overfitted-r{r}"
+        return "overfitted"
     return regime
+
+
+def largest_shared_cell(model: Mapping[str, Any]) -> int:
+    """The largest number of fitted adapters that start in one true adapter's cell under the
+    split rule (`moejax.estimation.init.split_assignment`; the plain MoE never splits its
+    reference expert)."""
+    m, m_hat = int(model["adapters"]), int(model["fitted_adapters"])
+    first = 1 if model.get("frozen") == "none" and m > 1 else 0
+    src = [i if i < m else first + (i - m) % (m - first) for i in range(m_hat)]
+    return max(src.count(j) for j in range(m))
 
 
 def theory_or_nan(parameter: str, regime: str | None, gamma: float | None) -> dict[str, float]:
