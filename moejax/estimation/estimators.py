@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from moejax.estimation.bounds import Bounds, at_bound, layout, n_gate_params, pack, unpack
-from moejax.estimation.objective import Blocks, Objective, linear_predictor_objective, map_rows
+from moejax.estimation.data import DataSource
+from moejax.estimation.objective import Blocks, Objective
 from moejax.estimation.solvers import (
     BAD_DATA,
     CONVERGED,
@@ -39,8 +40,6 @@ from moejax.mix.rows import mixture_row_fns, posteriors, predictor_planes
 from moejax.mix.spec import MixParams, MixSpec
 from moejax.mix.validate import as_arrays, check_data, data_ok
 
-#: Estimators (`fit`'s ``method``; the sweep config's ``estimator.method`` asks this list).
-METHODS = ("direct", "em")
 #: EM variants (``em_accel``; ``estimator.em_accel``): "newton" EM until the relative
 #: log-likelihood change falls below ``switch_tol``, then the solver on the full likelihood from
 #: there (default); "squarem" SQUAREM (Varadhan & Roland 2008, S3) cycles of three EM maps;
@@ -145,32 +144,33 @@ def prepare_data(
     )
 
 
+def data_source(
+    data: FitData | DataSource, blocks: Blocks | None = None, source: Any = None
+) -> DataSource:
+    """The `DataSource` of a prepared dataset (held: its arrays, summed over ``blocks`` when
+    given) or, with ``source`` (``source(b) -> (X1_b, (y_b, lf0_b), w_b)``), of rows streamed
+    block by block (only ``data.total`` and ``data.ok`` are read); a DataSource as is."""
+    if isinstance(data, DataSource):
+        return data
+    if source is not None:
+        return DataSource.blockwise(data.total, data.ok, source, blocks)
+    return DataSource.from_arrays(data.X1, (data.y, data.lf0), data.w, data.total, data.ok, blocks)
+
+
 def objective(
     spec: MixSpec,
-    data: FitData,
+    data: FitData | DataSource,
     blocks: Blocks | None = None,
     source: Any = None,
     fused: str = "auto",
 ) -> Objective:
     """Mean negative log-likelihood of the flat parameter vector (closed-form row
-    derivatives, one pass over the data for value, gradient and Hessian). With ``source``
-    (``source(b) -> (X1_b, (y_b, lf0_b), w_b)``, block b drawn from its key), the data are
-    streamed: only ``data.total`` and ``data.ok`` are read from ``data``. ``fused``: which
-    pass sums the gradient and Hessian (`linear_predictor_objective`; "auto": the fused
-    kernel on CUDA, the XLA pass elsewhere)."""
+    derivatives, one pass over the data for value, gradient and Hessian), over the rows of
+    `data_source` (held or streamed alike). ``fused``: which pass sums the gradient and
+    Hessian (`linear_predictor_objective`; "auto": the fused kernel on CUDA, the XLA pass
+    elsewhere)."""
     widths, starts = layout(spec)
-    return linear_predictor_objective(
-        mixture_row_fns(spec),
-        data.X1,
-        None if source is not None else (data.y, data.lf0),
-        data.w,
-        data.total,
-        widths,
-        blocks,
-        starts,
-        source,
-        fused,
-    )
+    return data_source(data, blocks, source).objective(mixture_row_fns(spec), widths, starts, fused)
 
 
 def fit_result(
@@ -197,8 +197,80 @@ def fit_result(
     )
 
 
-def _fit_direct(spec, data, theta0, lo, hi, solver, max_iter, blocks, source) -> FitResult:
-    obj = objective(spec, data, blocks, source)
+class FitOptions(NamedTuple):
+    """What an estimator is told besides the data and the start: the solver (an object),
+    ``max_iter`` (the direct solve's cap, or EM's iterations), ``inner_max_iter`` (each EM
+    M-step solve's cap), ``tol`` (EM's relative change), ``em_accel`` (static) and
+    ``switch_tol``. Caps and tolerances may be traced."""
+
+    solver: Any
+    max_iter: Any
+    inner_max_iter: Any = None
+    tol: Any = 1e-12
+    em_accel: str = DEFAULT_EM_ACCEL
+    switch_tol: Any = DEFAULT_SWITCH_TOL
+
+
+class Estimator:
+    """An estimator of the family's parameters: ``name`` (`fit`'s ``method``) and
+    ``fit(spec, src, theta0, lo, hi, opts, key) -> FitResult`` on a `DataSource` (held or
+    streamed: the estimator does not ask which), from the flat start ``theta0`` (P,) on the
+    box (lo, hi), with `FitOptions` and an optional key (for estimators that draw; the two
+    built in do not). ``solve_cap``: which of `FitOptions`' caps bounds each solver call
+    ("max_iter" or "inner_max_iter"). Register a new one in `ESTIMATORS`."""
+
+    name: str = ""
+    solve_cap: str = "max_iter"
+
+    def fit(
+        self,
+        spec: MixSpec,
+        src: DataSource,
+        theta0: jax.Array,
+        lo: jax.Array,
+        hi: jax.Array,
+        opts: FitOptions,
+        key: jax.Array | None = None,
+    ) -> FitResult:
+        raise NotImplementedError
+
+
+class DirectMLE(Estimator):
+    """The solver on the full log-likelihood (``opts.max_iter`` caps it)."""
+
+    name = "direct"
+
+    def fit(self, spec, src, theta0, lo, hi, opts, key=None) -> FitResult:
+        return _fit_direct(spec, src, theta0, lo, hi, opts.solver, opts.max_iter)
+
+
+class EM(Estimator):
+    """EM with numerical M-steps (`_fit_em`; each M-step solve capped by
+    ``opts.inner_max_iter``, ``opts.max_iter`` EM iterations, accelerated by
+    ``opts.em_accel``)."""
+
+    name = "em"
+    solve_cap = "inner_max_iter"
+
+    def fit(self, spec, src, theta0, lo, hi, opts, key=None) -> FitResult:
+        return _fit_em(
+            spec,
+            src,
+            theta0,
+            lo,
+            hi,
+            opts.solver,
+            opts.max_iter,
+            opts.inner_max_iter,
+            opts.tol,
+            opts.em_accel,
+            jnp.asarray(opts.switch_tol, jnp.float64),
+        )
+
+
+def _fit_direct(spec, src, theta0, lo, hi, solver, max_iter) -> FitResult:
+    data = src
+    obj = objective(spec, src)
     res = solver.minimize(obj, theta0, lo, hi, max_iter=max_iter)
     # Newton ends with the Hessian at its estimate; other solvers cost one more pass.
     hess = res.hess if res.hess is not None else obj.value_grad_hess(res.x)[2]
@@ -222,7 +294,7 @@ def _fit_direct(spec, data, theta0, lo, hi, solver, max_iter, blocks, source) ->
 
 def _fit_em(
     spec: MixSpec,
-    data: FitData,
+    src: DataSource,
     theta0: jax.Array,
     lo: jax.Array,
     hi: jax.Array,
@@ -230,17 +302,15 @@ def _fit_em(
     max_iter: Any,
     inner_max_iter: Any,
     tol: Any,
-    blocks: Blocks | None,
-    source: Any,
     accel: str,
     switch_tol: Any,
 ) -> FitResult:
     """EM: E-step posteriors r (n, m+1); M-step: the gate problem (a weighted multinomial /
     sigmoid-switch regression with soft targets r) and the experts' problem (each adapter's
     likelihood weighted by its r_j), each solved by ``solver`` warm-started and capped by
-    ``inner_max_iter``. Data held in ``data`` keep the posteriors in an (m+1, n) buffer; data
-    read block by block from ``source`` (the engine's, held or streamed) recompute them block
-    by block from the E-step's parameters on every M-step pass, so nothing of size n is added.
+    ``inner_max_iter``. The posteriors are rows of the data source (`DataSource.with_rows`):
+    held data keep them in an (m+1, n) buffer, streamed data recompute them block by block
+    from the E-step's parameters on every M-step pass, so nothing of size n is added.
 
     ``accel`` (static, one of `EM_ACCELS`) chooses the iteration and the stopping rule:
 
@@ -260,50 +330,20 @@ def _fit_em(
 
     n_iter counts EM maps (E-step + M-step); inner_steps the solvers' iterations."""
     d, m, C = spec.d, spec.n_gates, spec.components  # gate logits, components
-    full = objective(spec, data, blocks, source)
+    data = src
+    full = objective(spec, src)
     widths, starts = layout(spec)
     ng = n_gate_params(spec)
     gate_rows, expert_rows = em_row_fns(spec)
 
-    def post_rows(p, X1, y, lf0):
-        return posteriors(spec, predictor_planes(spec, p, X1[:d]), y, lf0)
-
     def m_objectives(theta):
         """The gate's and the experts' M-step objectives at E-step parameters theta."""
         p = unpack(spec, theta)
-        lpo = linear_predictor_objective
-        if source is None:
-            rows = lambda X1, y, lf0: post_rows(p, X1, y, lf0)
-            r = map_rows(rows, (data.X1, data.y, data.lf0), blocks, (C,))
-            gate = lpo(gate_rows, data.X1, r, data.w, data.total, widths[:m], blocks, starts[:m])
-            expert = lpo(
-                expert_rows,
-                data.X1,
-                (data.y, r),
-                data.w,
-                data.total,
-                widths[m:],
-                blocks,
-                starts[m:],
-            )
-            return gate, expert
-
-        def with_r(b):  # the posteriors, recomputed block by block on every pass
-            X1b, (yb, lf0b), wb = source(b)
-            return X1b, yb, post_rows(p, X1b, yb, lf0b), wb
-
-        def gate_src(b):
-            X1b, _, rb, wb = with_r(b)
-            return X1b, rb, wb
-
-        def expert_src(b):
-            X1b, yb, rb, wb = with_r(b)
-            return X1b, (yb, rb), wb
-
-        t = data.total
-        gate = lpo(gate_rows, None, None, None, t, widths[:m], blocks, starts[:m], gate_src)
-        expert = lpo(expert_rows, None, None, None, t, widths[m:], blocks, starts[m:], expert_src)
-        return gate, expert
+        post = lambda X1, aux: posteriors(spec, predictor_planes(spec, p, X1[:d]), *aux)
+        with_r = src.with_rows(post, (C,))  # rows: ((y, lf0), r)
+        gate = with_r.map_aux(lambda a: a[1]).objective(gate_rows, widths[:m], starts[:m])
+        expert = with_r.map_aux(lambda a: (a[0][0], a[1]))
+        return gate, expert.objective(expert_rows, widths[m:], starts[m:])
 
     def m_step(theta):
         gate, expert = m_objectives(theta)
@@ -419,35 +459,23 @@ def fit_data(
     source: Any = None,
     em_accel: str = DEFAULT_EM_ACCEL,
     switch_tol: jax.Array | float = DEFAULT_SWITCH_TOL,
+    key: jax.Array | None = None,
 ) -> FitResult:
-    """`fit` on a prepared dataset, optionally summing rows blockwise (`Blocks`), so that the
-    work follows the active rows of a long padded buffer, or on data streamed block by block
-    from ``source(b) -> (X1_b, (y_b, lf0_b), w_b)`` (then ``data`` needs only ``total`` and
-    ``ok``, and nothing of size n is held). Pure: use it inside your own jit/vmap.
-    ``max_iter``, ``inner_max_iter``, ``tol`` and ``switch_tol`` may be traced. Arguments as in
-    `fit`."""
+    """`fit` on a prepared dataset or a `DataSource`, optionally summing rows blockwise
+    (`Blocks`), so that the work follows the active rows of a long padded buffer, or on data
+    streamed block by block from ``source(b) -> (X1_b, (y_b, lf0_b), w_b)`` (then ``data``
+    needs only ``total`` and ``ok``, and nothing of size n is held). ``method`` names an
+    estimator of `ESTIMATORS`; ``key`` is handed to it (estimators that draw; the built-in
+    ones do not). Pure: use it inside your own jit/vmap. ``max_iter``, ``inner_max_iter``,
+    ``tol`` and ``switch_tol`` may be traced. Arguments as in `fit`."""
     spec.check_params(init)
     s, max_iter, inner_max_iter = resolve_solver(solver, method, max_iter, inner_max_iter)
     check_em_accel(em_accel)
     lo, hi = Bounds(*bounds).arrays(spec)
     theta0 = jnp.asarray(pack(spec, init), jnp.float64)
-    if method == "direct":
-        return _fit_direct(spec, data, theta0, lo, hi, s, max_iter, blocks, source)
-    return _fit_em(
-        spec,
-        data,
-        theta0,
-        lo,
-        hi,
-        s,
-        max_iter,
-        inner_max_iter,
-        tol,
-        blocks,
-        source,
-        em_accel,
-        jnp.asarray(switch_tol, jnp.float64),
-    )
+    opts = FitOptions(s, max_iter, inner_max_iter, tol, em_accel, switch_tol)
+    src = data_source(data, blocks, source)
+    return get_estimator(method).fit(spec, src, theta0, lo, hi, opts, key)
 
 
 def check_em_accel(em_accel: Any) -> None:
@@ -467,23 +495,22 @@ def resolve_solver(
     each M-step (EM). A solver object whose ``max_iter`` disagrees with an explicit
     ``max_iter`` (direct) or ``inner_max_iter`` (EM) is refused rather than silently
     overridden."""
-    if method not in METHODS:
-        raise ValueError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    per_solve = get_estimator(method).solve_cap == "max_iter"  # max_iter caps each solve
     given = not isinstance(solver, str)
     s = get_solver(solver)
     own = getattr(s, "max_iter", None) if given else None
-    solve_cap = max_iter if method == "direct" else inner_max_iter
-    arg = "max_iter" if method == "direct" else "inner_max_iter"
+    solve_cap = max_iter if per_solve else inner_max_iter
+    arg = "max_iter" if per_solve else "inner_max_iter"
     traced = isinstance(solve_cap, jax.core.Tracer)
     if own is not None and solve_cap is not None and not traced and _concrete(solve_cap) != own:
         raise ValueError(
             f"{arg}: fit({arg}={_concrete(solve_cap)}) disagrees with the solver object's "
             f"max_iter={own}; set one of them"
         )
-    default_solve = DEFAULT_MAX_ITER if method == "direct" else DEFAULT_INNER_MAX_ITER
+    default_solve = DEFAULT_MAX_ITER if per_solve else DEFAULT_INNER_MAX_ITER
     if solve_cap is None:
         solve_cap = own if own is not None else default_solve
-    if method == "direct":
+    if per_solve:
         return s, solve_cap, None
     return s, (DEFAULT_MAX_ITER if max_iter is None else max_iter), solve_cap
 
@@ -760,6 +787,22 @@ def fit_multistart(
     return _multistart_jit(spec, X, y, inits, weights, *args)
 
 
+#: The registered estimators, by name (`fit`'s ``method``).
+ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (DirectMLE(), EM())}
+#: Their names (`fit`'s ``method``; the sweep config's ``estimator.method`` asks this list).
+METHODS: tuple[str, ...] = tuple(ESTIMATORS)
+
+
+def get_estimator(method: str) -> Estimator:
+    """The estimator of a name, or ValueError naming the choices."""
+    try:
+        return ESTIMATORS[method]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"method: unknown method {method!r}; choose one of {', '.join(ESTIMATORS)}"
+        ) from None
+
+
 def status_name(code: int) -> str:
     """Human name of a status code."""
     c = int(code)
@@ -769,18 +812,25 @@ def status_name(code: int) -> str:
 __all__ = [
     "BAD_DATA",
     "CONVERGED",
+    "EM",
     "EM_ACCELS",
+    "ESTIMATORS",
     "MAX_ITER",
     "METHODS",
     "NONFINITE",
     "STALLED",
     "STATUS_NAMES",
+    "DataSource",
+    "DirectMLE",
+    "Estimator",
     "FitData",
+    "FitOptions",
     "FitResult",
     "best_fit",
     "fit",
     "fit_data",
     "fit_multistart",
+    "get_estimator",
     "objective",
     "prepare_data",
     "status_name",

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 
 from moejax.estimation.bounds import pack
-from moejax.estimation.estimators import FitData, best_start, fit_data
+from moejax.estimation.data import DataSource
+from moejax.estimation.estimators import best_start, fit_data
 from moejax.estimation.information import bound_mask, params_standard_errors, standard_errors
 from moejax.estimation.init import init_near_truth, random_inits
 from moejax.estimation.lanes import lane_chunk
@@ -191,10 +192,10 @@ def fit_lane(
         em_accel=o.em_accel,
         switch_tol=o.switch_tol,
     )
-    data = FitData(None, None, None, jnp.asarray(n, jnp.float64), None)
+    data = DataSource.blockwise(jnp.asarray(n, jnp.float64), True, source, blocks)
     if o.init_mode == "multistart":
         starts = random_inits(keys.init, fspec, o.n_starts, bounds, o.start_scale)
-        one = lambda p: fit_data(fspec, data, p, blocks=blocks, source=source, **fit_kw)
+        one = lambda p: fit_data(fspec, data, p, **fit_kw)
         every = jax.vmap(one)(starts)
         start = best_start(every)
         res = jax.tree_util.tree_map(lambda a: a[start], every)
@@ -206,7 +207,7 @@ def fit_lane(
             if o.init_mode == "truth"
             else init_near_truth(keys.init, fspec, tp, n, o.c_gate, o.c_expert, o.rho)
         )
-        res = fit_data(fspec, data, init, blocks=blocks, source=source, **fit_kw)
+        res = fit_data(fspec, data, init, **fit_kw)
         start = 0
     est = res.params
     err = voronoi_errors(est.beta, est.tau, est.eta, est.nu, tp.beta, tp.tau, tp.eta, tp.nu)
