@@ -30,7 +30,7 @@ paper: $(STAMP)
 
 # Studies: a config with a [grid] table runs one sweep per grid point into runs/<study>/<point>/
 # and writes runs/<study>/study.{csv,md,png}; `moejax study runs/<study>` redraws it from the runs.
-STUDIES := phase phase-asymptote drift coverage gates gates-asymptote predecessor adapters overfit ablation uniform uniform-asymptote init init-homogeneous em
+STUDIES := phase phase-asymptote drift coverage gates gates-asymptote predecessor adapters overfit ablation uniform uniform-asymptote init init-homogeneous em plain crpe-sgame
 .PHONY: $(STUDIES)
 $(STUDIES): $(STAMP)
 	$(BIN)/moejax sweep sweeps/$@.toml --out runs/$@
