@@ -38,7 +38,9 @@ HELP: dict[str, dict[str, str]] = {
     "model": {
         "d": "covariate dimension",
         "K": "classes; class K-1 (0-based) is the reference, logit 0",
-        "frozen": "the frozen expert's activation a0 (`softplus-W`: a ReLU smoothed to width "
+        "frozen": "the frozen expert's activation a0, or `none` for the plain MoE (no frozen "
+        "expert; see [the model](model.md#the-plain-moe-covariate-designs-and-expert-intercepts)) "
+        "(`softplus-W`: a ReLU smoothed to width "
         "W > 0, W log(1 + exp(z / W)), e.g. `softplus-0.1`; `package.module:function`: a JAX "
         "function imported from an installed module, e.g. `jax.numpy:sin`, checked to be "
         "elementwise, see [user activations](model.md#user-activations))",
@@ -49,6 +51,11 @@ HELP: dict[str, dict[str, str]] = {
         "bias": "optional fixed per-class biases b (K-1 numbers; 1 for regression)",
         "frozen_bias": "optional fixed biases of the frozen expert",
         "radius": "optional: X ~ N(0, I_d) conditioned on ||x|| <= radius",
+        "covariates": "the covariate design: normal (X ~ N(0, I_d)), uniform (on the box "
+        "[low, high]^d) or grid (d = 1: the fixed design x = linspace(low, high, n))",
+        "box": "[low, high] of the uniform and grid designs",
+        "expert_intercept": "true: every trainable expert's predictor eta . (x, 1) gets an "
+        "estimated intercept (eta has d + 1 columns, the intercept last)",
         "adapters": "m* true adapters (m > 1: Voronoi errors, see [the model](model.md#voronoi-loss-m-1))",
         "fitted_adapters": "m_hat >= m* adapters fitted (default m*; more: over-fitting, see below)",
         "gate": "softmax (m = 1: the paper's sigmoid gate), input_free (constant weights softmax(0, tau)) or sigmoid (independent switches)",
