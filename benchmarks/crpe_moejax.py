@@ -41,7 +41,8 @@ def _ols(x: np.ndarray, y: np.ndarray) -> float:
 def analyse(run: Path, K: int) -> dict:
     est = np.load(run / "estimates.npz")
     n = est["n"]
-    leaves = lambda g: moejax.mix.MixParams(*(est[f"{g}.{k}"] for k in ("beta", "tau", "eta", "nu")))
+    names = ("beta", "tau", "eta", "nu")
+    leaves = lambda g: moejax.mix.MixParams(*(est[f"{g}.{k}"] for k in names))
     fit, truth = leaves("estimate"), leaves("truth")
     loss_fn = plain_d1 if K == 2 else plain_d2
     loss = np.asarray(jax.vmap(loss_fn)(fit, truth))

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-import moejax  # noqa: F401  (float64)
+import moejax  # (float64)
 from moejax.estimation.bounds import Bounds, pack, unpack
 from moejax.estimation.init import init_near_truth, to_reference
 from moejax.mix import (

@@ -200,9 +200,15 @@ def test_shipped_configs_are_the_designs_they_claim(path: Path) -> None:
             section, _, field = key.rpartition(".")
             (c[section] if section else c).pop(field, None)
         c["truth"].pop("eta", None)  # derived from eta0 and delta in the homogeneous regime
-        if "model.adapters" in study.keys:  # per-adapter defaults follow the adapter count
+        if {"model.adapters", "model.likelihood"} & set(study.keys):
+            # per-adapter and per-likelihood defaults follow the adapter count and kind
             for f in ("delta", "nu", "nu_delta"):
                 c["truth"].pop(f, None)
+        if "model.likelihood" in study.keys:  # eta0's rows and the frozen likelihood follow it
+            for f in ("eta0", "frozen_likelihood"):
+                c["model"].pop(f, None)
+        if "model.scale" in study.keys and c["model"].get("frozen") == "none":
+            c["model"].pop("frozen_scale", None)  # (no frozen expert: its default follows)
         return c
 
     stripped = [strip(p.config) for p in study.points]

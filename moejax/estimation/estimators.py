@@ -788,7 +788,8 @@ def fit_multistart(
 
 
 #: The registered estimators, by name (`fit`'s ``method``).
-ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (DirectMLE(), EM())}
+ESTIMATORS: dict[str, Estimator] = {"direct": DirectMLE(), "em": EM()}
+assert all(k == e.name for k, e in ESTIMATORS.items())
 #: Their names (`fit`'s ``method``; the sweep config's ``estimator.method`` asks this list).
 METHODS: tuple[str, ...] = tuple(ESTIMATORS)
 

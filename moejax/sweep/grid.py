@@ -355,7 +355,13 @@ def _warn_frozen_scale(raw: dict[str, Any], points: list[tuple[str, dict[str, An
     varies = any("model.scale" in values for _, values in points)
     pinned = any("model.frozen_scale" in values for _, values in points)
     model = raw.get("model")
-    if varies and not pinned and not (isinstance(model, dict) and "frozen_scale" in model):
+    plain = isinstance(model, dict) and model.get("frozen") == "none"  # no frozen expert
+    if (
+        varies
+        and not pinned
+        and not plain
+        and not (isinstance(model, dict) and "frozen_scale" in model)
+    ):
         warnings.warn(
             "grid: model.scale changes across the points but model.frozen_scale is not set, so "
             "the frozen expert's scale (default: model.scale) moves with it; set "
