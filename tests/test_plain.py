@@ -201,9 +201,9 @@ def test_grid_design_with_expert_intercepts():
     for n in (7, 130):
         X, _ = sample(jax.random.key(0), spec, truth, n, grid)
         np.testing.assert_array_equal(np.asarray(X)[:, 0], np.linspace(0.0, 1.0, n))
-    X, y = sample(jax.random.key(5), spec, truth, 3000, grid)
+    X, y = sample(jax.random.key(5), spec, truth, 1500, grid)
     bounds = Bounds(beta=(-60.0, 60.0), tau=(-30.0, 30.0), eta=(-60.0, 60.0))
-    init = init_near_truth(jax.random.key(1), spec, truth, 3000.0)
+    init = init_near_truth(jax.random.key(1), spec, truth, 1500.0)
     res = fit(spec, X, y, init, bounds=bounds)
     assert bool(res.converged), int(res.status)
     _check_stationary(spec, "linear", res, np.asarray(X), np.asarray(y), h=1e-5)
@@ -261,15 +261,16 @@ def test_config_plain_rules():
     assert np.all(np.asarray(d["truth"]["beta"])[0] == 0)
 
 
-def test_plain_runs_through_simulate_em_streaming_and_multistart():
+def test_plain_runs_through_simulate_and_streamed_em():
     """A plain-MoE config through `simulate`: direct (held) and EM on streamed data (a
-    run.memory_gb below one held lane forces streaming) converge on the same data, mostly to
-    the same optimum, and multistart runs; the Voronoi loss and the density error are
-    reported."""
+    run.memory_gb below one held lane forces streaming) converge on the same data to maxima
+    within 0.5% of each other; the Voronoi loss and the density error are reported.
+    (Multi-start is the same lane program over `random_inits`, whose plain layout is
+    `unpack`'s, tested above.)"""
     cfg = {
         "model": {"frozen": "none", "adapters": 2, "d": 2, "K": 3, "scale": 4.0},
         "truth": {"beta": [[0.0, 0.0], [0.7071, -0.7071]], "tau": [0.0, 0.5]},
-        "sizes": {"list": [3000, 6000]},
+        "sizes": {"list": [2500]},
         "replicates": 2,
         "run": {"density_points": 200},
     }
@@ -277,15 +278,11 @@ def test_plain_runs_through_simulate_em_streaming_and_multistart():
     assert direct["problem"].spec.plain
     assert np.all(direct["converged"]) and np.all(np.isfinite(direct["err_voronoi"]))
     assert np.all(np.isfinite(direct["err_density"]))
-    held = held_lane_bytes(direct["problem"], 6144)  # below one held lane: streamed lanes
+    held = held_lane_bytes(direct["problem"], 2560)  # below one held lane: streamed lanes
     run = {"block_rows": 64, "memory_gb": 0.5 * held / 2**30}
     em = moejax.simulate({**cfg, "estimator": {"method": "em"}, "run": run}, progress=False)
     assert em["problem"].cfg["run"]["memory_gb"] < held / 2**30
     assert np.all(em["converged"])
-    # the plain MoE's likelihood has several maxima (its experts are exchangeable but for the
-    # reference): from the same start EM and Newton may end at different ones (measured: 1 of
-    # these 4 lanes, EM higher by 1.3); most lanes share the optimum
-    same = np.isclose(em["loglik"], direct["loglik"], rtol=1e-9)
-    assert np.mean(same) >= 0.5, (em["loglik"], direct["loglik"])
-    ms = moejax.simulate({**cfg, "init": {"mode": "multistart", "n_starts": 3}}, progress=False)
-    assert np.all(np.isfinite(ms["loglik"])) and np.all(ms["start"] >= 0)
+    # the plain MoE's likelihood has several maxima: from the same start EM and Newton may end
+    # at different ones (measured at n = 3000, 6000: 1 of 4 lanes, EM higher by 1.3 of 1371)
+    np.testing.assert_allclose(em["loglik"], direct["loglik"], rtol=5e-3)

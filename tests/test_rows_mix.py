@@ -147,8 +147,9 @@ def test_row_fns_match_autodiff(gate):
 @pytest.mark.parametrize("gate", GATES)
 def test_plain_row_fns_match_autodiff(gate):
     """The plain MoE (no frozen expert, expert 0 the gate's reference, every expert's
-    predictors estimated): every likelihood, m = 2, 3 experts, rows with |g| = 30."""
-    cases = itertools.product((("categorical", 3), ("gaussian", 2), ("laplace", 2)), (2, 3))
+    predictors estimated): every likelihood, m = 2 and 3 experts, rows with |g| = 30."""
+    cases = [(("categorical", 3), 2), (("categorical", 3), 3), (("gaussian", 2), 2)]
+    cases += [(("laplace", 2), 3)]
     specs = [_spec(gate, lik, lik, K, m, frozen=None) for (lik, K), m in cases]
     datas = [_data(s, seed=10 * s.m + s.K + 1) for s in specs]
     for spec, (got, want) in zip(specs, _run(specs, datas), strict=True):

@@ -73,6 +73,17 @@ class LaneKeys(NamedTuple):
     dens: jax.Array
 
 
+#: fold_in constant of a lane's estimator key (`fit_key`): a stream of its own, so that an
+#: estimator that draws (a stochastic EM) changes none of the other keys' draws.
+FIT_STREAM = 0x5EED
+
+
+def fit_key(keys: LaneKeys) -> jax.Array:
+    """The key a lane hands its estimator (`moejax.estimation.estimators.Estimator.fit`); the
+    built-in estimators do not draw, so it changes nothing they compute."""
+    return jax.random.fold_in(keys.init, FIT_STREAM)
+
+
 def lane_keys(seed: jax.Array, n: jax.Array, r: jax.Array) -> LaneKeys:
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), n), r)
     return LaneKeys(*jax.random.split(key, 3))
@@ -195,7 +206,7 @@ def fit_lane(
     data = DataSource.blockwise(jnp.asarray(n, jnp.float64), True, source, blocks)
     if o.init_mode == "multistart":
         starts = random_inits(keys.init, fspec, o.n_starts, bounds, o.start_scale)
-        one = lambda p: fit_data(fspec, data, p, **fit_kw)
+        one = lambda p: fit_data(fspec, data, p, **fit_kw, key=fit_key(keys))
         every = jax.vmap(one)(starts)
         start = best_start(every)
         res = jax.tree_util.tree_map(lambda a: a[start], every)
@@ -207,7 +218,7 @@ def fit_lane(
             if o.init_mode == "truth"
             else init_near_truth(keys.init, fspec, tp, n, o.c_gate, o.c_expert, o.rho)
         )
-        res = fit_data(fspec, data, init, **fit_kw)
+        res = fit_data(fspec, data, init, **fit_kw, key=fit_key(keys))
         start = 0
     est = res.params
     err = voronoi_errors(est.beta, est.tau, est.eta, est.nu, tp.beta, tp.tau, tp.eta, tp.nu)
