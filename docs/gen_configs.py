@@ -58,7 +58,7 @@ HELP: dict[str, dict[str, str]] = {
         "estimated intercept (eta has d + 1 columns, the intercept last)",
         "adapters": "m* true adapters (m > 1: Voronoi errors, see [the model](model.md#voronoi-loss-m-1))",
         "fitted_adapters": "m_hat >= m* adapters fitted (default m*; more: over-fitting, see below)",
-        "gate": "softmax (m = 1: the paper's sigmoid gate), input_free (constant weights softmax(0, tau)) or sigmoid (independent switches)",
+        "gate": "softmax (m = 1: the paper's sigmoid gate), input_free (constant weights softmax(0, tau)), sigmoid (independent switches) or laplace (logits tau_j - ||x - W_j||, W_j in truth.beta)",
         "likelihood": "the adapters' likelihood",
         "frozen_likelihood": "the frozen expert's likelihood (default: `likelihood`; categorical with categorical only)",
         "nu0": "regression: the frozen expert's variance",

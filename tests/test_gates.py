@@ -15,7 +15,7 @@ jax.config.update("jax_enable_x64", True)
 
 
 def test_every_gate_is_registered_once_and_unknown_names_are_refused() -> None:
-    assert GATES == ("softmax", "input_free", "sigmoid")
+    assert GATES == ("softmax", "input_free", "sigmoid", "laplace")
     assert [get_gate(g).name for g in GATES] == list(GATES)
     with pytest.raises(ValueError, match="gate: unknown gate 'cosine'; choose one of"):
         get_gate("cosine")
@@ -43,6 +43,31 @@ def test_pieces_agree_with_the_log_weights(name: str, m: int) -> None:
         assert q is None
     assert gate.width(4) == (5 if gate.has_beta else 1)
     assert gate.has_beta == (name != "input_free")
+    if name != "laplace":  # a gate of one linear predictor per logit: the logits themselves
+        assert gate.n_pred == 1 and gate.logits(g) is g and gate.chain(g) is None
+
+
+def test_laplace_gate_predictors_logits_and_chain() -> None:
+    """The Laplace gate's two predictors per logit: q = ||x - W||^2 and t = tau from
+    `predictor_block` (rows last), the logits tau - ||x - W|| against NumPy, q as the linear
+    predictor of `lin_coefs` over [||x||^2, x, 1], and `chain` against autodiff of `logits`."""
+    gate = get_gate("laplace")
+    rng = np.random.default_rng(3)
+    W, tau, X = rng.normal(size=(3, 4)), rng.normal(size=3), rng.normal(size=(25, 4))
+    P = gate.predictor_block(jnp.asarray(W), jnp.asarray(tau), jnp.asarray(X.T))
+    want = tau - np.linalg.norm(X[:, None, :] - W[None], axis=-1)
+    np.testing.assert_allclose(np.asarray(gate.logits(P)).T, want, rtol=1e-12)
+    planes = np.concatenate([np.sum(X * X, 1)[:, None], X, np.ones((25, 1))], axis=1)
+    q, t = gate.lin_coefs(jnp.asarray(W), jnp.asarray(tau))
+    np.testing.assert_allclose(planes @ np.asarray(q).T, np.asarray(P[:3]).T, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(t)[:, 0], tau)
+    assert gate.lin_layout(4) == [(6, 0), (1, 5)] and gate.n_pred == 2 and gate.sq_norm
+    (dq, dt), d2 = gate.chain(P)
+    one = lambda qq, tt: gate.logits(jnp.stack([qq, tt]))[0]
+    for i in range(3):
+        gq = jax.grad(one)(P[i, 0], P[3 + i, 0])
+        hq = jax.grad(jax.grad(one))(P[i, 0], P[3 + i, 0])
+        np.testing.assert_allclose([dq[i, 0], dt[i, 0], d2[i, 0]], [gq, 1.0, hq], rtol=1e-12)
 
 
 def test_every_likelihood_is_registered_once_and_unknown_names_are_refused() -> None:

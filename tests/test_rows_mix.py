@@ -157,6 +157,27 @@ def test_plain_row_fns_match_autodiff(gate):
         _check(spec, got, want)
 
 
+def test_laplace_gate_row_fns_match_autodiff():
+    """The Laplace gate (logit tau - ||x - W||, a function of two predictors per logit,
+    q = ||x - W||^2 and t = tau): the softmax's closed forms carried to (q, t) by the chain
+    rule (`moejax.mix.rows.gate_chain`), against autodiff of the density through the same
+    logits; contaminated (m = 1, 2) and plain (m = 2, 3), categorical and Gaussian experts,
+    rows with q from 0.05 to 900 (q > 0: a distance)."""
+    cases = [("categorical", 3, 1, "linear"), ("gaussian", 2, 2, "linear")]
+    cases += [("categorical", 3, 2, None), ("laplace", 2, 3, None)]
+    specs, datas = [], []
+    for lik, K, m, frozen in cases:
+        spec = _spec("laplace", lik, lik, K, m, frozen=frozen)
+        U, y, lf0 = _data(spec, seed=5 + m)
+        ng = spec.n_gates
+        U = U.at[:, :ng].set(jnp.abs(U[:, :ng]) ** 2 + 0.05)
+        specs.append(spec)
+        datas.append((U, y, lf0))
+    for spec, (got, want) in zip(specs, _run(specs, datas), strict=True):
+        assert n_predictors(spec) == 2 * spec.n_gates + spec.m * (spec.R + spec.regression)
+        _check(spec, got, want)
+
+
 def test_row_fns_other_activations():
     """The activation's curvature a'' enters the z-Hessian: other activations, a user one."""
     specs = [

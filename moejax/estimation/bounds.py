@@ -69,11 +69,28 @@ def layout(spec: MixSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(widths, starts) of the predictors in X1 = [x, 1] (see `linear_predictor_objective`):
     the coefficient slice of each predictor in the flat vector, in the order of `pack`."""
     d, m, R = spec.d, spec.m, spec.R
-    gate = (d + 1, 0) if spec.has_beta else (1, d)
-    preds = (
-        [gate] * spec.n_gates + [(spec.de, 0)] * (m * R) + ([(1, d)] * m if spec.regression else [])
-    )
+    gate = get_gate(spec.gate)
+    off = 1 if gate.sq_norm else 0  # X1 = [||x||^2, x, 1] for a gate that needs ||x||^2
+    preds = [wl for wl in gate.lin_layout(d) for _ in range(spec.n_gates)]
+    preds += [(spec.de, off)] * (m * R) + ([(1, d + off)] * m if spec.regression else [])
     return tuple(w for w, _ in preds), tuple(s for _, s in preds)
+
+
+def lin_map(spec: MixSpec):
+    """None when the objective's linear predictors take the flat vector of `pack` as it is
+    (every gate but the Laplace gate); else theta (P,) -> the predictors' coefficient vector
+    (in the layout of `layout`), whose derivatives the estimators carry back to theta."""
+    gate = get_gate(spec.gate)
+    if gate.n_pred == 1:
+        return None
+    ng, gw = spec.n_gates, gate.width(spec.d)
+
+    def to_lin(theta):
+        g = theta[: ng * gw].reshape(ng, gw)
+        coefs = gate.lin_coefs(g[:, :-1], g[:, -1])
+        return jnp.concatenate([c.reshape(-1) for c in coefs] + [theta[ng * gw :]])
+
+    return to_lin
 
 
 def n_gate_params(spec: MixSpec) -> int:

@@ -55,13 +55,19 @@ class DataSource(NamedTuple):
         return cls(total, ok, blocks, read=read)
 
     def objective(
-        self, rows: RowFns, widths: tuple[int, ...], starts: tuple[int, ...], fused: str = "auto"
+        self,
+        rows: RowFns,
+        widths: tuple[int, ...],
+        starts: tuple[int, ...],
+        fused: str = "auto",
+        sq_norm: bool = False,
     ) -> Objective:
         """The mean over the rows of ``rows`` at the linear predictors (`widths`, `starts` in
-        X1 = [x, 1]) of the flat parameter vector (`linear_predictor_objective`)."""
+        X1 = [x, 1], or [||x||^2, x, 1] with ``sq_norm``) of the flat parameter vector
+        (`linear_predictor_objective`)."""
         X1, aux, w = self.held if self.held is not None else (None, None, None)
         return linear_predictor_objective(
-            rows, X1, aux, w, self.total, widths, self.blocks, starts, self.read, fused
+            rows, X1, aux, w, self.total, widths, self.blocks, starts, self.read, fused, sq_norm
         )
 
     def with_rows(self, fn: Callable[[jax.Array, Any], jax.Array], tail: tuple[int, ...]):

@@ -21,9 +21,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from moejax.estimation.bounds import Bounds, at_bound, layout, n_gate_params, pack, unpack
+from moejax.estimation.bounds import (
+    Bounds,
+    at_bound,
+    layout,
+    lin_map,
+    n_gate_params,
+    pack,
+    unpack,
+)
 from moejax.estimation.data import DataSource
-from moejax.estimation.objective import Blocks, Objective
+from moejax.estimation.objective import Blocks, Objective, mapped_objective
 from moejax.estimation.solvers import (
     BAD_DATA,
     CONVERGED,
@@ -34,8 +42,9 @@ from moejax.estimation.solvers import (
     get_solver,
     projected_grad_norm,
 )
-from moejax.mix.density import as_labels, frozen_logpdf
+from moejax.mix.density import as_labels, frozen_logpdf, n_gate_preds
 from moejax.mix.emrows import em_row_fns
+from moejax.mix.gates import get_gate
 from moejax.mix.rows import mixture_row_fns, posteriors, predictor_planes
 from moejax.mix.spec import MixParams, MixSpec
 from moejax.mix.validate import as_arrays, check_data, data_ok
@@ -170,7 +179,12 @@ def objective(
     Hessian (`linear_predictor_objective`; "auto": the fused kernel on CUDA, the XLA pass
     elsewhere)."""
     widths, starts = layout(spec)
-    return data_source(data, blocks, source).objective(mixture_row_fns(spec), widths, starts, fused)
+    sq = get_gate(spec.gate).sq_norm
+    obj = data_source(data, blocks, source).objective(
+        mixture_row_fns(spec), widths, starts, fused, sq
+    )
+    to_lin = lin_map(spec)  # a gate whose predictors are not linear in its parameters
+    return obj if to_lin is None else mapped_objective(obj, to_lin)
 
 
 def fit_result(
@@ -329,7 +343,9 @@ def _fit_em(
       the fit's, and its iterations are added to inner_steps.
 
     n_iter counts EM maps (E-step + M-step); inner_steps the solvers' iterations."""
-    d, m, C = spec.d, spec.n_gates, spec.components  # gate logits, components
+    d, m, C = spec.d, n_gate_preds(spec), spec.components  # gate predictors, components
+    sq = get_gate(spec.gate).sq_norm
+    to_lin = lin_map(spec)
     data = src
     full = objective(spec, src)
     widths, starts = layout(spec)
@@ -341,9 +357,14 @@ def _fit_em(
         p = unpack(spec, theta)
         post = lambda X1, aux: posteriors(spec, predictor_planes(spec, p, X1[:d]), *aux)
         with_r = src.with_rows(post, (C,))  # rows: ((y, lf0), r)
-        gate = with_r.map_aux(lambda a: a[1]).objective(gate_rows, widths[:m], starts[:m])
+        gate = with_r.map_aux(lambda a: a[1]).objective(
+            gate_rows, widths[:m], starts[:m], "auto", sq
+        )
+        if to_lin is not None:  # the gate's parameters -> its predictors' coefficients
+            lin_gate = lambda t: to_lin(jnp.concatenate([t, theta[ng:]]))[: sum(widths[:m])]
+            gate = mapped_objective(gate, lin_gate)
         expert = with_r.map_aux(lambda a: (a[0][0], a[1]))
-        return gate, expert.objective(expert_rows, widths[m:], starts[m:])
+        return gate, expert.objective(expert_rows, widths[m:], starts[m:], "auto", sq)
 
     def m_step(theta):
         gate, expert = m_objectives(theta)

@@ -47,6 +47,29 @@ def generic_objective(fun: Callable[[jax.Array], jax.Array]) -> Objective:
     return Objective(fun, vg, vgh)
 
 
+def mapped_objective(obj: Objective, to_lin: Callable[[jax.Array], jax.Array]) -> Objective:
+    """``obj`` (of u) as an objective of theta with u = to_lin(theta): gradient J^T g and
+    Hessian J^T H J + sum_i g_i Hess(u_i), J = d u / d theta (autodiff of the small map; the
+    rows' sums stay one pass over the data)."""
+
+    def value(t):
+        return obj.value(to_lin(t))
+
+    def value_and_grad(t):
+        u, vjp = jax.vjp(to_lin, t)
+        f, g = obj.value_and_grad(u)
+        return f, vjp(g)[0]
+
+    def value_grad_hess(t):
+        f, g, H = obj.value_grad_hess(to_lin(t))
+        J = jax.jacfwd(to_lin)(t)
+        gs = jax.lax.stop_gradient(g)
+        curv = jax.hessian(lambda s: jnp.dot(gs, to_lin(s)))(t)
+        return f, J.T @ g, J.T @ H @ J + curv
+
+    return Objective(value, value_and_grad, value_grad_hess)
+
+
 def as_objective(fun: Objective | Callable[[jax.Array], jax.Array]) -> Objective:
     return fun if isinstance(fun, Objective) else generic_objective(fun)
 
@@ -116,6 +139,7 @@ def linear_predictor_objective(
     starts: tuple[int, ...] | None = None,
     source: Callable[[jax.Array], tuple[jax.Array, Any, jax.Array]] | None = None,
     fused: str = "auto",
+    sq_norm: bool = False,
 ) -> Objective:
     """f(x) = sum_i w_i phi(u_i, aux_i) / total, with u_ij = X1[s_j : s_j + widths[j], i] . x_j,
     and its gradient and Hessian in one fused pass over the rows.
@@ -150,6 +174,8 @@ def linear_predictor_objective(
         when the row function cannot run in the kernel), "off" (the XLA pass), "on" (the
         kernel, CUDA only) or "interpret" (the kernel in Pallas interpret mode, any platform:
         the CPU tests). The value alone is always the XLA pass (no covariate products).
+      sq_norm: the covariate planes are [||x||^2, X1] (the plane computed per block from x;
+        a gate's predictors that need it: the Laplace gate). The XLA pass only.
     """
     if source is not None and blocks is None:
         raise ValueError("source: a streamed objective needs blocks")
@@ -165,6 +191,8 @@ def linear_predictor_objective(
         C = X1.shape[0]
     else:
         C = jax.eval_shape(source, jnp.int32(0))[0].shape[0]
+    if sq_norm:
+        C, fused = C + 1, "off"
     ones = C - 1
     plans = {order: _plan(cols, ones, order) for order in (1, 2)}
     # Coefficients as a (W, C) matrix: U = coef @ X1_b, written as C broadcast products.
@@ -221,6 +249,9 @@ def linear_predictor_objective(
 
     def block_sums(Xb, auxb, wb, x, order):
         """`contrib`, or the fused kernel's same sums (order >= 1, by ``fused``)."""
+        if sq_norm:
+            x_ = Xb[:-1]
+            Xb = jnp.concatenate([jnp.sum(x_ * x_, axis=0)[None], Xb], axis=0)
         if order == 0 or fused == "off":
             return contrib(Xb, auxb, wb, x, order)
         if fused in ("on", "interpret"):

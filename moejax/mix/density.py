@@ -28,7 +28,13 @@ from moejax.mix.validate import check_data, rows_ok
 def n_predictors(spec: MixSpec) -> int:
     """Width of U: the gate logits (m, or m - 1 in the plain MoE) + m R expert predictors
     (+ m log-variances for regression)."""
-    return spec.n_gates + spec.m * (spec.R + (1 if spec.regression else 0))
+    return n_gate_preds(spec) + spec.m * (spec.R + (1 if spec.regression else 0))
+
+
+def n_gate_preds(spec: MixSpec) -> int:
+    """Width of U's gate block: the gate's predictors per logit times its logits (the logits
+    themselves for every gate but the Laplace gate, whose logit is a function of two)."""
+    return spec.n_gates * get_gate(spec.gate).n_pred
 
 
 def expert_mean(expert: Expert, z: jax.Array) -> jax.Array:
@@ -65,8 +71,10 @@ def _gate(gate: str, g: jax.Array):
 def split_predictors(spec: MixSpec, U: jax.Array):
     """U (..., W) -> (g (..., m_g), Z (..., m, R), log_nu (..., m) or None); m_g =
     ``spec.n_gates`` (m, or m - 1 in the plain MoE)."""
-    m, R, ng = spec.m, spec.R, spec.n_gates
+    m, R, ng = spec.m, spec.R, n_gate_preds(spec)
     g = U[..., :ng]
+    if ng != spec.n_gates:  # predictors -> logits (the Laplace gate)
+        g = jnp.moveaxis(get_gate(spec.gate).logits(jnp.moveaxis(g, -1, 0)), 0, -1)
     Z = U[..., ng : ng + m * R].reshape(*U.shape[:-1], m, R)
     log_nu = U[..., ng + m * R :] if spec.regression else None
     return g, Z, log_nu
@@ -101,7 +109,8 @@ def predictors(spec: MixSpec, params: MixParams, X: jax.Array) -> jax.Array:
     """U (n, W) for covariates X (n, d)."""
     X = jnp.asarray(X, jnp.float64)
     beta, tau = gate_params(spec, params)
-    g = X @ beta.T + tau
+    gate = get_gate(spec.gate)
+    g = gate.predictor_block(beta, tau, X.T).T if gate.n_pred > 1 else X @ beta.T + tau
     eta = params.eta
     Z = jnp.einsum("nd,mrd->nmr", X, eta[..., : spec.d])
     if spec.expert_intercept:
@@ -253,7 +262,11 @@ def _gate_log_weight_planes(spec: MixSpec, params: MixParams, X: jax.Array):
     """(log w, w) of every component, ``spec.components`` planes (n,) each, from covariate
     planes X (d, n): the frozen expert (or the plain MoE's reference expert 0) first."""
     beta, tau = gate_params(spec, params)
-    g = jnp.stack([gj + tj for gj, tj in zip(linear_planes(beta, X), tau, strict=True)])
+    gate = get_gate(spec.gate)
+    if gate.n_pred > 1:
+        g = gate.logits(gate.predictor_block(beta, tau, X))
+    else:
+        g = jnp.stack([gj + tj for gj, tj in zip(linear_planes(beta, X), tau, strict=True)])
     lw0, lwa, w, _ = _gate(spec.gate, g)
     ng = spec.n_gates
     return [lw0] + [lwa[j] for j in range(ng)], [jnp.exp(lw0)] + [w[j] for j in range(ng)]

@@ -22,8 +22,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from moejax.mix.density import n_gate_preds
 from moejax.mix.rowfns import RowFns
-from moejax.mix.rows import _categorical, _gate, _regression
+from moejax.mix.rows import _categorical, _gate, _regression, gate_chain
 from moejax.mix.spec import MixSpec
 
 
@@ -94,4 +95,9 @@ def em_row_fns(spec: MixSpec) -> tuple[RowFns, RowFns]:
     """(gate rows on g (m_g, *S) with aux r (C, *S), expert rows on [z (m R) | rho (m)]
     (W, *S) with aux (y (*S), r (C, *S))): value (*S), gradient (W, *S), packed Hessian
     (W (W + 1) / 2, *S). C = ``spec.components`` (m + 1, or the plain MoE's m)."""
-    return _fns(_gate_core, spec), _fns(_expert_core, spec)
+    gate_core = _gate_core
+    G = n_gate_preds(spec)
+    if G != spec.n_gates:  # the gate's rows carried to its predictors (the Laplace gate)
+        chained = gate_chain(spec, lambda U, aux, need: _gate_core(spec, U, aux, need), G)
+        gate_core = lambda _spec, U, aux, need: chained(U, aux, need)
+    return _fns(gate_core, spec), _fns(_expert_core, spec)

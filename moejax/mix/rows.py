@@ -55,8 +55,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from moejax.experts import activation_derivs, resolve_activation
-from moejax.mix.density import _gate, gate_params
-from moejax.mix.gates import _logaddexp, _max0, _sum0
+from moejax.mix.density import _gate, gate_params, n_gate_preds
+from moejax.mix.gates import _logaddexp, _max0, _sum0, get_gate
 from moejax.mix.likelihoods import get_likelihood
 from moejax.mix.rowfns import RowFns, packed_index
 from moejax.mix.spec import MixSpec
@@ -131,11 +131,14 @@ def _regression(spec: MixSpec, Z: jax.Array, rho: jax.Array, y: jax.Array, need:
     return lf, score, H
 
 
-def split_rows(spec: MixSpec, U: jax.Array):
+def split_rows(spec: MixSpec, U: jax.Array, G: int | None = None):
     """U (W, *S) -> (g (m_g, *S), Z (m, R, *S), log_nu (m, *S) or None); m_g =
     ``spec.n_gates`` (m, or m - 1 in the plain MoE)."""
-    m, R, ng = spec.m, spec.R, spec.n_gates
+    m, R = spec.m, spec.R
+    ng = n_gate_preds(spec) if G is None else G  # G = n_gates: U's gate block is the logits
     g = U[:ng]
+    if ng != spec.n_gates:  # predictors -> logits (the Laplace gate)
+        g = get_gate(spec.gate).logits(g)
     Z = U[ng : ng + m * R].reshape((m, R, *U.shape[1:]))
     rho = U[ng + m * R :] if spec.regression else None
     return g, Z, rho
@@ -144,7 +147,8 @@ def split_rows(spec: MixSpec, U: jax.Array):
 def predictor_planes(spec: MixSpec, params, X: jax.Array) -> jax.Array:
     """U (W, n) for covariate planes X (d, n): `moejax.mix.density.predictors`, rows last."""
     beta, tau = gate_params(spec, params)
-    g = beta @ X + tau[:, None]
+    gate = get_gate(spec.gate)
+    g = gate.predictor_block(beta, tau, X) if gate.n_pred > 1 else beta @ X + tau[:, None]
     Z = jnp.einsum("mrd,dn->mrn", params.eta[..., : spec.d], X)
     if spec.expert_intercept:
         Z = Z + params.eta[..., spec.d, None]
@@ -155,10 +159,12 @@ def predictor_planes(spec: MixSpec, params, X: jax.Array) -> jax.Array:
     return jnp.concatenate(parts, axis=0)
 
 
-def adapter_logpdfs_rows(spec: MixSpec, U: jax.Array, y: jax.Array, need: int):
+def adapter_logpdfs_rows(
+    spec: MixSpec, U: jax.Array, y: jax.Array, need: int, G: int | None = None
+):
     """(log f (m, *S), score (m, Q, *S), Hessian (m, Q, Q, *S)) of every adapter, up to order
     ``need`` (Q = R for categorical experts, 2 = (z, rho) for regression)."""
-    _, Z, rho = split_rows(spec, U)
+    _, Z, rho = split_rows(spec, U, G)
     if spec.regression:
         return _regression(spec, Z, rho, y, need)
     return _categorical(spec, Z, y, need)
@@ -190,7 +196,7 @@ def _core(spec: MixSpec, U: jax.Array, aux, need: int):
     ng = spec.n_gates
     g = U[:ng]
     lw0, lw, w, q = _gate(spec.gate, g)
-    lf, score, Hl = adapter_logpdfs_rows(spec, U, y, max(need, 0))
+    lf, score, Hl = adapter_logpdfs_rows(spec, U, y, max(need, 0), ng)
     if spec.plain:  # expert 0 is the reference component
         lj0, lj = lw0 + lf[0], lw + lf[1:]
     else:
@@ -251,18 +257,71 @@ def mixture_row_fns(spec: MixSpec) -> RowFns:
     """RowFns of phi(U, aux) = -row_loglik(spec, U, y, lf0) per row in the rows-last layout:
     U (W, *S), aux = (y (*S), lf0 (*S)) with y labels (any integer-valued dtype) for categorical
     experts or real responses, lf0 the frozen expert's log-density of each row. Outputs: value
-    (*S), gradient (W, *S), packed Hessian (W (W + 1) / 2, *S) (see `packed_index`)."""
+    (*S), gradient (W, *S), packed Hessian (W (W + 1) / 2, *S) (see `packed_index`). A gate
+    whose logits are functions of several predictors (the Laplace gate) gets the logits' rows
+    carried to its predictors by the chain rule (`gate_chain`)."""
+    core = lambda U, aux, need: _core(spec, U, aux, need)
+    if n_gate_preds(spec) != spec.n_gates:
+        core = gate_chain(spec, core, n_gate_preds(spec))
     return RowFns(
-        value=lambda U, aux: _core(spec, U, aux, 0)[0],
-        value_grad=lambda U, aux: _core(spec, U, aux, 1)[:2],
-        value_grad_hess=lambda U, aux: _core(spec, U, aux, 2)[:3],
+        value=lambda U, aux: core(U, aux, 0)[0],
+        value_grad=lambda U, aux: core(U, aux, 1)[:2],
+        value_grad_hess=lambda U, aux: core(U, aux, 2)[:3],
     )  # (gradient and Hessian as lists of planes: the fused pass stacks them once)
+
+
+def gate_chain(spec: MixSpec, core, G: int):
+    """``core(U, aux, need)`` of rows written in the gate logits g (the first m_g coordinates
+    of U) carried to the gate's predictors P (the first G = n_pred m_g coordinates, predictor
+    major), g_k = logits(P)_k: grad_P = grad_g dg/dP, and the Hessian
+    H_P = dg/dP^T H_g dg/dP + grad_g d2g/dq2 on the first predictor's diagonal (the gate's
+    `chain`: the other predictors enter linearly)."""
+    gate, ng = get_gate(spec.gate), spec.n_gates
+
+    def wrapped(U, aux, need):
+        P = U[:G]
+        Ug = jnp.concatenate([gate.logits(P), U[G:]], axis=0)
+        out = core(Ug, aux, need)
+        if need <= 0:
+            return out
+        value, grad, H = out[0], out[1], out[2]
+        dg, d2 = gate.chain(P)
+        W = U.shape[0]
+        shift = G - ng
+
+        def src(a):  # (coordinate of Ug, factor or None for 1, curvature flag)
+            if a < G:
+                p, k = divmod(a, ng)
+                return k, dg[p][k], p == 0
+            return a - shift, None, False
+
+        gmap = [src(a) for a in range(W)]
+        mul = lambda x, f: x if f is None else x * f
+        new_grad = [mul(grad[ga], fa) for ga, fa, _ in gmap]
+        if need == 1:
+            return (value, new_grad, *out[2:])
+        pg = packed_index(W - shift)
+        new_H = []
+        for a in range(W):
+            ga, fa, ca = gmap[a]
+            for b in range(a, W):
+                gb, fb, _ = gmap[b]
+                h = mul(mul(H[pg[ga, gb]], fa), fb)
+                if a == b and ca:
+                    h = h + grad[ga] * d2[ga]
+                new_H.append(h)
+        return (value, new_grad, new_H, *out[3:])
+
+    return wrapped
 
 
 def posteriors(spec: MixSpec, U: jax.Array, y: jax.Array, lf0: jax.Array) -> jax.Array:
     """Component posteriors r_j = softmax_j(log w_j + log f_j), (m + 1, *S), row 0 the frozen
     expert (the plain MoE: (m, *S), its experts), from predictors U (W, *S) (max-shifted log
     space; the same as `moejax.mix.responsibilities`, transposed)."""
+    G = n_gate_preds(spec)
+    if G != spec.n_gates:  # the gate's predictors -> its logits
+        U = jnp.concatenate([get_gate(spec.gate).logits(U[:G]), U[G:]], axis=0)
     return _core(spec, U, (y, lf0), -1)[3]
 
 

@@ -1,4 +1,4 @@
-"""The general contaminated mixture: a frozen expert, m >= 1 adapters, three gates, three
+"""The general contaminated mixture: a frozen expert, m >= 1 adapters, four gates, three
 expert likelihoods.
 
     p_G(y | x) = w_0(x) f_0(y | x) + sum_{j=1..m} w_j(x) f_j(y | x; eta_j, nu_j)
@@ -8,6 +8,8 @@ Gates (the frozen expert's gate logit is fixed at 0; g_j = beta_j . x + tau_j):
   "input_free"  w = softmax(0, tau_1, ..., tau_m)         (m = 1: lambda = sigmoid(tau); no beta)
   "sigmoid"     w_j proportional to sigmoid(g_j), w_0 to sigmoid(0) = 1/2 (independent sigmoid
                 switches, normalised so that p_G is a density)
+  "laplace"     w = softmax(0, g_1, ..., g_m) with g_j = tau_j - ||x - beta_j|| (beta_j: the
+                location W_j)
 Likelihoods of an expert with linear predictors z_r = eta_r . x (r < R):
   "categorical" multinomial logistic, K classes, R = K - 1, logits s a(z_r) + b_r, class K-1 = 0
   "gaussian"    N(y; s a(z) + b, nu), R = 1

@@ -16,7 +16,7 @@ import numpy as np
 
 from moejax.estimation.bounds import Bounds
 from moejax.estimation.init import split_assignment
-from moejax.mix.density import gate_log_weights, predictors
+from moejax.mix.density import gate_log_weights, predictors, split_predictors
 from moejax.mix.design import Design
 from moejax.mix.sampling import (
     sample_covariates,
@@ -327,7 +327,7 @@ def adapter_weight(problem: Problem, points: int = 200_000) -> float:
     @jax.jit  # one small program (op by op, its ~30 operations cost ~1 s of compilation)
     def weight(truth):
         X = sample_covariates(jax.random.key(20260101), spec.d, points, design)
-        g = predictors(spec, truth.at(1.0), X)[:, : spec.n_gates]
+        g = split_predictors(spec, predictors(spec, truth.at(1.0), X))[0]
         return jnp.mean(1.0 - jnp.exp(gate_log_weights(spec.gate, g)[:, 0]))
 
     return float(weight(problem.truth))
