@@ -12,6 +12,7 @@ Gates, with g_j = beta_j . x + tau_j (the frozen expert is component 0):
 - ``"softmax"``:    w = softmax(0, g_1, ..., g_m)
 - ``"input_free"``: w = softmax(0, tau_1, ..., tau_m)  (beta ignored)
 - ``"sigmoid"``:    w_j proportional to sigmoid(g_j), w_0 proportional to sigmoid(0) = 1/2
+- ``"laplace"``:    w = softmax(0, tau_1 - ||x - beta_1||, ..., tau_m - ||x - beta_m||)
 
 Expert likelihoods, with linear predictors z_r = eta_r . x (r < R) and output map s a(z) + b:
 
@@ -80,9 +81,11 @@ def gate_log_weights(gate: str, X: np.ndarray, beta: np.ndarray, tau: np.ndarray
     for j in range(m):
         if gate == "input_free":
             logits[:, j + 1] = tau[j]
+        elif gate == "laplace":  # tau_j - ||x - W_j||, W_j = beta_j
+            logits[:, j + 1] = tau[j] - np.sqrt(np.sum((X - beta[j]) ** 2, axis=1))
         else:
             logits[:, j + 1] = X @ beta[j] + tau[j]
-    if gate in ("softmax", "input_free"):
+    if gate in ("softmax", "input_free", "laplace"):
         return log_softmax(logits, axis=1)
     if gate == "sigmoid":
         lv = np.empty_like(logits)

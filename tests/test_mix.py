@@ -239,7 +239,7 @@ def test_weighted_log_likelihood_gradient_ignores_zero_weight_rows():
 
 CLASS_MODELS = [
     _model(gate, "categorical", "categorical", m, d=3, seed=30 + m, K=3)
-    for gate, m in zip(mix.GATES, (1, 2, 3), strict=True)
+    for gate, m in zip(mix.GATES, (1, 2, 3, 2), strict=True)
 ]
 
 
