@@ -171,9 +171,9 @@ def gaussian_data():
     return spec, truth, X, y
 
 
-@pytest.mark.parametrize("method", ["direct", "em"])
+@pytest.mark.parametrize("method", ["direct"])  # (EM: the Laplace-gate test and simulate's)
 def test_fit_is_a_stationary_point_of_the_numpy_likelihood(gaussian_data, method):
-    """Both estimators from a near-truth start: converged; the NumPy reference likelihood's
+    """Direct MLE from a near-truth start: converged; the NumPy reference likelihood's
     finite-difference gradient at the estimate is ~0, its finite-difference Hessian matches the
     fit's information, and the estimate is within 4 standard errors of the truth."""
     spec, truth, X, y = gaussian_data
@@ -199,9 +199,9 @@ def test_grid_design_with_expert_intercepts():
     for n in (7, 130):
         X, _ = sample(jax.random.key(0), spec, truth, n, grid)
         np.testing.assert_array_equal(np.asarray(X)[:, 0], np.linspace(0.0, 1.0, n))
-    X, y = sample(jax.random.key(5), spec, truth, 1500, grid)
+    X, y = sample(jax.random.key(5), spec, truth, 800, grid)
     bounds = Bounds(beta=(-60.0, 60.0), tau=(-30.0, 30.0), eta=(-60.0, 60.0))
-    init = init_near_truth(jax.random.key(1), spec, truth, 1500.0)
+    init = init_near_truth(jax.random.key(1), spec, truth, 800.0)
     res = fit(spec, X, y, init, bounds=bounds)
     assert bool(res.converged), int(res.status)
     _check_stationary(spec, "linear", res, np.asarray(X), np.asarray(y), h=1e-5)

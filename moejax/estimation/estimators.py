@@ -283,14 +283,13 @@ class EM(Estimator):
 
 
 def _fit_direct(spec, src, theta0, lo, hi, solver, max_iter) -> FitResult:
-    data = src
     obj = objective(spec, src)
     res = solver.minimize(obj, theta0, lo, hi, max_iter=max_iter)
     # Newton ends with the Hessian at its estimate; other solvers cost one more pass.
     hess = res.hess if res.hess is not None else obj.value_grad_hess(res.x)[2]
     out = fit_result(
         unpack(spec, res.x),
-        data.total,
+        src.total,
         res.x,
         res.value,
         res.grad,
@@ -300,7 +299,7 @@ def _fit_direct(spec, src, theta0, lo, hi, solver, max_iter) -> FitResult:
         res.status,
         res.n_iter,
         res.n_iter,
-        data.ok,
+        src.ok,
         hess,
     )
     return out._replace(passes=res.passes, executed=res.executed)
@@ -346,7 +345,6 @@ def _fit_em(
     d, m, C = spec.d, n_gate_preds(spec), spec.components  # gate predictors, components
     sq = get_gate(spec.gate).sq_norm
     to_lin = lin_map(spec)
-    data = src
     full = objective(spec, src)
     widths, starts = layout(spec)
     ng = n_gate_params(spec)
@@ -451,7 +449,7 @@ def _fit_em(
     f, g, H = full.value_grad_hess(theta)
     return fit_result(
         unpack(spec, theta),
-        data.total,
+        src.total,
         theta,
         f,
         g,
@@ -461,7 +459,7 @@ def _fit_em(
         status,
         it,
         inner,
-        data.ok,
+        src.ok,
         0.5 * (H + H.T),
     )
 
