@@ -36,9 +36,8 @@ def init_near_truth(
     m = int(np.shape(truth.tau)[0])
     if spec.m == m:
         return perturb(key, truth, n, c_gate, c_expert, rho, spec.regression)
+    # the plain MoE's reference expert 0 (gate fixed at 0) is never split: its logit stays 0
     centers = split_truth(truth, spec.m, first=1 if spec.plain else 0)
-    if spec.plain:  # (a no-op: the reference expert 0 is never split, its logit stays 0)
-        centers = to_reference(centers)
     head = jax.tree_util.tree_map(lambda a: a[:m], centers)
     tail = jax.tree_util.tree_map(lambda a: a[m:], centers)
     noisy = (
@@ -108,7 +107,8 @@ def split_truth(truth: MixParams, m_hat: int, first: int = 0) -> MixParams:
 
 def to_reference(p: MixParams) -> MixParams:
     """The plain MoE's gate in its reference form: expert 0's gate (beta[0], tau[0]) subtracted
-    from every expert's, so that expert 0's logit is 0. Under the softmax and input-free gates
+    from every expert's, so that expert 0's logit is 0 (any array type; the config puts a
+    truth in this form with it). Under the softmax and input-free gates
     the gate weights are unchanged (translation invariance); under the sigmoid gate they move."""
     return p._replace(beta=p.beta - p.beta[:1], tau=p.tau - p.tau[:1])
 

@@ -53,13 +53,6 @@ class Design:
         return Design("uniform", self.low, self.high) if self.kind == "grid" else self
 
 
-def as_design(radius: Any) -> Design:
-    """A `Design` from a design, a radius (float) or None."""
-    if isinstance(radius, Design):
-        return radius
-    return Design("normal", radius=None if radius is None else float(radius))
-
-
 def grid_rows(first: Any, count: int, total: Any, low: float, high: float) -> jax.Array:
     """Rows first .. first + count - 1 of linspace(low, high, total), (count,) (total may be
     traced; total = 1 gives low)."""
@@ -68,4 +61,4 @@ def grid_rows(first: Any, count: int, total: Any, low: float, high: float) -> ja
     return low + step * i.astype(jnp.float64)
 
 
-__all__ = ["DESIGNS", "Design", "as_design", "grid_rows"]
+__all__ = ["DESIGNS", "Design", "grid_rows"]

@@ -128,9 +128,11 @@ def largest_shared_cell(model: Mapping[str, Any]) -> int:
     """The largest number of fitted adapters that start in one true adapter's cell under the
     split rule (`moejax.estimation.init.split_assignment`; the plain MoE never splits its
     reference expert)."""
+    from moejax.estimation.init import split_assignment
+
     m, m_hat = int(model["adapters"]), int(model["fitted_adapters"])
     first = 1 if model.get("frozen") == "none" and m > 1 else 0
-    src = [i if i < m else first + (i - m) % (m - first) for i in range(m_hat)]
+    src = split_assignment(m, m_hat, first)
     return max(src.count(j) for j in range(m))
 
 

@@ -24,7 +24,7 @@ from moejax.estimation.estimators import (
     EM_ACCELS,
     METHODS,
 )
-from moejax.estimation.init import INIT_MODES
+from moejax.estimation.init import INIT_MODES, to_reference
 from moejax.estimation.solvers import SOLVERS
 from moejax.experts import (
     BUILTIN_ACTIVATIONS,
@@ -35,7 +35,7 @@ from moejax.experts import (
 from moejax.mix.design import DESIGNS
 from moejax.mix.gates import GATES, get_gate
 from moejax.mix.likelihoods import LIKELIHOODS, get_likelihood
-from moejax.mix.spec import count_params
+from moejax.mix.spec import MixParams, count_params
 
 
 class ConfigError(ValueError):
@@ -404,8 +404,8 @@ def _plain_truth(
                 "in the plain MoE expert 0 is the gate's reference: under the sigmoid gate "
                 "its gate (truth.beta[0], truth.tau[0]) must be 0",
             )
-    t["beta"] = (beta - beta[0]).tolist()
-    t["tau"] = (tau - tau[0]).tolist()
+    ref = to_reference(MixParams(beta, tau, None, None))
+    t["beta"], t["tau"] = ref.beta.tolist(), ref.tau.tolist()
 
 
 def resolve(raw: dict[str, Any]) -> dict[str, Any]:
